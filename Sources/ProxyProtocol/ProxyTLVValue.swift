@@ -1,0 +1,159 @@
+import NIOCore
+
+/// The meaning of a TLV whose type the codec knows.
+public enum ProxyTLVValue: Hashable, Sendable {
+    /// ALPN: the protocol identifier bytes.
+    case alpn(ByteBuffer)
+    /// AUTHORITY: the host name.
+    case authority(String)
+    /// CRC32C: the checksum as received.
+    case crc32c(UInt32)
+    /// NOOP: padding.
+    case noop
+    /// UNIQUE_ID: an opaque identifier.
+    case uniqueID(ByteBuffer)
+    /// SSL: the client's TLS details.
+    case ssl(ProxySSLInfo)
+    /// NETNS: a network namespace name.
+    case netns(String)
+    /// 0xEA with sub-type 0x01: an AWS VPC endpoint id.
+    case awsVPCEndpointID(String)
+    /// 0xEE with sub-type 0x01: an Azure Private Link id (little-endian on the wire).
+    case azurePrivateLinkID(UInt32)
+    /// 0xE0 with 8 bytes: a Google Cloud Private Service Connect connection id (big-endian).
+    case gcpPSCConnectionID(UInt64)
+}
+
+extension ProxyTLV {
+    /// The typed value, for the registered types and for application types whose value has the
+    /// shape of a known cloud convention; `nil` otherwise.
+    ///
+    /// Registered types are validated when a header is parsed, so a parsed header's registered
+    /// TLVs always decode. Application types (0xE0-0xEF) belong to whoever configured the proxy;
+    /// a value that does not fit a cloud convention is left raw rather than guessed at.
+    public var decodedValue: ProxyTLVValue? {
+        var value = self.value
+        switch type {
+        case .alpn:
+            return .alpn(value)
+        case .authority:
+            return String(validatingUTF8Buffer: value).map { .authority($0) }
+        case .crc32c:
+            guard value.readableBytes == 4 else { return nil }
+            return value.readInteger(as: UInt32.self).map { .crc32c($0) }
+        case .noop:
+            return .noop
+        case .uniqueID:
+            return value.readableBytes <= ProxyTLV.maximumUniqueIDLength ? .uniqueID(value) : nil
+        case .ssl:
+            return ProxySSLInfo(validatedValue: value).map { .ssl($0) }
+        case .netns:
+            return String(asciiBuffer: value).map { .netns($0) }
+        case .aws:
+            guard value.readInteger(as: UInt8.self) == 0x01, value.readableBytes > 0,
+                  let id = String(asciiBuffer: value)
+            else { return nil }
+            return .awsVPCEndpointID(id)
+        case .azure:
+            guard value.readableBytes == 5, value.readInteger(as: UInt8.self) == 0x01,
+                  let id = value.readInteger(endianness: .little, as: UInt32.self)
+            else { return nil }
+            return .azurePrivateLinkID(id)
+        case .gcp:
+            guard value.readableBytes == 8 else { return nil }
+            return value.readInteger(as: UInt64.self).map { .gcpPSCConnectionID($0) }
+        default:
+            return nil
+        }
+    }
+}
+
+/// The value of an SSL TLV: how the client talked TLS to the proxy.
+public struct ProxySSLInfo: Hashable, Sendable {
+    /// What the client did, as the `client` bit field says.
+    public struct ClientFlags: OptionSet, Hashable, Sendable {
+        public var rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// The client connected over TLS.
+        public static let ssl = ClientFlags(rawValue: 0x01)
+        /// The client sent a certificate on this connection.
+        public static let certificateOnConnection = ClientFlags(rawValue: 0x02)
+        /// The client sent a certificate at least once in this TLS session.
+        public static let certificateInSession = ClientFlags(rawValue: 0x04)
+    }
+
+    /// The `client` field.
+    public var client: ClientFlags
+    /// The `verify` field: 0 when the client's certificate was presented and verified.
+    public var verify: UInt32
+    /// The sub-TLVs (0x21-0x28 and any others), in order.
+    public var subTLVs: ProxyTLVs
+
+    /// The fixed part of the value: `client` and `verify`.
+    static let fixedLength = 5
+
+    public init(client: ClientFlags, verify: UInt32, subTLVs: ProxyTLVs = ProxyTLVs()) {
+        self.client = client
+        self.verify = verify
+        self.subTLVs = subTLVs
+    }
+
+    /// Reads a value the parser has already checked; `nil` if it is too short.
+    init?(validatedValue: ByteBuffer) {
+        var value = validatedValue
+        guard let client = value.readInteger(as: UInt8.self),
+              let verify = value.readInteger(as: UInt32.self)
+        else { return nil }
+        self.init(client: ClientFlags(rawValue: client), verify: verify, subTLVs: ProxyTLVs(validatedBytes: value))
+    }
+
+    /// Whether the client presented a certificate that the proxy verified.
+    public var isVerified: Bool { verify == 0 }
+    /// SSL_VERSION, such as `TLSv1.3`.
+    public var version: String? { text(.sslVersion) }
+    /// SSL_CN: the client certificate's common name.
+    public var commonName: String? { text(.sslCommonName) }
+    /// SSL_CIPHER, such as `TLS_AES_256_GCM_SHA384`.
+    public var cipher: String? { text(.sslCipher) }
+    /// SSL_SIG_ALG: the certificate's signature algorithm.
+    public var signatureAlgorithm: String? { text(.sslSignatureAlgorithm) }
+    /// SSL_KEY_ALG: the certificate's key algorithm.
+    public var keyAlgorithm: String? { text(.sslKeyAlgorithm) }
+    /// SSL_GROUP: the key exchange group.
+    public var group: String? { text(.sslGroup) }
+    /// SSL_SIG_SCHEME: the signature scheme.
+    public var signatureScheme: String? { text(.sslSignatureScheme) }
+    /// SSL_CLIENT_CERT: the client certificate, DER.
+    public var clientCertificate: ByteBuffer? { subTLVs.first(.sslClientCertificate)?.value }
+
+    private func text(_ type: ProxyTLVType) -> String? {
+        subTLVs.first(type).map { String(buffer: $0.value) }
+    }
+
+    /// The value on the wire.
+    public func encoded() -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(client.rawValue)
+        buffer.writeInteger(verify)
+        var sub = subTLVs.bytes
+        buffer.writeBuffer(&sub)
+        return buffer
+    }
+}
+
+extension String {
+    /// The buffer's bytes as text if they are valid UTF-8.
+    init?(validatingUTF8Buffer buffer: ByteBuffer) {
+        guard let text = buffer.readableBytesView.withContiguousStorageIfAvailable({
+            String(validating: $0, as: UTF8.self)
+        }) ?? String(validating: Array(buffer.readableBytesView), as: UTF8.self)
+        else { return nil }
+        self = text
+    }
+
+    /// The buffer's bytes as text if they are all US-ASCII.
+    init?(asciiBuffer buffer: ByteBuffer) {
+        guard buffer.readableBytesView.allSatisfy({ $0 < 0x80 }) else { return nil }
+        self.init(buffer: buffer)
+    }
+}
