@@ -1,0 +1,166 @@
+import NIOCore
+import ProxyProtocol
+import Testing
+
+@Suite struct TLVTests {
+    static let sslValue: [UInt8] = [0x07, 0x00, 0x00, 0x00, 0x00]
+        + tlvBytes(0x21, Array("TLSv1.3".utf8))
+        + tlvBytes(0x22, Array("clïent.example".utf8))
+        + tlvBytes(0x23, Array("TLS_AES_256_GCM_SHA384".utf8))
+        + tlvBytes(0x24, Array("RSA-SHA256".utf8))
+        + tlvBytes(0x25, Array("RSA2048".utf8))
+        + tlvBytes(0x26, Array("X25519".utf8))
+        + tlvBytes(0x27, Array("rsa_pss_rsae_sha256".utf8))
+        + tlvBytes(0x28, [0x30, 0x82, 0x01, 0x0A])
+
+    static let allTLVs: [UInt8] = tlvBytes(0x01, Array("h2".utf8))
+        + tlvBytes(0x02, Array("exämple.com".utf8))
+        + tlvBytes(0x04, [0, 0, 0])
+        + tlvBytes(0x05, Array("unique-id-1".utf8))
+        + tlvBytes(0x20, sslValue)
+        + tlvBytes(0x30, Array("blue".utf8))
+        + tlvBytes(0xEA, [0x01] + Array("vpce-08d2bf15fac5001c9".utf8))
+        + tlvBytes(0xEE, [0x01, 0x78, 0x56, 0x34, 0x12])
+        + tlvBytes(0xE0, [0x00, 0x00, 0x00, 0x00, 0x12, 0x34, 0x56, 0x78])
+        + tlvBytes(0xF0, [0xDE, 0xAD])
+        + tlvBytes(0x01, Array("http/1.1".utf8))
+
+    func parsedTLVs(_ tlvs: [UInt8]) throws -> ProxyTLVs {
+        guard case .complete(let header, _) = try parse(v2Header(family: 0x11, body: inetBlock + tlvs)) else {
+            throw ProxyHeaderError(.invalidSignature, at: -1)
+        }
+        return header.tlvs
+    }
+
+    @Test func everyTypeDecodes() throws {
+        let tlvs = try parsedTLVs(Self.allTLVs)
+        #expect(Array(tlvs).map(\.type.rawValue) == [0x01, 0x02, 0x04, 0x05, 0x20, 0x30, 0xEA, 0xEE, 0xE0, 0xF0, 0x01])
+        #expect(Array(tlvs).map(\.name) == ["ALPN", "AUTHORITY", "NOOP", "UNIQUE_ID", "SSL", "NETNS", "AWS", "AZURE", "GCP", nil, "ALPN"])
+        #expect(tlvs.authority == "exämple.com")
+        #expect(tlvs.alpn.map { String(buffer: $0) } == "h2")
+        #expect(tlvs.uniqueID.map { String(buffer: $0) } == "unique-id-1")
+        #expect(tlvs.netns == "blue")
+        #expect(tlvs.crc32c == nil)
+        let values = Array(tlvs).map(\.decodedValue)
+        #expect(values[2] == .noop)
+        #expect(values[6] == .awsVPCEndpointID("vpce-08d2bf15fac5001c9"))
+        #expect(values[7] == .azurePrivateLinkID(0x1234_5678))
+        #expect(values[8] == .gcpPSCConnectionID(0x1234_5678))
+        #expect(values[9] == nil)
+        #expect(values[10] == .alpn(ByteBuffer(string: "http/1.1")))
+    }
+
+    @Test func sslDetails() throws {
+        let ssl = try #require(try parsedTLVs(Self.allTLVs).ssl)
+        #expect(ssl.client == [.ssl, .certificateOnConnection, .certificateInSession])
+        #expect(ssl.verify == 0)
+        #expect(ssl.isVerified)
+        #expect(ssl.version == "TLSv1.3")
+        #expect(ssl.commonName == "clïent.example")
+        #expect(ssl.cipher == "TLS_AES_256_GCM_SHA384")
+        #expect(ssl.signatureAlgorithm == "RSA-SHA256")
+        #expect(ssl.keyAlgorithm == "RSA2048")
+        #expect(ssl.group == "X25519")
+        #expect(ssl.signatureScheme == "rsa_pss_rsae_sha256")
+        #expect(ssl.clientCertificate == ByteBuffer(bytes: [0x30, 0x82, 0x01, 0x0A]))
+        #expect(Array(ssl.encoded().readableBytesView) == Self.sslValue)
+    }
+
+    /// Application-range types that do not have a cloud convention's shape stay raw and unnamed.
+    @Test func cloudConventionsNeedTheirShape() throws {
+        let tlvs = try parsedTLVs(
+            tlvBytes(0xEA, [0x02] + Array("x".utf8)) + tlvBytes(0xEA, [0x01]) + tlvBytes(0xEE, [0x01, 0, 0])
+                + tlvBytes(0xE0, [1, 2, 3]) + tlvBytes(0xEA, [0x01, 0xFF])
+        )
+        #expect(Array(tlvs).map(\.decodedValue) == [nil, nil, nil, nil, nil])
+        #expect(Array(tlvs).map(\.name) == [nil, nil, nil, nil, nil])
+    }
+
+    @Test func uniqueIDAtItsLimit() throws {
+        let tlvs = try parsedTLVs(tlvBytes(0x05, [UInt8](repeating: 9, count: 128)))
+        #expect(tlvs.uniqueID?.readableBytes == 128)
+    }
+
+    @Test func builtTLVsMatchTheWire() {
+        let tlvs: ProxyTLVs = [.alpn("h2"), .authority("a.example"), .noop(count: 2), .uniqueID([1, 2]), .netns("ns")]
+        #expect(Array(tlvs.bytes.readableBytesView)
+            == tlvBytes(1, Array("h2".utf8)) + tlvBytes(2, Array("a.example".utf8)) + tlvBytes(4, [0, 0])
+            + tlvBytes(5, [1, 2]) + tlvBytes(0x30, Array("ns".utf8)))
+        var appended = ProxyTLVs()
+        #expect(appended.isEmpty)
+        appended.append(.authority("x"))
+        #expect(appended == [.authority("x")])
+        #expect(!appended.isEmpty)
+    }
+
+    @Test func typeRanges() {
+        #expect(ProxyTLVType(0xE0).isApplicationSpecific && ProxyTLVType(0xEF).isApplicationSpecific)
+        #expect(!ProxyTLVType(0xF0).isApplicationSpecific && ProxyTLVType(0xF0).isExperimental)
+        #expect(ProxyTLVType(0xF7).isExperimental && !ProxyTLVType(0xF8).isExperimental)
+        #expect(ProxyTLVType(0xF8).isReservedForFuture && ProxyTLVType(0xFF).isReservedForFuture)
+        #expect(ProxyTLVType(0x22).description == "SSL_CN")
+        #expect(ProxyTLVType(0x99).description == "0x99")
+    }
+}
+
+@Suite struct ChecksumTests {
+    @Test func encodedChecksumIsVerified() throws {
+        let header = ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [.authority("example.com")])
+        let bytes = Array(try header.encoded(appendingCRC32C: true).readableBytesView)
+        #expect(bytes.count == 28 + 14 + 7)
+        // The checksum of the header with its value zeroed, computed independently of the encoder.
+        var zeroed = bytes
+        zeroed.replaceSubrange(45..<49, with: [0, 0, 0, 0])
+        let expected = CRC32C.checksum(zeroed)
+        #expect(Array(bytes[42..<45]) == [0x03, 0x00, 0x04])
+        #expect(bytes[45..<49].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } == expected)
+        guard case .complete(let parsed, 49) = try parse(bytes) else {
+            Issue.record("expected a complete header")
+            return
+        }
+        #expect(parsed.tlvs.crc32c == expected)
+        #expect(parsed.tlvs.authority == "example.com")
+    }
+
+    /// Changing any byte after the fixed part is detected, except the CRC32C TLV's own type
+    /// byte: a header without that TLV is unprotected, as the protocol defines it.
+    @Test func everyCorruptedByteIsRejected() throws {
+        let header = ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [.uniqueID([1, 2, 3])])
+        let bytes = Array(try header.encoded(appendingCRC32C: true).readableBytesView)
+        #expect(bytes.count == 41)
+        for index in 16..<bytes.count where index != 34 {
+            var corrupted = bytes
+            corrupted[index] ^= 0x40
+            let error = try #require(parseError(corrupted), "byte \(index)")
+            if (16..<28).contains(index) || (31..<34).contains(index) || (37..<41).contains(index) {
+                guard case .v2ChecksumMismatch = error.kind else {
+                    Issue.record("byte \(index): \(error)")
+                    continue
+                }
+                #expect(error.offset == 34)
+            }
+        }
+    }
+
+    @Test func mismatchNamesBothValues() {
+        let bytes = v2Header(family: 0x11, body: inetBlock + tlvBytes(0x03, [0xDE, 0xAD, 0xBE, 0xEF]))
+        var zeroed = bytes
+        zeroed.replaceSubrange(31..<35, with: [0, 0, 0, 0])
+        let computed = CRC32C.checksum(zeroed)
+        #expect(parseError(bytes) == ProxyHeaderError(.v2ChecksumMismatch(received: 0xDEAD_BEEF, computed: computed), at: 28))
+    }
+
+    /// A header that already carries a CRC32C TLV gets it filled in, wherever it is.
+    @Test func existingChecksumTLVIsFilledIn() throws {
+        let header = ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [.crc32c, .authority("a")])
+        let once = try header.encoded()
+        let twice = try header.encoded(appendingCRC32C: true)
+        #expect(once == twice)
+        guard case .complete(let parsed, _) = try ProxyHeaderParser().parse(once) else {
+            Issue.record("expected a complete header")
+            return
+        }
+        // Re-encoding the parsed header reproduces the same bytes.
+        #expect(try parsed.encoded() == once)
+    }
+}
