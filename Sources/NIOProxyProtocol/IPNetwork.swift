@@ -1,0 +1,104 @@
+import ProxyProtocol
+
+/// An IP network in CIDR notation, such as `10.0.0.0/8` or `2001:db8::/32`; a bare address is a
+/// network of one.
+public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
+    /// The network address (host bits zero).
+    public let address: IPAddress
+    /// The number of leading bits that must match: 0...32 for IPv4, 0...128 for IPv6.
+    public let prefixLength: Int
+
+    /// Parses `address` or `address/prefix`. Host bits must be zero (`10.0.0.1/8` is an error
+    /// that suggests `10.0.0.0/8`), so a typo cannot silently widen or move the network.
+    public init(_ text: String) throws(IPNetworkParseError) {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let address = IPAddress(parts[0]) else {
+            throw IPNetworkParseError(entry: text, reason: .invalidAddress(String(parts[0])))
+        }
+        let width = address.bitWidth
+        var prefixLength = width
+        if parts.count == 2 {
+            let digits = parts[1]
+            guard let length = Int(digits), digits.allSatisfy(\.isASCII), digits.first != "+",
+                  !(digits.count > 1 && digits.first == "0"), (0...width).contains(length)
+            else {
+                throw IPNetworkParseError(entry: text, reason: .invalidPrefixLength(String(digits), maximum: width))
+            }
+            prefixLength = length
+        }
+        let network = address.masked(to: prefixLength)
+        guard network == address else {
+            throw IPNetworkParseError(entry: text, reason: .hostBitsSet(suggestion: "\(network)/\(prefixLength)"))
+        }
+        self.address = address
+        self.prefixLength = prefixLength
+    }
+
+    /// Whether `candidate` is in the network. An IPv4 network also matches the IPv4-mapped IPv6
+    /// form of its addresses (`::ffff:a.b.c.d`), as dual-stack listeners report IPv4 peers.
+    public func contains(_ candidate: IPAddress) -> Bool {
+        switch (address, candidate.unmapped) {
+        case (.v4, let plain):
+            return plain.masked(to: prefixLength) == address
+        case (.v6, .v4(let v4)):
+            return IPAddress.v6(IPv6Address(ipv4Mapped: v4)).masked(to: prefixLength) == address
+        case (.v6, let plain):
+            return candidate.masked(to: prefixLength) == address || plain.masked(to: prefixLength) == address
+        }
+    }
+
+    public var description: String {
+        prefixLength == address.bitWidth ? address.description : "\(address)/\(prefixLength)"
+    }
+}
+
+/// Why a trusted-proxy entry is not an address or a CIDR network.
+public struct IPNetworkParseError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Reason: Hashable, Sendable {
+        /// The address part is neither IPv4 nor IPv6 text.
+        case invalidAddress(String)
+        /// The prefix length is not a number from 0 to the address width.
+        case invalidPrefixLength(String, maximum: Int)
+        /// The address has bits set past the prefix.
+        case hostBitsSet(suggestion: String)
+    }
+
+    /// The entry as it was written.
+    public var entry: String
+    public var reason: Reason
+
+    public init(entry: String, reason: Reason) {
+        self.entry = entry
+        self.reason = reason
+    }
+
+    public var description: String {
+        switch reason {
+        case .invalidAddress(let text):
+            return "\"\(entry)\": \"\(text)\" is not an IPv4 or IPv6 address"
+        case .invalidPrefixLength(let text, let maximum):
+            return "\"\(entry)\": prefix length \"\(text)\" is not a number from 0 to \(maximum)"
+        case .hostBitsSet(let suggestion):
+            return "\"\(entry)\": address has bits set beyond the prefix; did you mean \(suggestion)?"
+        }
+    }
+}
+
+extension IPAddress {
+    var bitWidth: Int {
+        if case .v4 = self { return 32 }
+        return 128
+    }
+
+    /// The address with all bits after the first `prefixLength` cleared.
+    func masked(to prefixLength: Int) -> IPAddress {
+        switch self {
+        case .v4(let v4):
+            let mask: UInt32 = prefixLength == 0 ? 0 : ~0 << (32 - prefixLength)
+            return .v4(IPv4Address(rawValue: v4.rawValue & mask))
+        case .v6(let v6):
+            func mask(_ bits: Int) -> UInt64 { bits <= 0 ? 0 : bits >= 64 ? ~0 : ~0 << (64 - bits) }
+            return .v6(IPv6Address(high: v6.high & mask(prefixLength), low: v6.low & mask(prefixLength - 64)))
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import NIOCore
+import ProxyProtocol
+
+/// What a connection's PROXY header says, and the addresses to use for it.
+public struct ProxiedConnectionInfo: Hashable, Sendable {
+    /// The header as received.
+    public var header: ProxyHeader
+    /// The header's length on the wire.
+    public var headerLength: Int
+    /// The socket's peer: the proxy.
+    public var proxyAddress: SocketAddress
+    /// The socket's local address.
+    public var localAddress: SocketAddress?
+    /// The client: the header's source, or the socket's peer when the header carries no
+    /// addresses (`LOCAL`, `UNKNOWN`, `UNSPEC`).
+    public var source: SocketAddress
+    /// The address the client connected to: the header's destination, or the socket's local
+    /// address when the header carries none.
+    public var destination: SocketAddress?
+
+    /// Whether the header carried addresses (false for `LOCAL`, `UNKNOWN` and `UNSPEC`).
+    public var carriesAddresses: Bool { header.command == .proxy && header.addresses != .unspecified }
+
+    /// Builds the effective addresses for a header received from `proxyAddress`.
+    public init(header: ProxyHeader, headerLength: Int, proxyAddress: SocketAddress, localAddress: SocketAddress?) throws {
+        self.header = header
+        self.headerLength = headerLength
+        self.proxyAddress = proxyAddress
+        self.localAddress = localAddress
+        guard header.command == .proxy else {
+            self.source = proxyAddress
+            self.destination = localAddress
+            return
+        }
+        switch header.addresses {
+        case .unspecified:
+            self.source = proxyAddress
+            self.destination = localAddress
+        case .inet, .inet6:
+            self.source = try SocketAddress(header.addresses.source!)
+            self.destination = try SocketAddress(header.addresses.destination!)
+        case .unix(let source, let destination):
+            self.source = try SocketAddress(unixDomainSocketPath: source.path)
+            self.destination = try SocketAddress(unixDomainSocketPath: destination.path)
+        }
+    }
+}
+
+extension SocketAddress {
+    /// The socket address of an IP endpoint from a header.
+    public init(_ endpoint: ProxyEndpoint) throws {
+        var packed = ByteBuffer()
+        switch endpoint.address {
+        case .v4(let v4): packed.writeInteger(v4.rawValue)
+        case .v6(let v6): packed.writeMultipleIntegers(v6.high, v6.low)
+        }
+        try self.init(packedIPAddress: packed, port: Int(endpoint.port))
+    }
+
+    /// The IP endpoint of a socket address; `nil` for UNIX sockets.
+    public var proxyEndpoint: ProxyEndpoint? {
+        guard let text = ipAddress, let address = IPAddress(text), let port else { return nil }
+        return ProxyEndpoint(address, port: UInt16(port))
+    }
+}
+
+extension ProxyAddresses {
+    /// The addresses of a connection from `source` to `destination`, for a header sent on its
+    /// behalf. When one side is IPv4 and the other IPv6, the IPv4 side is written in its
+    /// IPv4-mapped IPv6 form. `nil` for UNIX sockets.
+    public init?(source: SocketAddress, destination: SocketAddress) {
+        guard let s = source.proxyEndpoint, let d = destination.proxyEndpoint else { return nil }
+        func widened(_ endpoint: ProxyEndpoint) -> ProxyEndpoint {
+            guard case .v4(let v4) = endpoint.address else { return endpoint }
+            return ProxyEndpoint(.v6(IPv6Address(ipv4Mapped: v4)), port: endpoint.port)
+        }
+        if let same = ProxyAddresses(source: s, destination: d) {
+            self = same
+        } else {
+            self = ProxyAddresses(source: widened(s), destination: widened(d))!
+        }
+    }
+}

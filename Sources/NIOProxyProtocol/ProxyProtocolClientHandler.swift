@@ -1,0 +1,56 @@
+import NIOCore
+import ProxyProtocol
+
+/// Sends a PROXY header as the very first bytes of a connection, then leaves the pipeline.
+///
+/// Put it first in a client channel's pipeline, before any TLS handler: the header goes out
+/// when the channel becomes active (or at once, if it already is), before `channelActive`
+/// reaches the handlers after it, so it precedes a TLS handshake and anything the application
+/// writes. A write that somehow comes earlier still waits behind the header.
+///
+/// ```swift
+/// let header = ProxyHeader(version: .v2, addresses: .init(source: client, destination: server)!)
+/// try channel.pipeline.syncOperations.addHandler(try ProxyProtocolClientHandler(header: header))
+/// ```
+public final class ProxyProtocolClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = NIOAny
+    public typealias OutboundIn = NIOAny
+    public typealias OutboundOut = ByteBuffer
+
+    private let encodedHeader: ByteBuffer
+    private var sent = false
+
+    /// Encodes the header now, so a header the version cannot carry fails here rather than on
+    /// the connection.
+    public init(header: ProxyHeader, appendingCRC32C: Bool = false) throws(ProxyHeaderEncodingError) {
+        self.encodedHeader = try header.encoded(appendingCRC32C: appendingCRC32C)
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive {
+            sendHeader(context: context)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        sendHeader(context: context)
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        sendHeader(context: context, flush: false)
+        context.write(data, promise: promise)
+    }
+
+    private func sendHeader(context: ChannelHandlerContext, flush: Bool = true) {
+        guard !sent else { return }
+        sent = true
+        context.write(wrapOutboundOut(encodedHeader), promise: nil)
+        if flush { context.flush() }
+    }
+}
+
+@available(*, unavailable)
+extension ProxyProtocolClientHandler: Sendable {}

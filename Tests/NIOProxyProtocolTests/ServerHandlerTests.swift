@@ -1,0 +1,291 @@
+import NIOCore
+import NIOEmbedded
+import NIOProxyProtocol
+import ProxyProtocol
+import Testing
+
+/// Records what reaches the handlers after the PROXY handler, in order.
+final class EventRecorder: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    enum Event: Equatable {
+        case active
+        case info(ProxiedConnectionInfo)
+        case event(String)
+        case read(String)
+        case inactive
+    }
+
+    var events: [Event] = []
+
+    var readBytes: String {
+        events.compactMap { if case .read(let text) = $0 { return text } else { return nil } }.joined()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        events.append(.active)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        events.append(.read(String(buffer: unwrapInboundIn(data))))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let info = event as? ProxiedConnectionInfo {
+            events.append(.info(info))
+        } else {
+            events.append(.event(String(describing: event)))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        events.append(.inactive)
+    }
+}
+
+/// Counts `read` requests that pass the PROXY handler towards the socket.
+final class ReadCounter: ChannelOutboundHandler {
+    typealias OutboundIn = NIOAny
+    var reads = 0
+
+    func read(context: ChannelHandlerContext) {
+        reads += 1
+        context.read()
+    }
+}
+
+struct ServerHarness {
+    let channel = EmbeddedChannel()
+    let handler: ProxyProtocolServerHandler
+    let recorder = EventRecorder()
+    let reads = ReadCounter()
+
+    static let proxy = try! SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+    static let local = try! SocketAddress(ipAddress: "127.0.0.1", port: 443)
+
+    init(_ configuration: ProxyProtocolConfiguration = .init(), peer: SocketAddress = proxy) throws {
+        handler = ProxyProtocolServerHandler(configuration: configuration)
+        try channel.pipeline.syncOperations.addHandlers([reads, handler, recorder])
+        channel.localAddress = Self.local
+        try channel.connect(to: peer).wait()
+    }
+
+    func send(_ bytes: [UInt8]) throws {
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+    }
+
+    func send(_ text: String) throws {
+        try send(Array(text.utf8))
+    }
+
+    /// The error the handler's future failed with.
+    func failure() -> ProxyProtocolError? {
+        do {
+            _ = try handler.connectionInfo.wait()
+            return nil
+        } catch {
+            return error as? ProxyProtocolError
+        }
+    }
+}
+
+@Suite struct ServerHandlerTests {
+    static let v1Line = "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n"
+
+    static func expectedInfo(_ header: ProxyHeader, length: Int) throws -> ProxiedConnectionInfo {
+        try ProxiedConnectionInfo(header: header, headerLength: length, proxyAddress: ServerHarness.proxy, localAddress: ServerHarness.local)
+    }
+
+    @Test func headerInOneByteWrites() throws {
+        let harness = try ServerHarness()
+        for byte in Array((Self.v1Line + "hello").utf8) {
+            try harness.send([byte])
+        }
+        let header = ProxyHeader(version: .v1, addresses: .inet(
+            source: .init(IPv4Address(192, 0, 2, 1), port: 51234), destination: .init(IPv4Address(198, 51, 100, 7), port: 443)))
+        let info = try Self.expectedInfo(header, length: 45)
+        #expect(harness.recorder.events == [.active, .info(info), .read("h"), .read("e"), .read("l"), .read("l"), .read("o")])
+        #expect(try harness.handler.connectionInfo.wait() == info)
+        #expect(info.source == (try SocketAddress(ipAddress: "192.0.2.1", port: 51234)))
+        #expect(info.destination == (try SocketAddress(ipAddress: "198.51.100.7", port: 443)))
+        #expect(info.proxyAddress == ServerHarness.proxy)
+        #expect(try harness.channel.pipeline.syncOperations.proxiedConnectionInfo == info)
+        #expect(try harness.channel.pipeline.proxiedConnectionInfo().wait() == info)
+        #expect(throws: (any Error).self) { try harness.channel.pipeline.syncOperations.handler(type: ProxyProtocolServerHandler.self) }
+        #expect(harness.channel.isActive)
+    }
+
+    @Test func headerAndPayloadInOneWrite() throws {
+        let harness = try ServerHarness()
+        let header = ProxyHeader(version: .v2, addresses: .inet6(
+            source: .init(IPv6Address("2001:db8::1")!, port: 1000), destination: .init(IPv6Address("2001:db8::2")!, port: 2000)),
+            tlvs: [.authority("example.com"), .uniqueID([1, 2, 3])])
+        var bytes = try header.encoded(appendingCRC32C: true)
+        let length = bytes.readableBytes
+        bytes.writeString("GET / HTTP/1.1\r\n\r\n")
+        try harness.channel.writeInbound(bytes)
+        let info = try harness.handler.connectionInfo.wait()
+        #expect(harness.recorder.events == [.active, .info(info), .read("GET / HTTP/1.1\r\n\r\n")])
+        #expect(info.headerLength == length)
+        #expect(info.header.tlvs.authority == "example.com")
+        #expect(info.source == (try SocketAddress(ipAddress: "2001:db8::1", port: 1000)))
+        #expect(info.carriesAddresses)
+    }
+
+    @Test func invalidHeaderClosesAndPassesNothingOn() throws {
+        let harness = try ServerHarness()
+        try harness.send("PROXY TCP4 192.0.2.1 198.51.100.7 51234 4430000\r\nsecret")
+        #expect(!harness.channel.isActive)
+        #expect(harness.recorder.events == [])
+        #expect(harness.failure() == ProxyProtocolError(
+            .invalidHeader(ProxyHeaderError(.v1InvalidPort(.destinationPort, "4430000"), at: 40)), peer: ServerHarness.proxy))
+        #expect(harness.failure()?.description
+            == "connection from 127.0.0.1:40000: invalid PROXY header: v1 header, byte 40: destination port \"4430000\" is not a port (0-65535, no leading zeros)")
+    }
+
+    @Test func untrustedSourceIsClosedWithoutARead() throws {
+        let configuration = ProxyProtocolConfiguration(trustedProxies: try TrustedProxies(parsing: ["127.0.0.2"]))
+        let peer = try SocketAddress(ipAddress: "127.0.0.3", port: 5555)
+        let harness = try ServerHarness(configuration, peer: peer)
+        #expect(!harness.channel.isActive)
+        #expect(harness.reads.reads == 0)
+        #expect(harness.recorder.events == [])
+        #expect(harness.failure() == ProxyProtocolError(.untrustedSource, peer: peer))
+    }
+
+    @Test func trustsIPv4MappedPeers() throws {
+        let peer = try SocketAddress(ipAddress: "::ffff:127.0.0.1", port: 5555)
+        let harness = try ServerHarness(peer: peer)
+        #expect(harness.channel.isActive)
+        #expect(harness.reads.reads >= 1)
+    }
+
+    @Test func timesOut() throws {
+        let harness = try ServerHarness(ProxyProtocolConfiguration(headerTimeout: .seconds(3)))
+        try harness.send("PROXY TCP4 ")
+        harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(2999))
+        #expect(harness.channel.isActive)
+        harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(!harness.channel.isActive)
+        #expect(harness.failure()?.reason == .headerTimeout(.seconds(3)))
+        #expect(harness.recorder.events == [])
+    }
+
+    @Test func timeoutIsCancelledByTheHeader() throws {
+        let harness = try ServerHarness(ProxyProtocolConfiguration(headerTimeout: .seconds(3)))
+        try harness.send(Self.v1Line)
+        harness.channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+        #expect(harness.channel.isActive)
+    }
+
+    @Test func closedBeforeHeader() throws {
+        let harness = try ServerHarness()
+        try harness.send("PROXY TCP4 1.2")
+        harness.channel.pipeline.fireChannelInactive()
+        #expect(harness.failure()?.reason == .closedBeforeHeader(receivedBytes: 14))
+        #expect(harness.recorder.events == [])
+    }
+
+    @Test func halfClosedBeforeHeader() throws {
+        let harness = try ServerHarness()
+        try harness.send("PROXY")
+        harness.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(!harness.channel.isActive)
+        #expect(harness.failure()?.reason == .closedBeforeHeader(receivedBytes: 5))
+    }
+
+    @Test func resetBeforeHeader() throws {
+        let harness = try ServerHarness()
+        harness.channel.pipeline.fireErrorCaught(IOError(errnoCode: 104, reason: "read"))
+        #expect(!harness.channel.isActive)
+        guard case .readFailed = harness.failure()?.reason else {
+            Issue.record("expected readFailed, got \(String(describing: harness.failure()))")
+            return
+        }
+    }
+
+    @Test func quiesceDuringHeaderCloses() throws {
+        let harness = try ServerHarness()
+        try harness.send("PROXY TCP4")
+        harness.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(!harness.channel.isActive)
+        #expect(harness.failure()?.reason == .quiesced)
+    }
+
+    @Test func localUsesSocketAddresses() throws {
+        let harness = try ServerHarness()
+        try harness.send(Array(try ProxyHeader.local.encoded().readableBytesView) + Array("ping".utf8))
+        let info = try harness.handler.connectionInfo.wait()
+        #expect(info.source == ServerHarness.proxy)
+        #expect(info.destination == ServerHarness.local)
+        #expect(!info.carriesAddresses)
+        #expect(harness.recorder.events == [.active, .info(info), .read("ping")])
+    }
+
+    @Test func localCanBeRefused() throws {
+        let harness = try ServerHarness(ProxyProtocolConfiguration(acceptsLocal: false))
+        try harness.send(Array(try ProxyHeader.local.encoded().readableBytesView))
+        #expect(harness.failure()?.reason == .localNotAccepted)
+        #expect(!harness.channel.isActive)
+    }
+
+    @Test func unspecifiedAddressesFollowThePolicy() throws {
+        let accepting = try ServerHarness()
+        try accepting.send("PROXY UNKNOWN\r\n")
+        #expect(try accepting.handler.connectionInfo.wait().source == ServerHarness.proxy)
+        let refusing = try ServerHarness(ProxyProtocolConfiguration(unspecifiedAddresses: .reject))
+        try refusing.send("PROXY UNKNOWN\r\n")
+        #expect(refusing.failure()?.reason == .unspecifiedAddressesNotAccepted)
+        let refusingV2 = try ServerHarness(ProxyProtocolConfiguration(unspecifiedAddresses: .reject))
+        try refusingV2.send(Array(try ProxyHeader(version: .v2, addresses: .unspecified).encoded().readableBytesView))
+        #expect(refusingV2.failure()?.reason == .unspecifiedAddressesNotAccepted)
+    }
+
+    @Test func limitsHeaderSizeAndVersions() throws {
+        let small = try ServerHarness(ProxyProtocolConfiguration(maximumHeaderLength: 64))
+        let header = ProxyHeader(version: .v2, addresses: .unspecified, tlvs: [ProxyTLV(type: .noop, bytes: [UInt8](repeating: 0, count: 100))])
+        try small.send(Array(try header.encoded().readableBytesView.prefix(16)))
+        #expect(small.failure()?.reason == .invalidHeader(ProxyHeaderError(.headerTooLong(limit: 64), at: 14)))
+        let v2Only = try ServerHarness(ProxyProtocolConfiguration(acceptedVersions: .v2))
+        try v2Only.send("P")
+        #expect(v2Only.failure()?.reason == .invalidHeader(ProxyHeaderError(.versionNotAccepted(.v1), at: 0)))
+    }
+
+    @Test func abstractUnixAddressIsUnusable() throws {
+        let harness = try ServerHarness()
+        let header = ProxyHeader(version: .v2, addresses: .unix(
+            source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "/b")))
+        try harness.send(Array(try header.encoded().readableBytesView))
+        guard case .unusableAddress = harness.failure()?.reason else {
+            Issue.record("expected unusableAddress, got \(String(describing: harness.failure()))")
+            return
+        }
+    }
+
+    @Test func unixAddressesBecomeSocketAddresses() throws {
+        let harness = try ServerHarness()
+        let header = ProxyHeader(version: .v2, addresses: .unix(source: .init(path: "/run/a.sock"), destination: .init(path: "/run/b.sock")))
+        try harness.send(Array(try header.encoded().readableBytesView))
+        let info = try harness.handler.connectionInfo.wait()
+        #expect(info.source == (try SocketAddress(unixDomainSocketPath: "/run/a.sock")))
+    }
+
+    /// Added to a channel that is already active: starts at once and does not replay channelActive.
+    @Test func addedToAnActiveChannel() throws {
+        let channel = EmbeddedChannel()
+        try channel.connect(to: ServerHarness.proxy).wait()
+        let handler = ProxyProtocolServerHandler()
+        let recorder = EventRecorder()
+        try channel.pipeline.syncOperations.addHandlers([handler, recorder])
+        try channel.writeInbound(ByteBuffer(string: Self.v1Line + "x"))
+        let info = try handler.connectionInfo.wait()
+        #expect(recorder.events == [.info(info), .read("x")])
+    }
+
+    @Test func userEventsWhileWaitingPassThrough() throws {
+        let harness = try ServerHarness()
+        harness.channel.pipeline.fireUserInboundEventTriggered("custom")
+        #expect(harness.recorder.events == [.event("custom")])
+        #expect(harness.channel.isActive)
+    }
+}
