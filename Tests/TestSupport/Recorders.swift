@@ -1,14 +1,22 @@
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Collects the bytes a channel reads and tells when it closes; usable from any thread.
+/// Collects the bytes a channel reads (and passes them on) and tells when it closes; usable from
+/// any thread.
 public final class ByteCollector: ChannelInboundHandler, Sendable {
     public typealias InboundIn = ByteBuffer
 
-    private let state = NIOLockedValueBox<(bytes: [UInt8], events: [String], closed: Bool)>(([], [], false))
-    private let closedPromise: EventLoopPromise<Void>?
+    private struct State {
+        var bytes: [UInt8] = []
+        var events: [String] = []
+        var finished = false
+        var reached = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let closedPromise: EventLoopPromise<Void>
     private let expectedCount: Int?
-    private let countReached: EventLoopPromise<Void>?
+    private let countPromise: EventLoopPromise<Void>
 
     /// - Parameters:
     ///   - eventLoop: Where `closed` and `received` complete.
@@ -16,24 +24,28 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
     public init(eventLoop: EventLoop, expecting count: Int? = nil) {
         self.closedPromise = eventLoop.makePromise()
         self.expectedCount = count
-        self.countReached = eventLoop.makePromise()
-        if count == 0 { countReached?.succeed() }
+        self.countPromise = eventLoop.makePromise()
     }
 
     public var bytes: [UInt8] { state.withLockedValue { $0.bytes } }
     public var string: String { String(decoding: bytes, as: UTF8.self) }
     /// The user inbound events seen, as text.
     public var userEvents: [String] { state.withLockedValue { $0.events } }
-    public var closed: EventLoopFuture<Void> { closedPromise!.futureResult }
-    public var received: EventLoopFuture<Void> { countReached!.futureResult }
+    /// Completes when the channel closes or the handler leaves the pipeline.
+    public var closed: EventLoopFuture<Void> { closedPromise.futureResult }
+    /// Completes when the expected count has arrived; fails if the channel closes first.
+    public var received: EventLoopFuture<Void> { countPromise.futureResult }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        let count = state.withLockedValue {
-            $0.bytes.append(contentsOf: buffer.readableBytesView)
-            return $0.bytes.count
+        let reachedNow = state.withLockedValue { state -> Bool in
+            state.bytes.append(contentsOf: buffer.readableBytesView)
+            guard let expectedCount, !state.reached, state.bytes.count >= expectedCount else { return false }
+            state.reached = true
+            return true
         }
-        if let expectedCount, count >= expectedCount { countReached?.succeed() }
+        if reachedNow { countPromise.succeed() }
+        context.fireChannelRead(data)
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -43,9 +55,21 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        state.withLockedValue { $0.closed = true }
-        closedPromise?.succeed()
-        countReached?.fail(ChannelError.eof)
+        finish()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        finish()
+    }
+
+    private func finish() {
+        let (first, reached) = state.withLockedValue { state -> (Bool, Bool) in
+            defer { state.finished = true; state.reached = true }
+            return (!state.finished, state.reached)
+        }
+        guard first else { return }
+        closedPromise.succeed()
+        if !reached { countPromise.fail(ChannelError.eof) }
     }
 }
 
