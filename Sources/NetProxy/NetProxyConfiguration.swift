@@ -1,0 +1,194 @@
+import Foundation
+
+/// The host's configuration, with the keys and conventions of Prosody's mod_net_proxy.
+///
+/// ```json
+/// {
+///   "interfaces": ["127.0.0.1", "::1"],
+///   "c2s_ports": [5222],
+///   "proxy_port_mappings": { "15222": "c2s", "15269": "s2s" },
+///   "proxy_trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]
+/// }
+/// ```
+///
+/// A service is enabled when the configuration gives it `<service>_ports` (an empty list: no
+/// regular port) or maps a PROXY port to it. Port 0 binds any free port (for tests).
+public struct NetProxyConfiguration: Hashable, Sendable {
+    /// Addresses every listener binds unless its own `_interfaces` key says otherwise.
+    public var interfaces: [String] = ["127.0.0.1", "::1"]
+    /// `<service>_ports`: each service's regular (non-PROXY) ports.
+    public var servicePorts: [String: [Int]] = [:]
+    /// `<service>_interfaces`: where a service's regular ports bind.
+    public var serviceInterfaces: [String: [String]] = [:]
+    /// `proxy_ports`; `nil` means the ports named in ``proxyPortMappings``.
+    public var proxyPorts: [Int]?
+    /// `proxy_interfaces`; `nil` means ``interfaces``.
+    public var proxyInterfaces: [String]?
+    /// `proxy_port_mappings`: which service takes the connections of each PROXY port.
+    public var proxyPortMappings: [Int: String] = [:]
+    /// `proxy_trusted_proxies`: addresses and CIDR networks allowed to send headers. Empty trusts
+    /// everyone (with a warning at start-up), as the module does.
+    public var trustedProxies: [String] = ["127.0.0.1", "::1"]
+    /// `proxy_header_timeout`, in seconds.
+    public var headerTimeout: Double = 10
+    /// `proxy_max_header_size`, in bytes (16...65551).
+    public var maximumHeaderSize: Int = 4096
+    /// `proxy_tls_ports`: PROXY ports where TLS starts right after the header.
+    public var proxyTLSPorts: [Int] = []
+    /// `proxy_tls_certificate`: a PEM file with the certificate chain for ``proxyTLSPorts``.
+    public var tlsCertificatePath: String?
+    /// `proxy_tls_key`: a PEM file with the private key for ``proxyTLSPorts``.
+    public var tlsKeyPath: String?
+    /// `metrics_port`: where Prometheus text is served at `/metrics`; `nil` for none.
+    public var metricsPort: Int?
+    /// `metrics_interfaces`; `nil` means ``interfaces``.
+    public var metricsInterfaces: [String]?
+    /// `shutdown_grace_period`, in seconds: how long connections may drain on SIGINT/SIGTERM.
+    public var shutdownGracePeriod: Double = 10
+
+    public init() {}
+
+    /// The configuration `netproxy` runs without arguments: echo, whoami and http, each on a
+    /// regular port and a PROXY port, on loopback only.
+    public static var defaultServe: NetProxyConfiguration {
+        var configuration = NetProxyConfiguration()
+        configuration.servicePorts = ["echo": [7000], "whoami": [7001], "http": [8080]]
+        configuration.proxyPortMappings = [17000: "echo", 17001: "whoami", 18080: "http"]
+        return configuration
+    }
+
+    /// Parses a JSON configuration file's contents. Unknown keys are errors, so a misspelt key
+    /// cannot silently leave a default (such as the trust list) in force.
+    public init(json: Data) throws(NetProxyConfigurationError) {
+        let root: [String: JSONInput]
+        do {
+            root = try JSONDecoder().decode([String: JSONInput].self, from: json)
+        } catch {
+            throw NetProxyConfigurationError("not a JSON object of settings: \(Self.describe(error))")
+        }
+        for key in root.keys.sorted() {
+            let value = root[key]!
+            switch key {
+            case "interfaces": interfaces = try value.strings(key)
+            case "proxy_ports": proxyPorts = try value.ports(key)
+            case "proxy_interfaces": proxyInterfaces = try value.strings(key)
+            case "proxy_port_mappings": proxyPortMappings = try value.mappings(key)
+            case "proxy_trusted_proxies": trustedProxies = try value.strings(key)
+            case "proxy_header_timeout": headerTimeout = try value.seconds(key)
+            case "proxy_max_header_size": maximumHeaderSize = try value.integer(key)
+            case "proxy_tls_ports": proxyTLSPorts = try value.ports(key)
+            case "proxy_tls_certificate": tlsCertificatePath = try value.string(key)
+            case "proxy_tls_key": tlsKeyPath = try value.string(key)
+            case "metrics_port": metricsPort = try value.port(key)
+            case "metrics_interfaces": metricsInterfaces = try value.strings(key)
+            case "shutdown_grace_period": shutdownGracePeriod = try value.seconds(key)
+            case _ where key.hasSuffix("_ports") && key.count > 6:
+                servicePorts[String(key.dropLast(6))] = try value.ports(key)
+            case _ where key.hasSuffix("_interfaces") && key.count > 11:
+                serviceInterfaces[String(key.dropLast(11))] = try value.strings(key)
+            default:
+                throw NetProxyConfigurationError("unknown key \"\(key)\"")
+            }
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context): return context.debugDescription
+        case DecodingError.typeMismatch(_, let context): return context.debugDescription
+        default: return String(describing: error)
+        }
+    }
+}
+
+/// Any JSON value, so each setting can be checked with an error that names its key.
+private enum JSONInput: Decodable {
+    case null, bool(Bool), integer(Int), number(Double), string(String), array([JSONInput]), object([String: JSONInput])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONInput].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONInput].self))
+        }
+    }
+
+    func string(_ key: String) throws(NetProxyConfigurationError) -> String {
+        guard case .string(let text) = self else { throw NetProxyConfigurationError("\(key): expected a string") }
+        return text
+    }
+
+    func strings(_ key: String) throws(NetProxyConfigurationError) -> [String] {
+        guard case .array(let items) = self else { throw NetProxyConfigurationError("\(key): expected a list of strings") }
+        var result: [String] = []
+        for (index, item) in items.enumerated() {
+            result.append(try item.string("\(key)[\(index)]"))
+        }
+        return result
+    }
+
+    func integer(_ key: String) throws(NetProxyConfigurationError) -> Int {
+        guard case .integer(let value) = self else { throw NetProxyConfigurationError("\(key): expected a whole number") }
+        return value
+    }
+
+    func seconds(_ key: String) throws(NetProxyConfigurationError) -> Double {
+        let value: Double
+        switch self {
+        case .integer(let integer): value = Double(integer)
+        case .number(let number): value = number
+        default: throw NetProxyConfigurationError("\(key): expected a number of seconds")
+        }
+        guard value > 0 else { throw NetProxyConfigurationError("\(key): expected a number of seconds above 0") }
+        return value
+    }
+
+    func port(_ key: String) throws(NetProxyConfigurationError) -> Int {
+        let port = try integer(key)
+        guard (0...65535).contains(port) else { throw NetProxyConfigurationError("\(key): \(port) is not a port (0-65535)") }
+        return port
+    }
+
+    func ports(_ key: String) throws(NetProxyConfigurationError) -> [Int] {
+        guard case .array(let items) = self else { throw NetProxyConfigurationError("\(key): expected a list of ports") }
+        var result: [Int] = []
+        for (index, item) in items.enumerated() {
+            result.append(try item.port("\(key)[\(index)]"))
+        }
+        return result
+    }
+
+    func mappings(_ key: String) throws(NetProxyConfigurationError) -> [Int: String] {
+        guard case .object(let object) = self else {
+            throw NetProxyConfigurationError("\(key): expected an object of port to service name")
+        }
+        var result: [Int: String] = [:]
+        for portText in object.keys.sorted() {
+            guard let port = Int(portText), String(port) == portText, (0...65535).contains(port) else {
+                throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (0-65535)")
+            }
+            result[port] = try object[portText]!.string("\(key).\(portText)")
+        }
+        return result
+    }
+}
+
+/// A configuration the host cannot run, naming the key or entry at fault.
+public struct NetProxyConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}

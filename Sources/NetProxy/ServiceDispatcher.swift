@@ -1,0 +1,56 @@
+import Logging
+import NIOCore
+import NIOProxyProtocol
+
+/// Hands a connection to its service once it is ready: at once on a regular port, after the
+/// PROXY header (and TLS, where configured) on a PROXY port, whose handler holds `channelActive`
+/// back until then.
+final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    private let service: NetProxyService?
+    private let logger: Logger
+    private let metrics: HostMetrics
+
+    /// - Parameter service: `nil` for an unmapped PROXY port: the connection is closed.
+    init(service: NetProxyService?, logger: Logger, metrics: HostMetrics) {
+        self.service = service
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        guard let peer = channel.remoteAddress else {
+            context.close(promise: nil)
+            return
+        }
+        let proxy = context.pipeline.syncOperations.proxiedConnectionInfo
+        let source = proxy?.source ?? peer
+        let port = channel.localAddress?.port ?? 0
+        guard let service else {
+            logger.warning("closing connection on unmapped PROXY port \(port): proxy \(peer.displayText), client \(source.displayText)")
+            metrics.rejected(reason: "unmapped_port")
+            context.close(promise: nil)
+            return
+        }
+        let info = ConnectionInfo(
+            service: service.name, port: port, peer: peer, source: source,
+            destination: proxy?.destination ?? channel.localAddress, proxy: proxy
+        )
+        do {
+            try service.start(channel, info)
+        } catch {
+            logger.error("service \(service.name) could not take the connection from \(source.displayText): \(error)")
+            context.close(promise: nil)
+            return
+        }
+        if let proxy {
+            logger.info("connection handed to \(service.name) on port \(port): proxy \(peer.displayText), client \(source.displayText)\(proxy.carriesAddresses ? "" : " (\(proxy.header.command == .local ? "LOCAL" : "no addresses in header"))")")
+        } else {
+            logger.info("connection handed to \(service.name) on port \(port): client \(source.displayText)")
+        }
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
