@@ -17,13 +17,25 @@ public final class ProxyProtocolClientHandler: ChannelDuplexHandler, RemovableCh
     public typealias OutboundIn = NIOAny
     public typealias OutboundOut = ByteBuffer
 
-    private let encodedHeader: ByteBuffer
+    private enum Header {
+        case encoded(ByteBuffer)
+        case fromChannel(ProxyVersion, ProxyTLVs, appendingCRC32C: Bool)
+    }
+
+    private let header: Header
     private var sent = false
 
-    /// Encodes the header now, so a header the version cannot carry fails here rather than on
-    /// the connection.
+    /// Sends `header`. It is encoded now, so a header the version cannot carry fails here rather
+    /// than on the connection.
     public init(header: ProxyHeader, appendingCRC32C: Bool = false) throws(ProxyHeaderEncodingError) {
-        self.encodedHeader = try header.encoded(appendingCRC32C: appendingCRC32C)
+        self.header = .encoded(try header.encoded(appendingCRC32C: appendingCRC32C))
+    }
+
+    /// Sends a `PROXY` header with the connection's own addresses (local as source, remote as
+    /// destination), as `curl --haproxy-protocol` does; `UNKNOWN`/`UNSPEC` for UNIX sockets.
+    public init(version: ProxyVersion, tlvs: ProxyTLVs = ProxyTLVs(), appendingCRC32C: Bool = false) throws(ProxyHeaderEncodingError) {
+        if version == .v1 && !tlvs.isEmpty { throw ProxyHeaderEncodingError(.v1CannotSendTLVs) }
+        self.header = .fromChannel(version, tlvs, appendingCRC32C: appendingCRC32C)
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -47,8 +59,23 @@ public final class ProxyProtocolClientHandler: ChannelDuplexHandler, RemovableCh
     private func sendHeader(context: ChannelHandlerContext, flush: Bool = true) {
         guard !sent else { return }
         sent = true
-        context.write(wrapOutboundOut(encodedHeader), promise: nil)
+        context.write(wrapOutboundOut(encodedHeader(for: context.channel)), promise: nil)
         if flush { context.flush() }
+    }
+
+    private func encodedHeader(for channel: Channel) -> ByteBuffer {
+        switch header {
+        case .encoded(let bytes):
+            return bytes
+        case .fromChannel(let version, let tlvs, let appendingCRC32C):
+            var addresses = ProxyAddresses.unspecified
+            if let local = channel.localAddress, let remote = channel.remoteAddress {
+                addresses = ProxyAddresses(source: local, destination: remote) ?? .unspecified
+            }
+            let header = ProxyHeader(version: version, addresses: addresses, tlvs: tlvs)
+            // Cannot fail: v1 without TLVs and TCP addresses, or v2 with addresses of one family.
+            return try! header.encoded(appendingCRC32C: appendingCRC32C && version == .v2)
+        }
     }
 }
 

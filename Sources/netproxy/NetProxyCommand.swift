@@ -6,7 +6,8 @@ struct NetProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netproxy",
         abstract: "PROXY protocol tools.",
-        subcommands: [Decode.self]
+        subcommands: [Serve.self, Send.self, Decode.self],
+        defaultSubcommand: Serve.self
     )
 
     /// Runs the command; a ``CommandFailure`` becomes one `error: ...` line and exit status 1.

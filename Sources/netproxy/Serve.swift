@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NetProxy
+import ServiceLifecycle
+
+/// `netproxy serve`: runs the host with the built-in services.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the built-in services (echo, whoami, http) on regular and PROXY ports.",
+        discussion: """
+            Without --config: echo on 7000, whoami on 7001 and http on 8080, and PROXY ports 17000 \
+            (echo), 17001 (whoami) and 18080 (http), on 127.0.0.1 and ::1, trusting 127.0.0.1 and ::1.
+            """
+    )
+
+    @Option(help: "A JSON configuration file (mod_net_proxy keys: proxy_ports, proxy_port_mappings, ...).")
+    var config: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let configuration: NetProxyConfiguration
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else {
+                throw CommandFailure("cannot read \(config)")
+            }
+            do {
+                configuration = try NetProxyConfiguration(json: data)
+            } catch {
+                throw CommandFailure("\(config): \(error)")
+            }
+        } else {
+            configuration = .defaultServe
+        }
+        var logger = Logger(label: "netproxy") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = logLevel
+        let host: NetProxyHost
+        do {
+            host = try NetProxyHost(configuration: configuration, logger: logger)
+        } catch {
+            throw CommandFailure("\(config ?? "configuration"): \(error)")
+        }
+        let listeners: [NetProxyHost.BoundListener]
+        do {
+            listeners = try await host.start()
+        } catch {
+            throw CommandFailure("\(error)")
+        }
+        FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
+        let group = ServiceGroup(services: [host], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+    }
+
+    /// What listens where, and one command to try each PROXY port.
+    static func banner(_ listeners: [NetProxyHost.BoundListener]) -> String {
+        var text = "netproxy is listening:\n"
+        for listener in listeners {
+            text += "  \(listener.plan.kind.summary) \(listener.address.hostAndPort)\n"
+        }
+        let tries = listeners.compactMap(\.tryCommand)
+        if !tries.isEmpty {
+            text += "Try:\n"
+            for command in tries { text += "  \(command)\n" }
+        }
+        return text
+    }
+}
+
+extension ListenerPlan.Kind {
+    var summary: String {
+        switch self {
+        case .service(let name): return "\(name)".padding(toLength: 22, withPad: " ", startingAt: 0)
+        case .proxy(let service, let tls):
+            return "\(service ?? "unmapped") (PROXY\(tls ? "+TLS" : ""))".padding(toLength: 22, withPad: " ", startingAt: 0)
+        case .metrics: return "metrics".padding(toLength: 22, withPad: " ", startingAt: 0)
+        }
+    }
+}
+
+extension NetProxyHost.BoundListener {
+    /// A command that exercises this listener, for PROXY ports.
+    var tryCommand: String? {
+        guard case .proxy(let service?, let tls) = plan.kind else { return nil }
+        let target = address.hostAndPort
+        if service == "http" {
+            return "curl --haproxy-protocol \(tls ? "-k https" : "http")://\(target)/"
+        }
+        let host = address.ipAddress.map { $0.contains(":") ? "::1" : $0 } ?? "127.0.0.1"
+        return "echo hello | netproxy send --source 192.0.2.1:51234 \(host) \(address.port ?? 0)\(tls ? "   # TLS after the header: use curl or openssl s_client" : "")"
+    }
+}
+
+extension SocketAddress {
+    /// `127.0.0.1:80` or `[::1]:80`.
+    var hostAndPort: String {
+        guard let ip = ipAddress, let port else { return description }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
