@@ -60,11 +60,17 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     /// Parses a JSON configuration file's contents. Unknown keys are errors, so a misspelt key
     /// cannot silently leave a default (such as the trust list) in force.
     public init(json: Data) throws(NetProxyConfigurationError) {
-        let root: [String: JSONInput]
+        let document: JSONInput
         do {
-            root = try JSONDecoder().decode([String: JSONInput].self, from: json)
+            // JSONSerialization says where the syntax breaks; JSONDecoder does not on Linux.
+            _ = try JSONSerialization.jsonObject(with: json, options: [.fragmentsAllowed])
+            document = try JSONDecoder().decode(JSONInput.self, from: json)
         } catch {
-            throw NetProxyConfigurationError("not a JSON object of settings: \(Self.describe(error))")
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+            throw NetProxyConfigurationError("not valid JSON: \(detail)")
+        }
+        guard case .object(let root) = document else {
+            throw NetProxyConfigurationError("the configuration must be a JSON object")
         }
         for key in root.keys.sorted() {
             let value = root[key]!
@@ -89,14 +95,6 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             default:
                 throw NetProxyConfigurationError("unknown key \"\(key)\"")
             }
-        }
-    }
-
-    private static func describe(_ error: any Error) -> String {
-        switch error {
-        case DecodingError.dataCorrupted(let context): return context.debugDescription
-        case DecodingError.typeMismatch(_, let context): return context.debugDescription
-        default: return String(describing: error)
         }
     }
 }

@@ -40,7 +40,8 @@ public final class NetProxyHost: Service, Sendable {
     public let configuration: NetProxyConfiguration
     /// Problems that do not stop the host (an unmapped PROXY port, an empty trust list).
     public let warnings: [String]
-    private let plan: [ListenerPlan]
+    /// The listeners the configuration asks for, in the order they are bound.
+    public let plan: [ListenerPlan]
     private let services: [String: NetProxyService]
     private let proxyConfiguration: ProxyProtocolConfiguration
     private let tlsContext: NIOSSLContext?
