@@ -31,7 +31,8 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
     public var string: String { String(decoding: bytes, as: UTF8.self) }
     /// The user inbound events seen, as text.
     public var userEvents: [String] { state.withLockedValue { $0.events } }
-    /// Completes when the channel closes or the handler leaves the pipeline.
+    /// Completes when the peer closes (or half-closes), the channel closes, or the handler
+    /// leaves the pipeline.
     public var closed: EventLoopFuture<Void> { closedPromise.futureResult }
     /// Completes when the expected count has arrived; fails if the channel closes first.
     public var received: EventLoopFuture<Void> { countPromise.futureResult }
@@ -51,6 +52,8 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         let text = String(describing: event)
         state.withLockedValue { $0.events.append(text) }
+        // With half-closure allowed, the peer's close arrives as this event, not channelInactive.
+        if let event = event as? ChannelEvent, event == .inputClosed { finish() }
         context.fireUserInboundEventTriggered(event)
     }
 
