@@ -77,6 +77,7 @@ struct Send: AsyncParsableCommand {
                 .connect(to: remote)
                 .get()
         } catch {
+            closed.fail(error)
             throw CommandFailure("cannot connect to \(remote.hostAndPort): \(error)")
         }
         Thread.detachNewThread {

@@ -4,8 +4,9 @@ import Foundation
 struct CommandRunner {
     struct Output {
         var status: Int32
-        var standardOutput: String
+        var standardOutputBytes: Data
         var standardError: String
+        var standardOutput: String { String(decoding: standardOutputBytes, as: UTF8.self) }
     }
 
     static var executable: URL {
@@ -24,15 +25,38 @@ struct CommandRunner {
         process.standardOutput = stdout
         process.standardError = stderr
         try process.run()
-        stdin.fileHandleForWriting.write(input)
-        try stdin.fileHandleForWriting.close()
+        // Write and read concurrently, so a large input cannot deadlock against a full output pipe.
+        let writer = Thread {
+            stdin.fileHandleForWriting.write(input)
+            try? stdin.fileHandleForWriting.close()
+        }
+        writer.start()
+        let errBox = ErrorCollector(stderr.fileHandleForReading)
         let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = stderr.fileHandleForReading.readDataToEndOfFile()
+        let err = errBox.wait()
         process.waitUntilExit()
         return Output(
             status: process.terminationStatus,
-            standardOutput: String(decoding: out, as: UTF8.self),
+            standardOutputBytes: out,
             standardError: String(decoding: err, as: UTF8.self)
         )
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+final class ErrorCollector: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var data = Data()
+
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = handle.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+
+    func wait() -> Data {
+        done.wait()
+        return data
     }
 }

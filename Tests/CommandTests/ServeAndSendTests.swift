@@ -1,0 +1,127 @@
+import Foundation
+import NetProxy
+import NIOCore
+import Testing
+import TestSupport
+
+@Suite(.timeLimit(.minutes(1))) struct ServeCommandTests {
+    /// Runs `netproxy serve` until its banner is out.
+    final class ServeProcess {
+        let process = Process()
+        let output = Pipe()
+        let errors = Pipe()
+        var banner = ""
+
+        init(arguments: [String]) throws {
+            process.executableURL = CommandRunner.executable
+            process.arguments = arguments
+            process.standardOutput = output
+            process.standardError = errors
+            try process.run()
+            while !banner.contains("Try:\n") || !banner.hasSuffix("\n") {
+                let data = output.fileHandleForReading.availableData
+                if data.isEmpty { break }
+                banner += String(decoding: data, as: UTF8.self)
+            }
+        }
+
+        /// The port printed for the listener whose line starts with `label`.
+        func port(_ label: String) -> Int? {
+            for line in banner.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix(label) {
+                if let port = line.split(separator: ":").last.flatMap({ Int($0) }) { return port }
+            }
+            return nil
+        }
+
+        func stop() -> (status: Int32, errors: String) {
+            process.interrupt()
+            process.waitUntilExit()
+            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            return (process.terminationStatus, text)
+        }
+    }
+
+    @Test func servesAConfigFileAndStopsOnSIGINT() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-serve-\(UUID()).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"interfaces": ["127.0.0.1"], "whoami_ports": [0], "proxy_port_mappings": {"0": "http"}}"#.utf8).write(to: file)
+        let serve = try ServeProcess(arguments: ["serve", "--config", file.path])
+        #expect(serve.banner.hasPrefix("netproxy is listening:\n  whoami                 127.0.0.1:"))
+        let httpPort = try #require(serve.port("http (PROXY)"))
+        #expect(serve.banner.hasSuffix("Try:\n  curl --haproxy-protocol http://127.0.0.1:\(httpPort)/\n"))
+        let whoamiPort = try #require(serve.port("whoami"))
+        let reply = try await LoopbackClient.exchange(port: whoamiPort, send: [])
+        #expect(String(decoding: reply, as: UTF8.self).hasPrefix(#"{"service":"whoami","port":\#(whoamiPort),"#))
+        let http = String(decoding: try await LoopbackClient.exchange(
+            port: httpPort, send: Array("PROXY TCP4 192.0.2.9 192.0.2.10 9 10\r\nGET / HTTP/1.0\r\n\r\n".utf8)), as: UTF8.self)
+        #expect(http.contains(#""source":{"ip":"192.0.2.9","port":9}"#))
+        let (status, errors) = serve.stop()
+        #expect(status == 0)
+        #expect(errors.contains("connection handed to http on port \(httpPort): proxy 127.0.0.1:"))
+        #expect(errors.contains("client 192.0.2.9:9"))
+    }
+
+    @Test func badConfigurationExitsWithTheEntry() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-bad-\(UUID()).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"proxy_port_mappings": {"15222": "c2s"}}"#.utf8).write(to: file)
+        let output = try CommandRunner.run(["serve", "--config", file.path])
+        #expect(output.status == 1)
+        #expect(output.standardError == "error: \(file.path): proxy_port_mappings: port 15222 maps to unknown service \"c2s\" (known: echo, http, whoami)\n")
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct SendCommandTests {
+    func host(_ json: String) async throws -> (NetProxyHost, Int) {
+        let host = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        let listeners = try await host.start()
+        return (host, listeners[0].address.port!)
+    }
+
+    @Test func sendsAV2HeaderWithTLVs() async throws {
+        let (host, port) = try await host(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "whoami"}}"#)
+        let output = try CommandRunner.run([
+            "send", "--source", "[2001:db8::7]:4242", "--destination", "[2001:db8::8]:443", "--authority", "chat.example",
+            "--unique-id", "abc", "--tlv", "0xE1:CAFE", "--crc32c", "127.0.0.1", "\(port)",
+        ])
+        #expect(output.status == 0)
+        #expect(output.standardError == "")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(output.standardOutput.utf8)) as? [String: Any])
+        #expect((object["source"] as? [String: Any])?["ip"] as? String == "2001:db8::7")
+        #expect((object["source"] as? [String: Any])?["port"] as? Int == 4242)
+        let tlvs = try #require((object["proxy"] as? [String: Any])?["tlvs"] as? [[String: Any]])
+        #expect(tlvs.map { $0["type"] as? Int } == [0xE1, 2, 5, 3])
+        #expect(tlvs.map { $0["hex"] as? String }.prefix(3) == ["cafe", "636861742e6578616d706c65", "616263"])
+        await host.shutdown(gracePeriod: .zero)
+    }
+
+    @Test func relaysLikeNetcat() async throws {
+        let (host, port) = try await host(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "echo"}}"#)
+        let payload = Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 * 7) })
+        let output = try CommandRunner.run(["send", "--v1", "127.0.0.1", "\(port)"], input: payload)
+        #expect(output.status == 0)
+        #expect(output.standardOutputBytes == payload)
+        await host.shutdown(gracePeriod: .zero)
+    }
+
+    @Test(arguments: [
+        (["send", "--v1", "--crc32c", "127.0.0.1", "1"], "error: --v1 headers carry no TLVs, CRC32C, LOCAL or DGRAM\n"),
+        (["send", "--tlv", "300:00", "127.0.0.1", "1"], "error: --tlv 300:00: expected TYPE:HEX with TYPE from 0 to 255\n"),
+        (["send", "--tlv", "1:0", "127.0.0.1", "1"], "error: odd number of hex digits\n"),
+        (["send", "--source", "192.0.2.1", "127.0.0.1", "1"], "error: --source 192.0.2.1: expected IP:PORT\n"),
+        (["send", "localhost", "1"], "error: localhost port 1 is not an IP address and port\n"),
+    ])
+    func rejectsBadOptions(arguments: [String], message: String) throws {
+        let output = try CommandRunner.run(arguments)
+        #expect(output.status == 1)
+        #expect(output.standardError == message)
+    }
+
+    @Test func reportsARefusedConnection() async throws {
+        let (host, port) = try await host(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
+        await host.shutdown(gracePeriod: .zero)
+        let output = try CommandRunner.run(["send", "127.0.0.1", "\(port)"])
+        #expect(output.status == 1)
+        #expect(output.standardError.hasPrefix("error: cannot connect to 127.0.0.1:\(port): "))
+    }
+}
