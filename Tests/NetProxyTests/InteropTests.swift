@@ -1,0 +1,247 @@
+import Foundation
+import NetProxy
+import NIOCore
+import NIOPosix
+import Testing
+import TestSupport
+
+/// A real PROXY protocol peer from the machine's packages.
+enum Peer {
+    /// The executable's path, or `nil` if it is not installed.
+    static func find(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/bin", "/sbin"]
+        return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    static var inCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    /// Runs the test when the peer is installed, or always in CI, where a missing peer fails.
+    static func available(_ name: String) -> Bool { inCI || find(name) != nil }
+
+    static func require(_ name: String) throws -> String {
+        try #require(find(name), "\(name) is not installed (.ci/run installs it with apt-get)")
+    }
+
+    /// A port that was free a moment ago, for peers that need a fixed port in their configuration.
+    static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        return port
+    }
+
+    /// Waits until something accepts connections on `port`.
+    static func waitForListener(_ port: Int) async throws {
+        for _ in 0..<250 {
+            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port).get() {
+                try? await channel.close()
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("nothing listens on port \(port)")
+    }
+
+    /// Starts a daemon in the foreground; the caller terminates it.
+    static func start(_ executable: String, _ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// Kills the daemon: a child may inherit a signal mask that blocks SIGTERM (nginx without a
+    /// master process then never exits), so SIGKILL it is.
+    static func stop(_ process: Process) {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Runs curl and returns the response body and the client endpoint curl used.
+    static func curl(_ arguments: [String]) throws -> (body: [String: Any], client: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try require("curl"))
+        process.arguments = ["-sS", "--max-time", "10", "-w", "\n%{local_ip} %{local_port}"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        let lines = text.split(separator: "\n")
+        #expect(process.terminationStatus == 0, "curl \(arguments): \(text)")
+        let body = try #require(try JSONSerialization.jsonObject(with: Data(lines.first.map(String.init)?.utf8 ?? "".utf8)) as? [String: Any])
+        return (body, String(lines.last ?? ""))
+    }
+
+    static func temporaryDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-interop-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+}
+
+/// NetProxy's http service behind HAProxy, nginx and curl, asserting the client each reports.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct InteropTests {
+    static let configuration = """
+        {"interfaces": ["127.0.0.1"], "http_ports": [], "proxy_port_mappings": {"0": "http"},
+         "proxy_trusted_proxies": ["127.0.0.0/8"]}
+        """
+
+    func source(_ body: [String: Any]) -> String? {
+        guard let source = body["source"] as? [String: Any], let ip = source["ip"] as? String, let port = source["port"] as? Int else { return nil }
+        return "\(ip) \(port)"
+    }
+
+    func proxy(_ body: [String: Any]) -> [String: Any] {
+        body["proxy"] as? [String: Any] ?? [:]
+    }
+
+    func tlvs(_ body: [String: Any]) -> [Int: [String: Any]] {
+        var byType: [Int: [String: Any]] = [:]
+        for tlv in proxy(body)["tlvs"] as? [[String: Any]] ?? [] {
+            byType[tlv["type"] as! Int] = tlv
+        }
+        return byType
+    }
+
+    @Test(.enabled(if: Peer.available("curl"))) func curlHAProxyProtocol() async throws {
+        let running = try await RunningHost(Self.configuration)
+        let port = running.port(.proxy(service: "http", tls: false))
+        let (body, client) = try Peer.curl(["--haproxy-protocol", "--interface", "127.0.0.5", "http://127.0.0.1:\(port)/"])
+        #expect(client.hasPrefix("127.0.0.5 "))
+        #expect(source(body) == client)
+        #expect(proxy(body)["version"] as? Int == 1)
+        await running.stop()
+    }
+
+    func runHAProxy(_ config: String, frontend: Int, directory: URL) async throws -> Process {
+        let file = directory.appendingPathComponent("haproxy.cfg")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        let process = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path])
+        try await Peer.waitForListener(frontend)
+        return process
+    }
+
+    static func haproxyConfig(frontend: String, backend: String) -> String {
+        """
+        global
+            maxconn 100
+        defaults
+            timeout connect 5s
+            timeout client 10s
+            timeout server 10s
+        frontend in
+        \(frontend)
+            default_backend netproxy
+        backend netproxy
+        \(backend)
+
+        """
+    }
+
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyTCPSendProxyV1() async throws {
+        let running = try await RunningHost(Self.configuration)
+        let port = running.port(.proxy(service: "http", tls: false))
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let frontend = try await Peer.freePort()
+        let haproxy = try await runHAProxy(Self.haproxyConfig(
+            frontend: "    mode tcp\n    bind 127.0.0.1:\(frontend)",
+            backend: "    mode tcp\n    server s 127.0.0.1:\(port) send-proxy"), frontend: frontend, directory: directory)
+        defer { Peer.stop(haproxy) }
+        let (body, client) = try Peer.curl(["--interface", "127.0.0.6", "http://127.0.0.1:\(frontend)/"])
+        #expect(source(body) == client)
+        #expect(proxy(body)["version"] as? Int == 1)
+        #expect(proxy(body)["family"] as? String == "TCP4")
+        await running.stop()
+    }
+
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyTCPSendProxyV2() async throws {
+        let running = try await RunningHost(Self.configuration)
+        let port = running.port(.proxy(service: "http", tls: false))
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let frontend = try await Peer.freePort()
+        let haproxy = try await runHAProxy(Self.haproxyConfig(
+            frontend: "    mode tcp\n    bind 127.0.0.1:\(frontend)",
+            backend: "    mode tcp\n    server s 127.0.0.1:\(port) send-proxy-v2 proxy-v2-options crc32c"), frontend: frontend, directory: directory)
+        defer { Peer.stop(haproxy) }
+        let (body, client) = try Peer.curl(["--interface", "127.0.0.7", "http://127.0.0.1:\(frontend)/"])
+        #expect(source(body) == client)
+        #expect(proxy(body)["version"] as? Int == 2)
+        #expect(proxy(body)["family"] as? String == "INET")
+        #expect(tlvs(body)[3]?["name"] as? String == "CRC32C")
+        await running.stop()
+    }
+
+    /// HTTP mode with TLS at HAProxy: authority (SNI), unique id, SSL details and CRC32C.
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyHTTPSendProxyV2WithTLVs() async throws {
+        let running = try await RunningHost(Self.configuration)
+        let port = running.port(.proxy(service: "http", tls: false))
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pem = directory.appendingPathComponent("site.pem")
+        try (TestCertificate.localhost.certificatePEM + "\n" + TestCertificate.localhost.privateKeyPEM + "\n").write(to: pem, atomically: true, encoding: .utf8)
+        let frontend = try await Peer.freePort()
+        let haproxy = try await runHAProxy(Self.haproxyConfig(
+            frontend: "    mode http\n    bind 127.0.0.1:\(frontend) ssl crt \(pem.path)\n    unique-id-format %ci:%cp",
+            backend: "    mode http\n    http-reuse never\n    server s 127.0.0.1:\(port) send-proxy-v2 proxy-v2-options authority,unique-id,crc32c,ssl"),
+            frontend: frontend, directory: directory)
+        defer { Peer.stop(haproxy) }
+        let (body, client) = try Peer.curl([
+            "-k", "--interface", "127.0.0.8", "--resolve", "localhost:\(frontend):127.0.0.1", "https://localhost:\(frontend)/",
+        ])
+        #expect(source(body) == client)
+        let byType = tlvs(body)
+        #expect(byType[2]?["value"] as? String == "localhost")
+        #expect(byType[5]?["value"] as? String == client.replacingOccurrences(of: " ", with: ":"))
+        #expect(byType[3]?["name"] as? String == "CRC32C")
+        let ssl = byType[0x20]?["value"] as? [String: Any]
+        #expect(ssl?["ssl"] as? Bool == true)
+        let sslVersion = (ssl?["tlvs"] as? [[String: Any]])?.first { $0["type"] as? Int == 0x21 }?["value"] as? String
+        #expect(sslVersion?.hasPrefix("TLSv1") == true)
+        await running.stop()
+    }
+
+    @Test(.enabled(if: Peer.available("nginx") && Peer.available("curl"))) func nginxStreamProxyProtocol() async throws {
+        let running = try await RunningHost(Self.configuration)
+        let port = running.port(.proxy(service: "http", tls: false))
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let frontend = try await Peer.freePort()
+        let module = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/share/nginx/modules/ngx_stream_module.so"]
+            .first { FileManager.default.fileExists(atPath: $0) }
+        let config = """
+            \(module.map { "load_module \($0);" } ?? "")
+            daemon off;
+            master_process off;
+            pid \(directory.path)/nginx.pid;
+            error_log \(directory.path)/error.log;
+            events { worker_connections 64; }
+            stream {
+                server {
+                    listen 127.0.0.1:\(frontend);
+                    proxy_pass 127.0.0.1:\(port);
+                    proxy_protocol on;
+                }
+            }
+
+            """
+        let file = directory.appendingPathComponent("nginx.conf")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        let nginx = try Peer.start(try Peer.require("nginx"), ["-c", file.path, "-p", directory.path])
+        defer { Peer.stop(nginx) }
+        try await Peer.waitForListener(frontend)
+        let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontend)/"])
+        #expect(source(body) == client)
+        #expect(proxy(body)["version"] as? Int == 1)
+        await running.stop()
+    }
+}
