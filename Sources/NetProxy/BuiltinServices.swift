@@ -15,7 +15,14 @@ extension NetProxyService {
     /// `http`: HTTP/1.1 with keep-alive; every GET is answered with the connection's JSON.
     public static let http = NetProxyService(name: "http") { channel, info in
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-        try channel.pipeline.syncOperations.addHandler(WhoamiHTTPService(info: info))
+        let json = info.json + "\n"
+        try channel.pipeline.syncOperations.addHandler(HTTPResponder { head in
+            guard head.method == .GET || head.method == .HEAD else {
+                return .init(status: .methodNotAllowed, contentType: "application/json",
+                             body: "{\"error\":\"only GET is served\"}\n", extraHeaders: [("Allow", "GET, HEAD")])
+            }
+            return .init(status: .ok, contentType: "application/json", body: json)
+        })
     }
 
     /// The services `netproxy` provides.
@@ -63,61 +70,5 @@ final class WhoamiService: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Whatever the client sends is not part of the exchange.
-    }
-}
-
-final class WhoamiHTTPService: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    let info: ConnectionInfo
-    private var request: HTTPRequestHead?
-    private var quiescing = false
-
-    init(info: ConnectionInfo) {
-        self.info = info
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            request = head
-        case .body:
-            break
-        case .end:
-            guard let head = request else { return }
-            request = nil
-            respond(context: context, to: head)
-        }
-    }
-
-    private func respond(context: ChannelHandlerContext, to head: HTTPRequestHead) {
-        let (status, body): (HTTPResponseStatus, String) = head.method == .GET || head.method == .HEAD
-            ? (.ok, info.json + "\n")
-            : (.methodNotAllowed, "{\"error\":\"only GET is served\"}\n")
-        let keepAlive = head.isKeepAlive && !quiescing
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        if status == .methodNotAllowed { headers.add(name: "Allow", value: "GET, HEAD") }
-        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        if head.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-        }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
-            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {
-            // Finish the request in progress, if any; an idle connection closes now.
-            quiescing = true
-            if request == nil { context.close(promise: nil) }
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 }

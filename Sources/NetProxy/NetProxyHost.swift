@@ -1,6 +1,7 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOProxyProtocol
 import NIOSSL
@@ -196,7 +197,12 @@ public final class NetProxyHost: Service, Sendable {
         switch listener.kind {
         case .metrics:
             try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-            try pipeline.addHandler(MetricsEndpoint(metrics: metrics))
+            try pipeline.addHandler(HTTPResponder { [metrics] head in
+                guard head.method == .GET, head.uri.split(separator: "?").first == "/metrics" else {
+                    return .init(status: .notFound, contentType: "text/plain; charset=utf-8", body: "not found; try GET /metrics\n")
+                }
+                return .init(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition)
+            })
         case .service(let name):
             metrics.accepted(listener: "regular")
             try pipeline.addHandler(ServiceDispatcher(service: services[name], logger: logger, metrics: metrics))

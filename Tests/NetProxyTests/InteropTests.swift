@@ -121,83 +121,74 @@ enum Peer {
         await running.stop()
     }
 
-    func runHAProxy(_ config: String, frontend: Int, directory: URL) async throws -> Process {
+    /// Runs HAProxy in front of a fresh host's http PROXY port, then curl through it.
+    func throughHAProxy(
+        frontend: (Int) -> String, backend: (Int) -> String, curl: (Int) -> [String], in directory: URL
+    ) async throws -> (body: [String: Any], client: String) {
+        let running = try await RunningHost(Self.configuration)
+        let port = running.port(.proxy(service: "http", tls: false))
+        let frontendPort = try await Peer.freePort()
+        let config = """
+            global
+                maxconn 100
+            defaults
+                timeout connect 5s
+                timeout client 10s
+                timeout server 10s
+            frontend in
+            \(frontend(frontendPort))
+                default_backend netproxy
+            backend netproxy
+            \(backend(port))
+
+            """
         let file = directory.appendingPathComponent("haproxy.cfg")
         try config.write(to: file, atomically: true, encoding: .utf8)
-        let process = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path])
-        try await Peer.waitForListener(frontend)
-        return process
-    }
-
-    static func haproxyConfig(frontend: String, backend: String) -> String {
-        """
-        global
-            maxconn 100
-        defaults
-            timeout connect 5s
-            timeout client 10s
-            timeout server 10s
-        frontend in
-        \(frontend)
-            default_backend netproxy
-        backend netproxy
-        \(backend)
-
-        """
+        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path])
+        defer { Peer.stop(haproxy) }
+        try await Peer.waitForListener(frontendPort)
+        let result = try Peer.curl(curl(frontendPort))
+        await running.stop()
+        return result
     }
 
     @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyTCPSendProxyV1() async throws {
-        let running = try await RunningHost(Self.configuration)
-        let port = running.port(.proxy(service: "http", tls: false))
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let frontend = try await Peer.freePort()
-        let haproxy = try await runHAProxy(Self.haproxyConfig(
-            frontend: "    mode tcp\n    bind 127.0.0.1:\(frontend)",
-            backend: "    mode tcp\n    server s 127.0.0.1:\(port) send-proxy"), frontend: frontend, directory: directory)
-        defer { Peer.stop(haproxy) }
-        let (body, client) = try Peer.curl(["--interface", "127.0.0.6", "http://127.0.0.1:\(frontend)/"])
+        let (body, client) = try await throughHAProxy(
+            frontend: { "    mode tcp\n    bind 127.0.0.1:\($0)" },
+            backend: { "    mode tcp\n    server s 127.0.0.1:\($0) send-proxy" },
+            curl: { ["--interface", "127.0.0.6", "http://127.0.0.1:\($0)/"] }, in: directory)
         #expect(source(body) == client)
         #expect(proxy(body)["version"] as? Int == 1)
         #expect(proxy(body)["family"] as? String == "TCP4")
-        await running.stop()
     }
 
     @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyTCPSendProxyV2() async throws {
-        let running = try await RunningHost(Self.configuration)
-        let port = running.port(.proxy(service: "http", tls: false))
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let frontend = try await Peer.freePort()
-        let haproxy = try await runHAProxy(Self.haproxyConfig(
-            frontend: "    mode tcp\n    bind 127.0.0.1:\(frontend)",
-            backend: "    mode tcp\n    server s 127.0.0.1:\(port) send-proxy-v2 proxy-v2-options crc32c"), frontend: frontend, directory: directory)
-        defer { Peer.stop(haproxy) }
-        let (body, client) = try Peer.curl(["--interface", "127.0.0.7", "http://127.0.0.1:\(frontend)/"])
+        let (body, client) = try await throughHAProxy(
+            frontend: { "    mode tcp\n    bind 127.0.0.1:\($0)" },
+            backend: { "    mode tcp\n    server s 127.0.0.1:\($0) send-proxy-v2 proxy-v2-options crc32c" },
+            curl: { ["--interface", "127.0.0.7", "http://127.0.0.1:\($0)/"] }, in: directory)
         #expect(source(body) == client)
         #expect(proxy(body)["version"] as? Int == 2)
         #expect(proxy(body)["family"] as? String == "INET")
         #expect(tlvs(body)[3]?["name"] as? String == "CRC32C")
-        await running.stop()
     }
 
     /// HTTP mode with TLS at HAProxy: authority (SNI), unique id, SSL details and CRC32C.
     @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyHTTPSendProxyV2WithTLVs() async throws {
-        let running = try await RunningHost(Self.configuration)
-        let port = running.port(.proxy(service: "http", tls: false))
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let pem = directory.appendingPathComponent("site.pem")
-        try (TestCertificate.localhost.certificatePEM + "\n" + TestCertificate.localhost.privateKeyPEM + "\n").write(to: pem, atomically: true, encoding: .utf8)
-        let frontend = try await Peer.freePort()
-        let haproxy = try await runHAProxy(Self.haproxyConfig(
-            frontend: "    mode http\n    bind 127.0.0.1:\(frontend) ssl crt \(pem.path)\n    unique-id-format %ci:%cp",
-            backend: "    mode http\n    http-reuse never\n    server s 127.0.0.1:\(port) send-proxy-v2 proxy-v2-options authority,unique-id,crc32c,ssl"),
-            frontend: frontend, directory: directory)
-        defer { Peer.stop(haproxy) }
-        let (body, client) = try Peer.curl([
-            "-k", "--interface", "127.0.0.8", "--resolve", "localhost:\(frontend):127.0.0.1", "https://localhost:\(frontend)/",
-        ])
+        let certificate = TestCertificate.localhost
+        try (certificate.certificatePEM + "\n" + certificate.privateKeyPEM + "\n").write(to: pem, atomically: true, encoding: .utf8)
+        let (body, client) = try await throughHAProxy(
+            frontend: { "    mode http\n    bind 127.0.0.1:\($0) ssl crt \(pem.path)\n    unique-id-format %ci:%cp" },
+            backend: { "    mode http\n    http-reuse never\n    server s 127.0.0.1:\($0) send-proxy-v2 proxy-v2-options authority,unique-id,crc32c,ssl" },
+            curl: { ["-k", "--interface", "127.0.0.8", "--resolve", "localhost:\($0):127.0.0.1", "https://localhost:\($0)/"] },
+            in: directory)
         #expect(source(body) == client)
         let byType = tlvs(body)
         #expect(byType[2]?["value"] as? String == "localhost")
@@ -207,7 +198,6 @@ enum Peer {
         #expect(ssl?["ssl"] as? Bool == true)
         let sslVersion = (ssl?["tlvs"] as? [[String: Any]])?.first { $0["type"] as? Int == 0x21 }?["value"] as? String
         #expect(sslVersion?.hasPrefix("TLSv1") == true)
-        await running.stop()
     }
 
     @Test(.enabled(if: Peer.available("nginx") && Peer.available("curl"))) func nginxStreamProxyProtocol() async throws {
