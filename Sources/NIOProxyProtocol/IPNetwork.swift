@@ -54,6 +54,7 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
 
 /// Why a trusted-proxy entry is not an address or a CIDR network.
 public struct IPNetworkParseError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What is wrong with the entry.
     public enum Reason: Hashable, Sendable {
         /// The address part is neither IPv4 nor IPv6 text.
         case invalidAddress(String)
@@ -65,8 +66,10 @@ public struct IPNetworkParseError: Error, Hashable, Sendable, CustomStringConver
 
     /// The entry as it was written.
     public var entry: String
+    /// What is wrong with it.
     public var reason: Reason
 
+    /// Creates an error for `entry`.
     public init(entry: String, reason: Reason) {
         self.entry = entry
         self.reason = reason

@@ -11,6 +11,7 @@ public final class ProxiedConnectionInfoHandler: ChannelInboundHandler, Removabl
     /// The connection's addresses.
     public let info: ProxiedConnectionInfo
 
+    /// Creates a handler that keeps `info`.
     public init(_ info: ProxiedConnectionInfo) {
         self.info = info
     }

@@ -27,6 +27,7 @@ public struct ProxyProtocolConfiguration: Sendable {
     /// What to do with headers without addresses. Default: ``UnspecifiedAddressPolicy/useSocketAddresses``.
     public var unspecifiedAddresses: UnspecifiedAddressPolicy
 
+    /// Creates a configuration; every default is the documented one.
     public init(
         trustedProxies: TrustedProxies = .loopback,
         headerTimeout: TimeAmount = .seconds(10),

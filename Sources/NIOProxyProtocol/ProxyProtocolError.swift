@@ -3,6 +3,7 @@ import ProxyProtocol
 
 /// Why a connection was closed before its PROXY header was accepted.
 public struct ProxyProtocolError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The reasons a connection is refused.
     public enum Reason: Hashable, Sendable {
         /// The socket's peer is not a trusted proxy; nothing was read.
         case untrustedSource
@@ -26,10 +27,12 @@ public struct ProxyProtocolError: Error, Hashable, Sendable, CustomStringConvert
         case unusableAddress(String)
     }
 
+    /// Why the connection was refused.
     public var reason: Reason
     /// The socket's peer, when known.
     public var peer: SocketAddress?
 
+    /// Creates an error for a connection from `peer`.
     public init(_ reason: Reason, peer: SocketAddress?) {
         self.reason = reason
         self.peer = peer

@@ -19,6 +19,7 @@ public struct ConnectionInfo: Hashable, Sendable {
     /// The PROXY header and its details; `nil` on a regular port.
     public var proxy: ProxiedConnectionInfo?
 
+    /// Creates the description of a connection.
     public init(service: String, port: Int, peer: SocketAddress, source: SocketAddress, destination: SocketAddress?, proxy: ProxiedConnectionInfo?) {
         self.service = service
         self.port = port

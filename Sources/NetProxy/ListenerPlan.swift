@@ -4,6 +4,7 @@ import ProxyProtocol
 
 /// One socket the host listens on, as the configuration asks for it.
 public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
+    /// What a listener is for.
     public enum Kind: Hashable, Sendable {
         /// A regular port of a service: clients connect directly.
         case service(String)
@@ -14,6 +15,7 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
         case metrics
     }
 
+    /// What the listener is for.
     public var kind: Kind
     /// The interface address to bind.
     public var host: String

@@ -46,6 +46,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     /// `shutdown_grace_period`, in seconds: how long connections may drain on SIGINT/SIGTERM.
     public var shutdownGracePeriod: Double = 10
 
+    /// The defaults: no services, loopback interfaces, loopback trusted.
     public init() {}
 
     /// The configuration `netproxy` runs without arguments: echo, whoami and http, each on a
@@ -186,6 +187,7 @@ private enum JSONInput: Decodable {
 public struct NetProxyConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String
 
+    /// Creates an error with its message.
     public init(_ description: String) {
         self.description = description
     }

@@ -26,7 +26,9 @@ import ServiceLifecycle
 public final class NetProxyHost: Service, Sendable {
     /// A listener and the address it is bound to.
     public struct BoundListener: Hashable, Sendable {
+        /// What the listener is for.
         public var plan: ListenerPlan
+        /// Where it is bound (with the actual port, when the plan said 0).
         public var address: SocketAddress
     }
 
@@ -38,6 +40,7 @@ public final class NetProxyHost: Service, Sendable {
         var stopping = false
     }
 
+    /// The configuration the host was created with.
     public let configuration: NetProxyConfiguration
     /// Problems that do not stop the host (an unmapped PROXY port, an empty trust list).
     public let warnings: [String]

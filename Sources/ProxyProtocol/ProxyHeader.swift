@@ -106,6 +106,7 @@ public enum ProxyVersion: Int, Hashable, Sendable, CaseIterable, CustomStringCon
 
 /// A set of PROXY protocol versions, for a receiver that accepts only some.
 public struct ProxyVersions: OptionSet, Hashable, Sendable {
+    /// Bit 0: version 1; bit 1: version 2.
     public var rawValue: UInt8
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
@@ -181,9 +182,12 @@ public enum ProxyTransport: UInt8, Hashable, Sendable, CustomStringConvertible {
 
 /// An IP address and a port.
 public struct ProxyEndpoint: Hashable, Sendable, CustomStringConvertible {
+    /// The IP address.
     public var address: IPAddress
+    /// The port.
     public var port: UInt16
 
+    /// Creates an endpoint.
     public init(_ address: IPAddress, port: UInt16) {
         self.address = address
         self.port = port
@@ -200,8 +204,11 @@ public struct ProxyEndpoint: Hashable, Sendable, CustomStringConvertible {
 
 /// An IPv4 address and a port.
 public struct IPv4Endpoint: Hashable, Sendable {
+    /// The IPv4 address.
     public var address: IPv4Address
+    /// The port.
     public var port: UInt16
+    /// Creates an endpoint.
     public init(_ address: IPv4Address, port: UInt16) {
         self.address = address
         self.port = port
@@ -210,8 +217,11 @@ public struct IPv4Endpoint: Hashable, Sendable {
 
 /// An IPv6 address and a port.
 public struct IPv6Endpoint: Hashable, Sendable {
+    /// The IPv6 address.
     public var address: IPv6Address
+    /// The port.
     public var port: UInt16
+    /// Creates an endpoint.
     public init(_ address: IPv6Address, port: UInt16) {
         self.address = address
         self.port = port

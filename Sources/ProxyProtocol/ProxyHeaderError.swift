@@ -8,6 +8,7 @@ public struct ProxyHeaderError: Error, Hashable, Sendable, CustomStringConvertib
     /// The offset of the offending byte or field, from the start of the header.
     public var offset: Int
 
+    /// Creates an error of `kind` at byte `offset`.
     public init(_ kind: Kind, at offset: Int) {
         self.kind = kind
         self.offset = offset
@@ -137,6 +138,7 @@ public struct ProxyHeaderError: Error, Hashable, Sendable, CustomStringConvertib
 
 /// Why a header cannot be encoded.
 public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The kinds of encoding error.
     public enum Kind: Hashable, Sendable {
         /// Version 1 has no `LOCAL` command.
         case v1CannotSendLocal
@@ -150,8 +152,10 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
         case tooLong(length: Int)
     }
 
+    /// What is wrong.
     public var kind: Kind
 
+    /// Creates an error of `kind`.
     public init(_ kind: Kind) { self.kind = kind }
 
     public var description: String {

@@ -2,8 +2,11 @@ import NIOCore
 
 /// The type byte of a version 2 TLV.
 public struct ProxyTLVType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The type byte.
     public var rawValue: UInt8
+    /// Creates a type from its byte.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Creates a type from its byte.
     public init(_ rawValue: UInt8) { self.rawValue = rawValue }
 
     /// Application-Layer Protocol Negotiation: the protocol the client chose.

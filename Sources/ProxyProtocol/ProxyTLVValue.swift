@@ -72,6 +72,7 @@ extension ProxyTLV {
 public struct ProxySSLInfo: Hashable, Sendable {
     /// What the client did, as the `client` bit field says.
     public struct ClientFlags: OptionSet, Hashable, Sendable {
+        /// The bit field.
         public var rawValue: UInt8
         public init(rawValue: UInt8) { self.rawValue = rawValue }
         /// The client connected over TLS.
@@ -92,6 +93,7 @@ public struct ProxySSLInfo: Hashable, Sendable {
     /// The fixed part of the value: `client` and `verify`.
     static let fixedLength = 5
 
+    /// Creates SSL details from their parts.
     public init(client: ClientFlags, verify: UInt32, subTLVs: ProxyTLVs = ProxyTLVs()) {
         self.client = client
         self.verify = verify
