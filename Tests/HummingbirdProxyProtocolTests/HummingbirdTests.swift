@@ -1,0 +1,84 @@
+import Hummingbird
+import HummingbirdProxyProtocol
+import HummingbirdCore
+import HummingbirdTLS
+import NIOCore
+import NIOProxyProtocol
+import NIOSSL
+import ProxyProtocol
+import Testing
+import TestSupport
+
+@Suite(.timeLimit(.minutes(1))) struct HummingbirdTests {
+    /// Runs an application that answers every GET with the client it sees, on a free port.
+    func withApplication(
+        server: HTTPServerBuilder, _ body: @Sendable (Int) async throws -> Void
+    ) async throws {
+        let router = Router(context: ProxiedRequestContext.self)
+        router.get("/") { _, context -> String in
+            let client = context.remoteAddress.map { "\($0.ipAddress ?? "?") \($0.port ?? 0)" } ?? "none"
+            return "\(client) \(context.proxy?.header.version.description ?? "direct")"
+        }
+        let port = AsyncStream<Int>.makeStream()
+        let app = Application(
+            router: router, server: server,
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in port.continuation.yield(channel.localAddress!.port!) }
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.run() }
+            var ports = port.stream.makeAsyncIterator()
+            let bound = try #require(await ports.next())
+            try await body(bound)
+            group.cancelAll()
+        }
+    }
+
+    func responseBody(_ bytes: [UInt8]) -> String {
+        let text = String(decoding: bytes, as: UTF8.self)
+        return text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+    }
+
+    static let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+    @Test func requestContextSeesTheClient() async throws {
+        try await withApplication(server: .proxyProtocol(configuration: .init())) { port in
+            let v1 = try await LoopbackClient.exchange(port: port, send: Array(("PROXY TCP4 192.0.2.1 198.51.100.7 51234 80\r\n" + Self.request).utf8))
+            #expect(responseBody(v1) == "192.0.2.1 51234 v1")
+            let v2Header = ProxyHeader(version: .v2, addresses: .inet6(
+                source: .init(IPv6Address("2001:db8::9")!, port: 4000), destination: .init(IPv6Address("2001:db8::1")!, port: 80)))
+            let v2 = try await LoopbackClient.exchange(port: port, send: Array(try v2Header.encoded().readableBytesView) + Array(Self.request.utf8))
+            #expect(responseBody(v2) == "2001:db8::9 4000 v2")
+        }
+    }
+
+    @Test func refusedConnectionsNeverReachTheRouter() async throws {
+        let configuration = ProxyProtocolConfiguration(trustedProxies: try TrustedProxies(parsing: ["127.0.0.2"]))
+        try await withApplication(server: .proxyProtocol(configuration: configuration)) { port in
+            let untrusted = try await LoopbackClient.exchange(port: port, from: "127.0.0.3", send: Array(("PROXY UNKNOWN\r\n" + Self.request).utf8))
+            #expect(untrusted == [])
+            let noHeader = try await LoopbackClient.exchange(port: port, from: "127.0.0.2", send: Array(Self.request.utf8))
+            #expect(noHeader == [])
+            let local = try await LoopbackClient.exchange(port: port, from: "127.0.0.2", send: Array(try ProxyHeader.local.encoded().readableBytesView) + Array(Self.request.utf8))
+            #expect(responseBody(local).hasPrefix("127.0.0.2 "))
+        }
+    }
+
+    @Test func tlsAfterTheHeader() async throws {
+        let certificate = TestCertificate.localhost
+        let tls = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(certificate.certificate)], privateKey: .privateKey(certificate.privateKey))
+        let server = HTTPServerBuilder.proxyProtocol(configuration: .init()) { try TLSChannel(HTTP1Channel(responder: $0), tlsConfiguration: tls) }
+        try await withApplication(server: server) { port in
+            let context = try certificate.clientContext()
+            let header = ProxyHeader(version: .v2, addresses: .inet(
+                source: .init(IPv4Address(203, 0, 113, 4), port: 999), destination: .init(IPv4Address(127, 0, 0, 1), port: UInt16(port))))
+            let reply = try await LoopbackClient.exchange(port: port, send: Array(Self.request.utf8)) { channel in
+                try channel.pipeline.syncOperations.addHandlers([
+                    try ProxyProtocolClientHandler(header: header),
+                    try NIOSSLClientHandler(context: context, serverHostname: "localhost"),
+                ])
+            }
+            #expect(responseBody(reply) == "203.0.113.4 999 v2")
+        }
+    }
+}
