@@ -177,6 +177,42 @@ enum Peer {
         #expect(tlvs(body)[3]?["name"] as? String == "CRC32C")
     }
 
+    /// HAProxy's health checks on a send-proxy-v2 server send LOCAL headers; they must be
+    /// accepted and counted, not refused.
+    @Test(.enabled(if: Peer.available("haproxy"))) func haproxyHealthChecksAreLocal() async throws {
+        let running = try await RunningHost(Self.configuration)
+        let port = running.port(.proxy(service: "http", tls: false))
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let frontendPort = try await Peer.freePort()
+        let config = """
+            defaults
+                timeout connect 5s
+                timeout client 10s
+                timeout server 10s
+                timeout check 2s
+            frontend in
+                mode tcp
+                bind 127.0.0.1:\(frontendPort)
+                default_backend netproxy
+            backend netproxy
+                mode tcp
+                server s 127.0.0.1:\(port) send-proxy-v2 check check-send-proxy inter 100ms
+
+            """
+        let file = directory.appendingPathComponent("haproxy.cfg")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path])
+        defer { Peer.stop(haproxy) }
+        for _ in 0..<100 where !running.host.metricsExposition.contains(#"netproxy_proxy_local_total{version="v2"}"#) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let metrics = running.host.metricsExposition
+        #expect(metrics.contains(#"netproxy_proxy_local_total{version="v2"}"#))
+        #expect(!metrics.contains("netproxy_connections_rejected_total{reason=\"invalid_header\"}"))
+        await running.stop()
+    }
+
     /// HTTP mode with TLS at HAProxy: authority (SNI), unique id, SSL details and CRC32C.
     @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyHTTPSendProxyV2WithTLVs() async throws {
         let directory = try Peer.temporaryDirectory()
