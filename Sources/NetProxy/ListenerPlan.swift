@@ -105,6 +105,9 @@ struct HostPlan {
             }
         }
 
+        for listener in listeners where !(0...65535).contains(listener.port) {
+            throw NetProxyConfigurationError("\(listener): \(listener.port) is not a port (0-65535)")
+        }
         // The same address and port twice (port 0 is a new free port each time).
         var seen: [String: ListenerPlan] = [:]
         for listener in listeners where listener.port != 0 {
@@ -128,6 +131,10 @@ struct HostPlan {
         }
         guard (ProxyHeader.v2FixedLength...ProxyHeader.maximumV2Length).contains(configuration.maximumHeaderSize) else {
             throw NetProxyConfigurationError("proxy_max_header_size: \(configuration.maximumHeaderSize) is not in 16...65551")
+        }
+        for (key, seconds) in [("proxy_header_timeout", configuration.headerTimeout), ("shutdown_grace_period", configuration.shutdownGracePeriod)]
+        where !(seconds > 0 && seconds <= 86400) {
+            throw NetProxyConfigurationError("\(key): \(seconds) is not a number of seconds from above 0 to 86400")
         }
         if configuration.headerTimeout < 3 {
             warnings.append("proxy_header_timeout is \(configuration.headerTimeout) s; the PROXY specification asks for at least 3 s")

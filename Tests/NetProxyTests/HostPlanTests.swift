@@ -52,9 +52,21 @@ import Testing
         (#"{"proxy_port_mappings": {"15222": "c2s"}, "proxy_tls_ports": [15222], "proxy_tls_certificate": "/nonexistent.pem", "proxy_tls_key": "/nonexistent.key"}"#,
          "proxy_tls_certificate: cannot load /nonexistent.pem: failedToLoadCertificate"),
         (#"{"proxy_max_header_size": 15}"#, "proxy_max_header_size: 15 is not in 16...65551"),
+        (#"{"proxy_header_timeout": 1e300}"#, "proxy_header_timeout: 1e+300 is not a number of seconds from above 0 to 86400"),
+        (#"{"shutdown_grace_period": 86401}"#, "shutdown_grace_period: 86401.0 is not a number of seconds from above 0 to 86400"),
     ])
     func startUpChecksNameTheEntry(json: String, message: String) {
         #expect(error(json) == message)
+    }
+
+    /// A configuration built in code gets the same checks as a file.
+    @Test func programmaticPortsAreChecked() {
+        var configuration = NetProxyConfiguration()
+        configuration.servicePorts = ["c2s": [70000]]
+        configuration.interfaces = ["::1"]
+        #expect(throws: NetProxyConfigurationError("c2s on [::1]:70000: 70000 is not a port (0-65535)")) {
+            try NetProxyHost(configuration: configuration, services: Self.xmpp)
+        }
     }
 
     @Test func duplicateServiceNames() {
