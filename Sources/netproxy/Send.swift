@@ -58,6 +58,9 @@ struct Send: AsyncParsableCommand {
         if version == .v1 && (!tlvList.isEmpty || crc32c || local || datagram) {
             throw CommandFailure("--v1 headers carry no TLVs, CRC32C, LOCAL or DGRAM")
         }
+        guard (0...65535).contains(port) else {
+            throw CommandFailure("\(port) is not a port (0-65535)")
+        }
         guard let remote = try? SocketAddress(ipAddress: host, port: port) else {
             throw CommandFailure("\(host) port \(port) is not an IP address and port")
         }

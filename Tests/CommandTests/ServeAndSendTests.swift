@@ -110,6 +110,7 @@ import TestSupport
         (["send", "--tlv", "1:0", "127.0.0.1", "1"], "error: odd number of hex digits\n"),
         (["send", "--source", "192.0.2.1", "127.0.0.1", "1"], "error: --source 192.0.2.1: expected IP:PORT\n"),
         (["send", "localhost", "1"], "error: localhost port 1 is not an IP address and port\n"),
+        (["send", "127.0.0.1", "70000"], "error: 70000 is not a port (0-65535)\n"),
     ])
     func rejectsBadOptions(arguments: [String], message: String) throws {
         let output = try CommandRunner.run(arguments)
