@@ -40,13 +40,26 @@ public struct ProxiedConnectionInfo: Hashable, Sendable {
             self.source = try SocketAddress(header.addresses.source!)
             self.destination = try SocketAddress(header.addresses.destination!)
         case .unix(let source, let destination):
-            self.source = try SocketAddress(unixDomainSocketPath: source.path)
-            self.destination = try SocketAddress(unixDomainSocketPath: destination.path)
+            self.source = try SocketAddress(unixAddress: source)
+            self.destination = try SocketAddress(unixAddress: destination)
         }
     }
 }
 
+/// A UNIX address from a header that a `SocketAddress` cannot hold.
+struct UnusableUnixAddress: Error, CustomStringConvertible {
+    var address: ProxyUnixAddress
+    var description: String { "UNIX address \(String(reflecting: address.path)) has a NUL byte (an abstract socket name)" }
+}
+
 extension SocketAddress {
+    /// The socket address of a UNIX path from a header; an abstract name (with NUL bytes) is an
+    /// error rather than a silently shortened path.
+    init(unixAddress: ProxyUnixAddress) throws {
+        guard !unixAddress.bytes.readableBytesView.contains(0) else { throw UnusableUnixAddress(address: unixAddress) }
+        try self.init(unixDomainSocketPath: unixAddress.path)
+    }
+
     /// The socket address of an IP endpoint from a header.
     public init(_ endpoint: ProxyEndpoint) throws {
         var packed = ByteBuffer()

@@ -262,6 +262,16 @@ struct ServerHarness {
         }
     }
 
+    /// A Linux abstract name (leading NUL) cannot be a SocketAddress: refused, not shortened.
+    @Test func abstractUnixNameIsUnusable() throws {
+        let harness = try ServerHarness()
+        let header = ProxyHeader(version: .v2, addresses: .unix(
+            source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/b")))
+        try harness.send(Array(try header.encoded().readableBytesView))
+        #expect(harness.failure()?.reason == .unusableAddress("UNIX address \"\\0abstract\" has a NUL byte (an abstract socket name)"))
+        #expect(!harness.channel.isActive)
+    }
+
     @Test func unixAddressesBecomeSocketAddresses() throws {
         let harness = try ServerHarness()
         let header = ProxyHeader(version: .v2, addresses: .unix(source: .init(path: "/run/a.sock"), destination: .init(path: "/run/b.sock")))
