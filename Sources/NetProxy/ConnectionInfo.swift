@@ -42,7 +42,8 @@ public struct ConnectionInfo: Hashable, Sendable {
         ])
     }
 
-    /// ``jsonValue`` as one line of text.
+    /// The connection as one line of JSON: `service`, `port`, `peer`, `source`, `destination`
+    /// and `proxy` (null, or the header object `netproxy decode` prints).
     public var json: String { jsonValue.serialized }
 }
 

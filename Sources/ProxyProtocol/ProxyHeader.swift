@@ -52,7 +52,7 @@ public struct ProxyHeader: Hashable, Sendable {
 
     /// Creates a header from all of its parts, as the parser does.
     ///
-    /// The parts may disagree (a family with unspecified addresses); ``encode(into:options:)``
+    /// The parts may disagree (a family with unspecified addresses); ``encode(into:appendingCRC32C:)``
     /// rejects such a header rather than send it.
     public init(
         version: ProxyVersion,
