@@ -1,5 +1,5 @@
 /// A small JSON document model, so every part of the package prints headers the same way.
-package enum JSONValue: Hashable, Sendable {
+package enum JSONValue: Sendable {
     case null
     case bool(Bool)
     case int(Int)
@@ -55,19 +55,5 @@ package enum JSONValue: Hashable, Sendable {
             }
         }
         text += "\""
-    }
-
-    package static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
-        lhs.serialized == rhs.serialized
-    }
-
-    package func hash(into hasher: inout Hasher) {
-        hasher.combine(serialized)
-    }
-
-    /// The member `key` of an object.
-    package subscript(key: String) -> JSONValue? {
-        guard case .object(let members) = self else { return nil }
-        return members.first { $0.0 == key }?.1
     }
 }
