@@ -37,13 +37,13 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
     /// Whether `candidate` is in the network. An IPv4 network also matches the IPv4-mapped IPv6
     /// form of its addresses (`::ffff:a.b.c.d`), as dual-stack listeners report IPv4 peers.
     public func contains(_ candidate: IPAddress) -> Bool {
+        // Compare in the network's own family: IPv4 candidates are mapped for IPv6 networks,
+        // mapped IPv6 candidates unmapped for IPv4 networks.
         switch (address, candidate.unmapped) {
-        case (.v4, let plain):
-            return plain.masked(to: prefixLength) == address
-        case (.v6, .v4(let v4)):
-            return IPAddress.v6(IPv6Address(ipv4Mapped: v4)).masked(to: prefixLength) == address
-        case (.v6, let plain):
-            return candidate.masked(to: prefixLength) == address || plain.masked(to: prefixLength) == address
+        case (.v4, .v4(let v4)): return IPAddress.v4(v4).masked(to: prefixLength) == address
+        case (.v6, .v4(let v4)): return IPAddress.v6(IPv6Address(ipv4Mapped: v4)).masked(to: prefixLength) == address
+        case (.v6, .v6(let v6)): return IPAddress.v6(v6).masked(to: prefixLength) == address
+        case (.v4, .v6): return false
         }
     }
 

@@ -72,7 +72,7 @@ extension SocketAddress {
 
     /// The IP endpoint of a socket address; `nil` for UNIX sockets.
     public var proxyEndpoint: ProxyEndpoint? {
-        guard let text = ipAddress, let address = IPAddress(text), let port else { return nil }
+        guard let address = IPAddress(self), let port else { return nil }
         return ProxyEndpoint(address, port: UInt16(port))
     }
 }

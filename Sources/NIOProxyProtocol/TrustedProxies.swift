@@ -1,20 +1,25 @@
 import NIOCore
 import ProxyProtocol
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The proxies allowed to send PROXY headers: addresses and CIDR networks.
 ///
 /// Anyone who may send a header may claim any client address, so a receiver accepts headers only
 /// from its own load balancers.
 public struct TrustedProxies: Hashable, Sendable {
-    /// The trusted networks; empty with ``trustsEveryone`` false trusts no one.
+    /// The trusted networks; empty trusts no one.
     public var networks: [IPNetwork]
-    /// Whether every source is trusted. Only for tests and closed networks.
-    public var trustsEveryone: Bool
 
     /// Trusts the given networks.
     public init(_ networks: [IPNetwork]) {
         self.networks = networks
-        self.trustsEveryone = false
     }
 
     /// Parses entries such as `127.0.0.1`, `::1` or `10.0.0.0/8`; the error names the bad entry.
@@ -26,25 +31,38 @@ public struct TrustedProxies: Hashable, Sendable {
         self.init(networks)
     }
 
-    /// Trusts every source.
-    public static let everyone: TrustedProxies = {
-        var proxies = TrustedProxies([])
-        proxies.trustsEveryone = true
-        return proxies
-    }()
+    /// Trusts every IP source (`0.0.0.0/0` and `::/0`). Only for tests and closed networks.
+    public static let everyone = try! TrustedProxies(parsing: ["0.0.0.0/0", "::/0"])
 
     /// The loopback addresses `127.0.0.1` and `::1`.
     public static let loopback = try! TrustedProxies(parsing: ["127.0.0.1", "::1"])
 
     /// Whether `address` may send headers.
     public func contains(_ address: IPAddress) -> Bool {
-        trustsEveryone || networks.contains { $0.contains(address) }
+        networks.contains { $0.contains(address) }
     }
 
-    /// Whether a socket peer may send headers; a UNIX socket peer is trusted only by ``everyone``.
+    /// Whether a socket peer may send headers; a UNIX socket peer never may.
     public func contains(_ address: SocketAddress) -> Bool {
-        if trustsEveryone { return true }
-        guard let ip = address.ipAddress.flatMap({ IPAddress($0) }) else { return false }
-        return contains(ip)
+        IPAddress(address).map(contains) ?? false
+    }
+}
+
+extension IPAddress {
+    /// The address of an IP socket address, read from its bytes (no text on the way: this runs
+    /// for every connection); `nil` for a UNIX socket.
+    public init?(_ address: SocketAddress) {
+        switch address {
+        case .v4(let v4):
+            self = .v4(IPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)))
+        case .v6(let v6):
+            var raw = v6.address.sin6_addr
+            let (high, low) = withUnsafeBytes(of: &raw) { bytes in
+                (bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            }
+            self = .v6(IPv6Address(high: UInt64(bigEndian: high), low: UInt64(bigEndian: low)))
+        case .unixDomainSocket:
+            return nil
+        }
     }
 }

@@ -57,6 +57,13 @@ import Testing
         #expect(!(try IPNetwork("0.0.0.0/0").contains(IPAddress("2001:db8::1")!)))
     }
 
+    @Test func socketAddressesBecomeIPAddresses() throws {
+        #expect(IPAddress(try SocketAddress(ipAddress: "192.0.2.1", port: 9)) == IPAddress("192.0.2.1"))
+        #expect(IPAddress(try SocketAddress(ipAddress: "2001:db8::8:9", port: 9)) == IPAddress("2001:db8::8:9"))
+        #expect(IPAddress(try SocketAddress(ipAddress: "::ffff:10.0.0.1", port: 9)) == IPAddress("::ffff:10.0.0.1"))
+        #expect(IPAddress(try SocketAddress(unixDomainSocketPath: "/tmp/x")) == nil)
+    }
+
     @Test func trustedProxies() throws {
         let trusted = try TrustedProxies(parsing: ["127.0.0.2", "10.0.0.0/8", "::1"])
         #expect(trusted.contains(try SocketAddress(ipAddress: "127.0.0.2", port: 1)))
@@ -65,7 +72,9 @@ import Testing
         #expect(trusted.contains(try SocketAddress(ipAddress: "::1", port: 1)))
         #expect(!trusted.contains(try SocketAddress(ipAddress: "127.0.0.3", port: 1)))
         #expect(!trusted.contains(try SocketAddress(unixDomainSocketPath: "/tmp/x")))
-        #expect(TrustedProxies.everyone.contains(try SocketAddress(unixDomainSocketPath: "/tmp/x")))
+        #expect(!TrustedProxies.everyone.contains(try SocketAddress(unixDomainSocketPath: "/tmp/x")))
+        #expect(TrustedProxies.everyone.contains(try SocketAddress(ipAddress: "203.0.113.1", port: 1)))
+        #expect(TrustedProxies.everyone.contains(try SocketAddress(ipAddress: "2001:db8::1", port: 1)))
         #expect(!TrustedProxies([]).contains(try SocketAddress(ipAddress: "127.0.0.1", port: 1)))
         #expect(TrustedProxies.loopback.contains(try SocketAddress(ipAddress: "::ffff:127.0.0.1", port: 9)))
     }
