@@ -5,36 +5,64 @@ import ProxyProtocol
 
 /// The host's counters, kept in its own Prometheus registry (so several hosts, as in tests, do
 /// not share or fight over the global metrics system).
+///
+/// Every counter is made once, up front: making one goes through the registry's lock, and
+/// counting happens on every connection. They are exported from zero.
 struct HostMetrics: Sendable {
+    /// The values of the `reason` label, exported from zero.
+    static let rejectionReasons = [
+        "untrusted_source", "unknown_source", "invalid_header", "header_timeout", "closed_before_header",
+        "read_failed", "shutting_down", "local_not_accepted", "unspecified_not_accepted", "unusable_address",
+        "unmapped_port", "other",
+    ]
+
     let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
+    private let acceptedProxy: CoreMetrics.Counter
+    private let acceptedRegular: CoreMetrics.Counter
+    private let headers: [ProxyVersion: CoreMetrics.Counter]
+    private let local: [ProxyVersion: CoreMetrics.Counter]
+    private let rejections: [String: CoreMetrics.Counter]
 
     init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
-        self.factory = PrometheusMetricsFactory(registry: registry)
+        let factory = PrometheusMetricsFactory(registry: registry)
+        self.factory = factory
+        func counter(_ label: String, _ name: String, _ value: String) -> CoreMetrics.Counter {
+            CoreMetrics.Counter(label: label, dimensions: [(name, value)], factory: factory)
+        }
+        acceptedProxy = counter("netproxy_connections_accepted_total", "listener", "proxy")
+        acceptedRegular = counter("netproxy_connections_accepted_total", "listener", "regular")
+        var headers: [ProxyVersion: CoreMetrics.Counter] = [:]
+        var local: [ProxyVersion: CoreMetrics.Counter] = [:]
+        for version in ProxyVersion.allCases {
+            headers[version] = counter("netproxy_proxy_headers_total", "version", version.description)
+            local[version] = counter("netproxy_proxy_local_total", "version", version.description)
+        }
+        self.headers = headers
+        self.local = local
+        var rejections: [String: CoreMetrics.Counter] = [:]
+        for reason in Self.rejectionReasons {
+            rejections[reason] = counter("netproxy_connections_rejected_total", "reason", reason)
+        }
+        self.rejections = rejections
     }
 
-    /// A connection was accepted on a listener (`proxy` or `regular`).
-    func accepted(listener: String) {
-        count("netproxy_connections_accepted_total", [("listener", listener)])
+    /// A connection was accepted on a PROXY or a regular listener.
+    func accepted(proxyListener: Bool) {
+        (proxyListener ? acceptedProxy : acceptedRegular).increment()
     }
 
     /// A PROXY header was accepted.
     func proxied(_ header: ProxyHeader) {
-        if header.command == .local {
-            count("netproxy_proxy_local_total", [("version", header.version.description)])
-        } else {
-            count("netproxy_proxy_headers_total", [("version", header.version.description)])
-        }
+        (header.command == .local ? local : headers)[header.version]!.increment()
     }
 
     /// A connection was closed before reaching a service.
     func rejected(reason: String) {
-        count("netproxy_connections_rejected_total", [("reason", reason)])
-    }
-
-    private func count(_ label: String, _ dimensions: [(String, String)]) {
-        Counter(label: label, dimensions: dimensions, factory: factory).increment()
+        let counter = rejections[reason]
+            ?? CoreMetrics.Counter(label: "netproxy_connections_rejected_total", dimensions: [("reason", reason)], factory: factory)
+        counter.increment()
     }
 
     /// The Prometheus text exposition of every counter.

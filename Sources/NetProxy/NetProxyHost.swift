@@ -207,10 +207,10 @@ public final class NetProxyHost: Service, Sendable {
                 return .init(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition)
             })
         case .service(let name):
-            metrics.accepted(listener: "regular")
+            metrics.accepted(proxyListener: false)
             try pipeline.addHandler(ServiceDispatcher(service: services[name], logger: logger, metrics: metrics))
         case .proxy(let name, let tls):
-            metrics.accepted(listener: "proxy")
+            metrics.accepted(proxyListener: true)
             let proxy = ProxyProtocolServerHandler(configuration: proxyConfiguration, logger: logger)
             try pipeline.addHandler(proxy)
             proxy.connectionInfo.whenComplete { [metrics] result in
