@@ -222,6 +222,19 @@ struct ServerHarness {
         #expect(harness.recorder.events == [.active, .info(info), .read("ping")])
     }
 
+    /// The reference module's fault: LOCAL with dummy addresses (as load balancers send for
+    /// health checks) left the address block in the stream. All `len` bytes must go.
+    @Test func localSkipsItsWholeBody() throws {
+        let harness = try ServerHarness()
+        let dummy: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x11, 0x00, 0x0F]
+            + [10, 0, 0, 1, 10, 0, 0, 2, 0x1F, 0x90, 0x00, 0x50] + [0x04, 0x00, 0x00]
+        try harness.send(dummy + Array("ping".utf8))
+        let info = try harness.handler.connectionInfo.wait()
+        #expect(info.headerLength == 31)
+        #expect(info.source == ServerHarness.proxy)
+        #expect(harness.recorder.readBytes == "ping")
+    }
+
     @Test func localCanBeRefused() throws {
         let harness = try ServerHarness(ProxyProtocolConfiguration(acceptsLocal: false))
         try harness.send(Array(try ProxyHeader.local.encoded().readableBytesView))
