@@ -129,10 +129,17 @@ private enum JSONInput: Decodable {
     }
 
     func strings(_ key: String) throws(NetProxyConfigurationError) -> [String] {
-        guard case .array(let items) = self else { throw NetProxyConfigurationError("\(key): expected a list of strings") }
-        var result: [String] = []
-        for (index, item) in items.enumerated() {
-            result.append(try item.string("\(key)[\(index)]"))
+        try list(key, of: "strings") { item, path throws(NetProxyConfigurationError) in try item.string(path) }
+    }
+
+    /// A list whose items are read by `item`, each error naming `key[index]`.
+    private func list<Item>(
+        _ key: String, of what: String, _ item: (JSONInput, String) throws(NetProxyConfigurationError) -> Item
+    ) throws(NetProxyConfigurationError) -> [Item] {
+        guard case .array(let items) = self else { throw NetProxyConfigurationError("\(key): expected a list of \(what)") }
+        var result: [Item] = []
+        for (index, element) in items.enumerated() {
+            result.append(try item(element, "\(key)[\(index)]"))
         }
         return result
     }
@@ -160,12 +167,7 @@ private enum JSONInput: Decodable {
     }
 
     func ports(_ key: String) throws(NetProxyConfigurationError) -> [Int] {
-        guard case .array(let items) = self else { throw NetProxyConfigurationError("\(key): expected a list of ports") }
-        var result: [Int] = []
-        for (index, item) in items.enumerated() {
-            result.append(try item.port("\(key)[\(index)]"))
-        }
-        return result
+        try list(key, of: "ports") { item, path throws(NetProxyConfigurationError) in try item.port(path) }
     }
 
     func mappings(_ key: String) throws(NetProxyConfigurationError) -> [Int: String] {
