@@ -8,7 +8,6 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
 
     private struct State {
         var bytes: [UInt8] = []
-        var events: [String] = []
         var finished = false
         var reached = false
     }
@@ -29,8 +28,6 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
 
     public var bytes: [UInt8] { state.withLockedValue { $0.bytes } }
     public var string: String { String(decoding: bytes, as: UTF8.self) }
-    /// The user inbound events seen, as text.
-    public var userEvents: [String] { state.withLockedValue { $0.events } }
     /// Completes when the peer closes (or half-closes), the channel closes, or the handler
     /// leaves the pipeline.
     public var closed: EventLoopFuture<Void> { closedPromise.futureResult }
@@ -50,8 +47,6 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        let text = String(describing: event)
-        state.withLockedValue { $0.events.append(text) }
         // With half-closure allowed, the peer's close arrives as this event, not channelInactive.
         if let event = event as? ChannelEvent, event == .inputClosed { finish() }
         context.fireUserInboundEventTriggered(event)
