@@ -1,5 +1,9 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
+
+// A path dependency is named after its directory, which is whatever the clone is called.
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
 
 // Run with: swift package --disable-sandbox benchmark
 let package = Package(
@@ -14,7 +18,7 @@ let package = Package(
         .executableTarget(
             name: "CodecBenchmarks",
             dependencies: [
-                .product(name: "ProxyProtocol", package: "main"),
+                .product(name: "ProxyProtocol", package: root),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],

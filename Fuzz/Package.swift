@@ -1,5 +1,9 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
+
+// A path dependency is named after its directory, which is whatever the clone is called.
+let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
 
 // libFuzzer targets, kept out of the main package so `swift test` stays plain.
 // swift build -c release --sanitize=fuzzer --product FuzzParser
@@ -14,7 +18,7 @@ let package = Package(
         .executableTarget(
             name: "FuzzParser",
             dependencies: [
-                .product(name: "ProxyProtocol", package: "main"),
+                .product(name: "ProxyProtocol", package: root),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

@@ -2,18 +2,21 @@ import NIOCore
 import NIOHTTP1
 
 extension NetProxyService {
-    /// `echo`: sends back every byte until the client half-closes, then closes.
-    public static let echo = NetProxyService(name: "echo") { channel, _ in
+    /// `echo`: sends back every byte; once the client half-closes and everything has been sent
+    /// back, closes. It reads only while it can write, so a client that sends without reading
+    /// holds at most a few hundred KiB of the server's memory.
+    public static let echo = NetProxyService(name: "echo", allowsHalfClosure: true) { channel, _ in
         try channel.pipeline.syncOperations.addHandler(EchoService())
     }
 
     /// `whoami`: writes one JSON line describing the connection, then closes.
-    public static let whoami = NetProxyService(name: "whoami") { channel, info in
+    public static let whoami = NetProxyService(name: "whoami", allowsHalfClosure: true) { channel, info in
         try channel.pipeline.syncOperations.addHandler(WhoamiService(info: info))
     }
 
-    /// `http`: HTTP/1.1 with keep-alive; every GET is answered with the connection's JSON.
-    public static let http = NetProxyService(name: "http") { channel, info in
+    /// `http`: HTTP/1.1 with keep-alive; every GET is answered with the connection's JSON. A
+    /// client that half-closes still gets the answers to the requests it sent.
+    public static let http = NetProxyService(name: "http", allowsHalfClosure: true) { channel, info in
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
         let json = info.json + "\n"
         try channel.pipeline.syncOperations.addHandler(HTTPResponder { head in
@@ -29,9 +32,15 @@ extension NetProxyService {
     public static let builtins: [NetProxyService] = [.echo, .whoami, .http]
 }
 
-final class EchoService: ChannelInboundHandler {
+/// Writes back what it reads, with backpressure: while the channel is not writable it holds
+/// reads back, so what it keeps queued is bounded by the write buffer's high watermark plus one
+/// read loop (by default 64 KiB + 4 x 64 KiB).
+final class EchoService: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+
+    private var readHeldBack = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.write(data, promise: nil)
@@ -41,13 +50,33 @@ final class EchoService: ChannelInboundHandler {
         context.flush()
     }
 
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readHeldBack = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && readHeldBack {
+            readHeldBack = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // The client is done sending: everything it sent has been echoed, so the exchange is over.
+        // The client is done sending: close once everything it sent has gone back.
         if let event = event as? ChannelEvent, event == .inputClosed {
-            context.close(promise: nil)
+            context.closeAfterPendingWrites()
         }
         // A quiesce request is ignored: the connection drains until the client closes or the
         // host's grace period ends.
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
     }
 }
 
@@ -70,5 +99,23 @@ final class WhoamiService: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Whatever the client sends is not part of the exchange.
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // A half-close changes nothing: the connection closes once the line is sent.
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension ChannelHandlerContext {
+    /// Closes the channel once every write queued before this call has been sent. Writes complete
+    /// in order, so an empty write's completion marks that point.
+    func closeAfterPendingWrites() {
+        writeAndFlush(NIOAny(ByteBuffer())).assumeIsolated().whenComplete { [self] _ in
+            close(promise: nil)
+        }
     }
 }

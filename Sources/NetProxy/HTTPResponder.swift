@@ -3,6 +3,8 @@ import NIOHTTP1
 
 /// A minimal HTTP/1.1 responder: one complete response per request, keep-alive when the client
 /// asks for it, and on a quiesce request the connection closes after the response in progress.
+/// When the client half-closes, the connection closes once the responses already written are
+/// sent (`NIOHTTP1` holds the event back until the response to a pipelined request is written).
 final class HTTPResponder: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -17,6 +19,8 @@ final class HTTPResponder: ChannelInboundHandler {
     private let respond: (HTTPRequestHead) -> Response
     private var request: HTTPRequestHead?
     private var quiescing = false
+    /// The end of the last response written; once it completes, everything written has been sent.
+    private var lastResponseSent: EventLoopFuture<Void>?
 
     init(respond: @escaping (HTTPRequestHead) -> Response) {
         self.respond = respond
@@ -47,6 +51,7 @@ final class HTTPResponder: ChannelInboundHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        lastResponseSent = done
         if !keepAlive {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
@@ -57,6 +62,12 @@ final class HTTPResponder: ChannelInboundHandler {
             // Finish the request in progress, if any; an idle connection closes now.
             quiescing = true
             if request == nil { context.close(promise: nil) }
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // No further request can arrive, and one in progress cannot be completed.
+            guard let lastResponseSent else { return context.close(promise: nil) }
+            lastResponseSent.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             return
         }
         context.fireUserInboundEventTriggered(event)

@@ -16,6 +16,9 @@ struct HostMetrics: Sendable {
         "unmapped_port", "other",
     ]
 
+    /// The values of the `errno` label of accept errors, exported from zero.
+    static let acceptErrnos = ["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]
+
     let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
     private let acceptedProxy: CoreMetrics.Counter
@@ -23,6 +26,7 @@ struct HostMetrics: Sendable {
     private let headers: [ProxyVersion: CoreMetrics.Counter]
     private let local: [ProxyVersion: CoreMetrics.Counter]
     private let rejections: [String: CoreMetrics.Counter]
+    private let acceptErrors: [String: CoreMetrics.Counter]
 
     init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
@@ -46,6 +50,11 @@ struct HostMetrics: Sendable {
             rejections[reason] = counter("netproxy_connections_rejected_total", "reason", reason)
         }
         self.rejections = rejections
+        var acceptErrors: [String: CoreMetrics.Counter] = [:]
+        for name in Self.acceptErrnos {
+            acceptErrors[name] = counter("netproxy_accept_errors_total", "errno", name)
+        }
+        self.acceptErrors = acceptErrors
     }
 
     /// A connection was accepted on a PROXY or a regular listener.
@@ -62,6 +71,13 @@ struct HostMetrics: Sendable {
     func rejected(reason: String) {
         let counter = rejections[reason]
             ?? CoreMetrics.Counter(label: "netproxy_connections_rejected_total", dimensions: [("reason", reason)], factory: factory)
+        counter.increment()
+    }
+
+    /// A listener's `accept` failed with `errno`.
+    func acceptFailed(errno: String) {
+        let counter = acceptErrors[errno]
+            ?? CoreMetrics.Counter(label: "netproxy_accept_errors_total", dimensions: [("errno", errno)], factory: factory)
         counter.increment()
     }
 

@@ -59,17 +59,10 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     }
 
     /// Parses a JSON configuration file's contents. Unknown keys are errors, so a misspelt key
-    /// cannot silently leave a default (such as the trust list) in force.
+    /// cannot silently leave a default (such as the trust list) in force; so are a key given
+    /// twice and a trailing comma, which other readers resolve by guessing.
     public init(json: Data) throws(NetProxyConfigurationError) {
-        let document: JSONInput
-        do {
-            // JSONSerialization says where the syntax breaks; JSONDecoder does not on Linux.
-            _ = try JSONSerialization.jsonObject(with: json, options: [.fragmentsAllowed])
-            document = try JSONDecoder().decode(JSONInput.self, from: json)
-        } catch {
-            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
-            throw NetProxyConfigurationError("not valid JSON: \(detail)")
-        }
+        let document = try StrictJSONParser.parse(Array(json))
         guard case .object(let root) = document else {
             throw NetProxyConfigurationError("the configuration must be a JSON object")
         }
@@ -101,27 +94,8 @@ public struct NetProxyConfiguration: Hashable, Sendable {
 }
 
 /// Any JSON value, so each setting can be checked with an error that names its key.
-private enum JSONInput: Decodable {
+enum JSONInput {
     case null, bool(Bool), integer(Int), number(Double), string(String), array([JSONInput]), object([String: JSONInput])
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Int.self) {
-            self = .integer(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSONInput].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONInput].self))
-        }
-    }
 
     func string(_ key: String) throws(NetProxyConfigurationError) -> String {
         guard case .string(let text) = self else { throw NetProxyConfigurationError("\(key): expected a string") }

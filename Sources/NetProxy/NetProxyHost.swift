@@ -181,7 +181,14 @@ public final class NetProxyHost: Service, Sendable {
         do {
             return try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .serverChannelInitializer { [logger, metrics] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            AcceptErrorHandler(listener: listener, logger: logger, metrics: metrics)
+                        )
+                    }
+                }
+                .childChannelOption(.allowRemoteHalfClosure, value: allowsHalfClosure(listener))
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         try self.setUp(channel, for: listener)
@@ -191,6 +198,16 @@ public final class NetProxyHost: Service, Sendable {
                 .get()
         } catch {
             throw NetProxyConfigurationError("cannot listen for \(listener): \(error)")
+        }
+    }
+
+    /// Whether connections on `listener` see the client's half-close: only where the service asked
+    /// for it (the metrics endpoint answers requests already received, then closes).
+    private func allowsHalfClosure(_ listener: ListenerPlan) -> Bool {
+        switch listener.kind {
+        case .metrics: return true
+        case .service(let name): return services[name]?.allowsHalfClosure ?? false
+        case .proxy(let name, _): return name.flatMap { services[$0] }?.allowsHalfClosure ?? false
         }
     }
 

@@ -1,9 +1,15 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import Foundation
 import Logging
 import NIOCore
 import NetProxy
 import ServiceLifecycle
+import UnixSignals
 
 /// `netproxy serve`: runs the host with the built-in services.
 struct Serve: AsyncParsableCommand {
@@ -22,6 +28,7 @@ struct Serve: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func run() async throws {
+        Self.ignoreSignalsUntilHandled()
         let configuration: NetProxyConfiguration
         if let config {
             guard let data = FileManager.default.contents(atPath: config) else {
@@ -43,15 +50,45 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw CommandFailure("\(config ?? "configuration"): \(error)")
         }
+        Self.raiseDescriptorLimit(logger: logger)
         let listeners: [NetProxyHost.BoundListener]
         do {
             listeners = try await host.start()
         } catch {
             throw CommandFailure("\(error)")
         }
+        // Trapped before the banner: a SIGHUP sent once the ports are known must not be lost.
+        let hangups = HangupLogger(signals: await UnixSignalsSequence(trapping: .sighup), logger: logger)
         FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
-        let group = ServiceGroup(services: [host], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let group = ServiceGroup(
+            services: [host, hangups], gracefulShutdownSignals: [.sigterm, .sigint, .sigquit], logger: logger
+        )
         try await group.run()
+    }
+
+    /// Signals handled later (once the host runs) must not end the process or print a crash
+    /// report if they arrive during start-up.
+    static func ignoreSignalsUntilHandled() {
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGQUIT, SIG_IGN)
+    }
+
+    /// Raises the soft descriptor limit to the hard one, as servers do: each connection takes a
+    /// descriptor, and the usual soft default (1024) is far below what one host can serve.
+    static func raiseDescriptorLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(resourceNoFile, &limit) == 0 else { return }
+        let soft = limit.rlim_cur
+        guard soft < limit.rlim_max else {
+            logger.info("descriptor limit: \(soft) (soft and hard)")
+            return
+        }
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(resourceNoFile, &limit) == 0 {
+            logger.info("descriptor limit: soft \(soft) raised to the hard limit, \(limit.rlim_max)")
+        } else {
+            logger.warning("descriptor limit: soft \(soft), hard \(limit.rlim_max); raising the soft limit failed (errno \(errno))")
+        }
     }
 
     /// What listens where, and one command to try each PROXY port.
@@ -102,3 +139,22 @@ extension SocketAddress {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+#if canImport(Glibc)
+private let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#else
+private let resourceNoFile = RLIMIT_NOFILE
+#endif
+
+/// SIGHUP would end the process; until the configuration can be reloaded, it is logged and
+/// ignored.
+struct HangupLogger: Service {
+    let signals: UnixSignalsSequence
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in signals.cancelOnGracefulShutdown() {
+            logger.notice("SIGHUP received and ignored: this version cannot reload its configuration")
+        }
+    }
+}

@@ -5,47 +5,8 @@ import Testing
 import TestSupport
 
 @Suite(.timeLimit(.minutes(1))) struct ServeCommandTests {
-    /// Runs `netproxy serve` until its banner is out.
-    final class ServeProcess {
-        let process = Process()
-        let output = Pipe()
-        let errors = Pipe()
-        var banner = ""
-
-        init(arguments: [String]) throws {
-            process.executableURL = CommandRunner.executable
-            process.arguments = arguments
-            process.standardOutput = output
-            process.standardError = errors
-            try process.run()
-            while !banner.contains("Try:\n") || !banner.hasSuffix("\n") {
-                let data = output.fileHandleForReading.availableData
-                if data.isEmpty { break }
-                banner += String(decoding: data, as: UTF8.self)
-            }
-        }
-
-        /// The port printed for the listener whose line starts with `label`.
-        func port(_ label: String) -> Int? {
-            for line in banner.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix(label) {
-                if let port = line.split(separator: ":").last.flatMap({ Int($0) }) { return port }
-            }
-            return nil
-        }
-
-        func stop() -> (status: Int32, errors: String) {
-            process.interrupt()
-            process.waitUntilExit()
-            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            return (process.terminationStatus, text)
-        }
-    }
-
     @Test func servesAConfigFileAndStopsOnSIGINT() async throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-serve-\(UUID()).json")
-        defer { try? FileManager.default.removeItem(at: file) }
-        try Data(#"{"interfaces": ["127.0.0.1"], "whoami_ports": [0], "proxy_port_mappings": {"0": "http"}}"#.utf8).write(to: file)
-        let serve = try ServeProcess(arguments: ["serve", "--config", file.path])
+        let serve = try ServeProcess(config: #"{"interfaces": ["127.0.0.1"], "whoami_ports": [0], "proxy_port_mappings": {"0": "http"}}"#)
         #expect(serve.banner.hasPrefix("netproxy is listening:\n  whoami                 127.0.0.1:"))
         let httpPort = try #require(serve.port("http (PROXY)"))
         #expect(serve.banner.hasSuffix("Try:\n  curl --haproxy-protocol http://127.0.0.1:\(httpPort)/\n"))
@@ -55,7 +16,7 @@ import TestSupport
         let http = String(decoding: try await LoopbackClient.exchange(
             port: httpPort, send: Array("PROXY TCP4 192.0.2.9 192.0.2.10 9 10\r\nGET / HTTP/1.0\r\n\r\n".utf8)), as: UTF8.self)
         #expect(http.contains(#""source":{"ip":"192.0.2.9","port":9}"#))
-        let (status, errors) = serve.stop()
+        let (status, errors) = try await serve.stop()
         #expect(status == 0)
         #expect(errors.contains("connection handed to http on port \(httpPort): proxy 127.0.0.1:"))
         #expect(errors.contains("client 192.0.2.9:9"))

@@ -58,7 +58,6 @@ import Testing
 
     @Test(arguments: [
         ("[]", "the configuration must be a JSON object"),
-        (#"{"a": [1,}"#, "not valid JSON: Invalid value around character 9."),
         (#"{"proxy_trusted_proxys": []}"#, #"unknown key "proxy_trusted_proxys""#),
         (#"{"interfaces": "127.0.0.1"}"#, "interfaces: expected a list of strings"),
         (#"{"interfaces": [1]}"#, "interfaces[0]: expected a string"),
@@ -76,5 +75,56 @@ import Testing
     ])
     func rejectsBadSettings(json: String, message: String) {
         #expect(error(json) == message)
+    }
+
+    /// A file that decides who may claim any client address must mean exactly one thing: what
+    /// lenient readers resolve by guessing is an error naming the place.
+    @Test(arguments: [
+        (#"{"echo_ports": [0],}"#, #"line 1, column 20: trailing comma before "}""#),
+        (#"{"echo_ports": [0,]}"#, #"line 1, column 19: trailing comma before "]""#),
+        (
+            "{\"echo_ports\": [0],\n \"proxy_trusted_proxies\": [\"0.0.0.0/0\"],\n \"proxy_trusted_proxies\": [\"127.0.0.1\"]}",
+            #"line 3: "proxy_trusted_proxies" is given twice (first on line 2)"#
+        ),
+        (
+            "{\"proxy_port_mappings\": {\n  \"15222\": \"c2s\",\n  \"15222\": \"s2s\"}}",
+            #"line 3: "proxy_port_mappings.15222" is given twice (first on line 2)"#
+        ),
+        (#"{"a": {"b": {"c": 1, "c": 2}}}"#, #"line 1: "a.b.c" is given twice (first on line 1)"#),
+        ("", "line 1, column 1: expected a value, found the end of the file"),
+        ("{} {}", #"line 1, column 4: unexpected "{" after the end of the JSON value"#),
+        ("{\n  // trust\n}", #"line 2, column 3: expected a key in quotes, found "/" (comments are not JSON)"#),
+        (#"{"echo_ports": [0] "whoami_ports": [0]}"#, #"line 1, column 20: expected "," or "}" in the top-level object, found """"#),
+        (#"{"interfaces": ["127.0.0.1"]"#, #"line 1, column 29: expected "," or "}" in the top-level object, found the end of the file"#),
+        (#"{"interfaces": ["127.0.0.1}"#, #"line 1, column 17: string is not closed"#),
+        (#"{"interfaces": ["a\qb"]}"#, #"line 1, column 19: unknown escape "\q""#),
+        (#"{"interfaces": ["\ud800"]}"#, #"line 1, column 24: a high surrogate escape must be followed by a low surrogate escape"#),
+        (#"{"interfaces": ["\udc00"]}"#, #"line 1, column 24: escape of a lone surrogate"#),
+        ("{\"interfaces\": [\"a\tb\"]}", "line 1, column 19: control character 0x9 in a string (write it as an escape)"),
+        (#"{"proxy_ports": [01]}"#, #"line 1, column 19: expected "," or "]" in "proxy_ports", found "1""#),
+        (#"{"proxy_ports": [-]}"#, "line 1, column 18: expected a digit in a number"),
+        (#"{"proxy_ports": [1.]}"#, "line 1, column 20: expected a digit after the decimal point"),
+        (#"{"proxy_ports": [99999999999999999999]}"#, "line 1, column 18: 99999999999999999999 is too large"),
+        (#"{"proxy_header_timeout": 1e400}"#, "line 1, column 26: 1e400 is too large"),
+        (#"{"proxy_ports": [TRUE]}"#, #"line 1, column 18: expected a value, found "T""#),
+        (#"{'proxy_ports': [1]}"#, #"line 1, column 2: expected a key in quotes, found "'""#),
+        (String(repeating: "[", count: 40), "line 1, column 33: nested deeper than 32 levels"),
+    ])
+    func strictJSON(json: String, message: String) {
+        #expect(error(json) == message)
+    }
+
+    @Test func jsonDetails() throws {
+        // Escapes, a byte order mark, and numbers in every form JSON allows.
+        let bom = "\u{FEFF}"
+        let configuration = try parse(#"\#(bom){"proxy_tls_key": "\u00e9\ud83d\ude00\/\n", "proxy_header_timeout": 2.5e0, "shutdown_grace_period": 1E+1}"#)
+        #expect(configuration.tlsKeyPath == "é😀/\n")
+        #expect(configuration.headerTimeout == 2.5)
+        #expect(configuration.shutdownGracePeriod == 10)
+        var invalid = Data(#"{"proxy_tls_key": "x"#.utf8)
+        invalid.append(contentsOf: [0xC3, 0x28, 0x22, 0x7D])
+        #expect(throws: NetProxyConfigurationError("line 1, column 19: string is not valid UTF-8")) {
+            try NetProxyConfiguration(json: invalid)
+        }
     }
 }

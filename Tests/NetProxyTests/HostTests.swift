@@ -171,7 +171,7 @@ func endpoint(_ value: Any?) -> String? {
     }
 
     @Test func asyncService() async throws {
-        let upper = NetProxyService.async(name: "upper") { inbound, outbound, info in
+        let upper = NetProxyService.async(name: "upper", allowsHalfClosure: true) { inbound, outbound, info in
             try await outbound.write(ByteBuffer(string: "hello \(info.source.ipAddress!)\n"))
             for try await buffer in inbound {
                 try await outbound.write(ByteBuffer(string: String(buffer: buffer).uppercased()))

@@ -1,0 +1,137 @@
+import Foundation
+import NetProxy
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+import TestSupport
+
+/// Connections end closed and every byte arrives once, however the client ends its side.
+@Suite(.timeLimit(.minutes(5))) struct ConnectionLifetimeTests {
+    static let megabytes100 = 100 * 1024 * 1024
+
+    /// The client streams 100 MB while reading slowly, then half-closes: echo must send back all
+    /// of it before closing, on both port kinds, every time. (Before, 80-87 MB of the 100 were
+    /// lost in each run, and the client saw a clean end of stream.)
+    @Test(arguments: [false, true])
+    func echoReturnsEveryByteAfterHalfClose(proxied: Bool) async throws {
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0], "proxy_port_mappings": {"0": "echo"}}"#)
+        let port = running.port(proxied ? .proxy(service: "echo", tls: false) : .service("echo"))
+        let prefix = proxied ? Array("PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n".utf8) : []
+        for run in 0..<3 {
+            let result = try await BlockingSocket.stream(to: port, prefix: prefix, count: Self.megabytes100, seed: UInt64(run), slowReader: true)
+            #expect(result.end == "eof")
+            #expect(result.receivedBytes == Self.megabytes100)
+            #expect(result.receivedDigest == result.sentDigest)
+        }
+        await running.stop()
+    }
+
+    /// A service that did not ask for half-closure never sees the client's half-close: the
+    /// connection closes, even though the service itself never closes it.
+    @Test func withoutHalfClosureTheConnectionClosesWhenTheClientStopsSending() async throws {
+        let events = NIOLockedValueBox<[String]>([])
+        let inactive = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Void.self)
+        let silent = NetProxyService(name: "silent") { channel, _ in
+            try channel.pipeline.syncOperations.addHandler(EventRecorder(events, inactive: inactive))
+        }
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "silent_ports": [0]}"#, services: [silent])
+        let reply = try await LoopbackClient.exchange(port: running.port(.service("silent")), send: Array("hi".utf8), halfClose: true)
+        #expect(reply == [])
+        try await inactive.futureResult.get()
+        #expect(events.withLockedValue { $0 } == ["active", "read 2", "inactive"])
+        await running.stop()
+    }
+
+    /// With half-closure, the service gets `inputClosed` and may still answer.
+    @Test func withHalfClosureTheServiceGetsInputClosedAndAnswers() async throws {
+        let events = NIOLockedValueBox<[String]>([])
+        let inactive = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Void.self)
+        let answering = NetProxyService(name: "answering", allowsHalfClosure: true) { channel, _ in
+            try channel.pipeline.syncOperations.addHandler(EventRecorder(events, inactive: inactive, answerOnInputClosed: "bye"))
+        }
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "answering"}}"#, services: [answering])
+        let reply = try await LoopbackClient.exchange(
+            port: running.port(.proxy(service: "answering", tls: false)), send: Array("PROXY UNKNOWN\r\nhi".utf8), halfClose: true)
+        #expect(String(decoding: reply, as: UTF8.self) == "bye")
+        try await inactive.futureResult.get()
+        #expect(events.withLockedValue { $0 } == ["active", "read 2", "inputClosed", "inactive"])
+        await running.stop()
+    }
+
+    /// An HTTP client may half-close after its request; it still gets the whole answer.
+    @Test(arguments: ["http", "metrics"])
+    func httpAnswersAHalfClosedClient(kind: String) async throws {
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "http_ports": [0], "metrics_port": 0}"#)
+        let port = running.port(kind == "http" ? .service("http") : .metrics)
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        let reply = String(decoding: try await LoopbackClient.exchange(port: port, send: Array(request.utf8), halfClose: true), as: UTF8.self)
+        #expect(reply.components(separatedBy: "HTTP/1.1 200 OK\r\n").count == 3)
+        #expect(reply.hasSuffix(kind == "http" ? "}\n" : "\n"))
+        #expect(reply.components(separatedBy: "Connection: keep-alive").count == 3)
+        await running.stop()
+    }
+
+    /// An async service's last writes are sent before the connection closes.
+    @Test func asyncServiceWritesArriveBeforeTheClose() async throws {
+        let count = 8 * 1024 * 1024
+        let bulk = NetProxyService.async(name: "bulk") { _, outbound, _ in
+            var stream = ByteStream(seed: 7)
+            var remaining = count
+            while remaining > 0 {
+                var buffer = ByteBuffer(repeating: 0, count: min(remaining, 65536))
+                buffer.withUnsafeMutableReadableBytes { stream.fill($0) }
+                remaining -= buffer.readableBytes
+                try await outbound.write(buffer)
+            }
+        }
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "bulk_ports": [0]}"#, services: [bulk])
+        let reply = try await LoopbackClient.exchange(port: running.port(.service("bulk")), send: [])
+        var expected = [UInt8](repeating: 0, count: count)
+        var stream = ByteStream(seed: 7)
+        expected.withUnsafeMutableBytes { stream.fill($0) }
+        #expect(reply.count == count)
+        #expect(reply == expected)
+        await running.stop()
+    }
+}
+
+/// Records what a service sees; optionally answers and closes on `inputClosed`.
+final class EventRecorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let events: NIOLockedValueBox<[String]>
+    let inactive: EventLoopPromise<Void>
+    let answer: String?
+
+    init(_ events: NIOLockedValueBox<[String]>, inactive: EventLoopPromise<Void>, answerOnInputClosed answer: String? = nil) {
+        self.events = events
+        self.inactive = inactive
+        self.answer = answer
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        events.withLockedValue { $0.append("active") }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let count = unwrapInboundIn(data).readableBytes
+        events.withLockedValue { $0.append("read \(count)") }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, event == .inputClosed else { return }
+        events.withLockedValue { $0.append("inputClosed") }
+        if let answer {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        events.withLockedValue { $0.append("inactive") }
+        inactive.succeed()
+    }
+}
