@@ -34,7 +34,9 @@ public struct ProxyProtocolChannel<BaseChannel: ServerChildChannel>: ServerChild
     /// Puts the header handler first, then sets up the base channel behind it.
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            let handler = ProxyProtocolServerHandler(configuration: configuration, logger: logger)
+            let handler = ProxyProtocolServerHandler(configuration: configuration) { error in
+                logger.debug("refused \(error)")
+            }
             try channel.pipeline.syncOperations.addHandler(handler)
             return handler.connectionInfo
         }.flatMap { connectionInfo in

@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 import ProxyProtocol
 
@@ -21,8 +20,10 @@ import ProxyProtocol
 ///   then passes on `channelActive`, a ``ProxiedConnectionInfo`` user inbound event, and every
 ///   byte after the header, exactly once and in order.
 /// - Anything else (an invalid or too long header, a timeout, EOF, a reset, a quiesce request, a
-///   refused `LOCAL` or address-less header) closes the connection, logs the peer and the reason,
-///   and fails ``connectionInfo`` with a ``ProxyProtocolError``.
+///   refused `LOCAL` or address-less header) closes the connection and fails ``connectionInfo``
+///   with a ``ProxyProtocolError`` that says why. The handler logs nothing: an untrusted peer
+///   must not be able to fill the application's log. Log or count refusals from the future, or
+///   from the `onRefusal` closure, which runs first.
 ///
 /// The result reaches the application three ways: ``connectionInfo`` (a future), the user inbound
 /// event, and at any later time `channel.pipeline.syncOperations.proxiedConnectionInfo`.
@@ -32,37 +33,25 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private enum State {
-        /// Added, the channel not active yet.
-        case idle
-        /// Waiting for the rest of the header.
-        case reading
-        /// The header was accepted; the handler is leaving the pipeline.
-        case done
-        /// The connection was refused and is closing.
-        case failed
-    }
-
     private let configuration: ProxyProtocolConfiguration
-    private let parser: ProxyHeaderParser
-    private let logger: Logger
-    private var state = State.idle
-    private var received: ByteBuffer?
+    private let onRefusal: (@Sendable (ProxyProtocolError) -> Void)?
+    private var stateMachine: ProxyHeaderStateMachine
     private var timeout: Scheduled<Void>?
     private var heldBackActive = false
     private var promise: EventLoopPromise<ProxiedConnectionInfo>?
 
-    /// Creates a handler; `logger` gets one line for each refused connection.
+    /// Creates a handler.
+    ///
+    /// - Parameters:
+    ///   - configuration: Who may send headers, and which headers are accepted.
+    ///   - onRefusal: Called on the event loop for each refused connection, before it closes.
     public init(
         configuration: ProxyProtocolConfiguration = ProxyProtocolConfiguration(),
-        logger: Logger = Logger(label: "NIOProxyProtocol")
+        onRefusal: (@Sendable (ProxyProtocolError) -> Void)? = nil
     ) {
         self.configuration = configuration
-        self.parser = ProxyHeaderParser(
-            acceptedVersions: configuration.acceptedVersions,
-            maximumLength: configuration.maximumHeaderLength
-        )
-        self.logger = logger
+        self.onRefusal = onRefusal
+        self.stateMachine = ProxyHeaderStateMachine(configuration: configuration)
     }
 
     /// The outcome: the connection's addresses, or the ``ProxyProtocolError`` it was closed for.
@@ -78,110 +67,90 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
     public func handlerAdded(context: ChannelHandlerContext) {
         promise = context.eventLoop.makePromise()
         if context.channel.isActive {
-            start(context: context)
+            perform(stateMachine.channelActive(peer: context.channel.remoteAddress), context: context)
         }
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        perform(stateMachine.handlerRemoved(), context: context)
         timeout?.cancel()
-        if state == .idle || state == .reading {
-            // Removed by someone else before a header: nothing was accepted.
-            state = .failed
-            promise?.fail(ProxyProtocolError(.closedBeforeHeader(receivedBytes: received?.readableBytes ?? 0), peer: context.channel.remoteAddress))
-        }
     }
 
     public func channelActive(context: ChannelHandlerContext) {
         // Held back until the header has been accepted.
         heldBackActive = true
-        start(context: context)
-    }
-
-    private func start(context: ChannelHandlerContext) {
-        guard state == .idle else { return }
-        state = .reading
-        guard let peer = context.channel.remoteAddress else {
-            return fail(context: context, .unknownSource)
-        }
-        guard configuration.trustedProxies.contains(peer) else {
-            return fail(context: context, .untrustedSource)
-        }
-        timeout = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.headerTimeout) { [self] in
-            fail(context: context, .headerTimeout(configuration.headerTimeout))
-        }
-        context.read()
+        perform(stateMachine.channelActive(peer: context.channel.remoteAddress), context: context)
     }
 
     public func read(context: ChannelHandlerContext) {
         // No read for a connection that is refused, or not yet checked.
-        guard state == .reading || state == .done else { return }
-        context.read()
+        if stateMachine.allowsReads { context.read() }
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard state == .reading else { return }
-        var bytes = unwrapInboundIn(data)
-        if received == nil {
-            received = bytes
-        } else {
-            received!.writeBuffer(&bytes)
-        }
-        let result: ProxyHeaderParseResult
-        do {
-            result = try parser.parse(received!)
-        } catch {
-            return fail(context: context, .invalidHeader(error))
-        }
-        if case .complete(let header, let length) = result {
-            accept(context: context, header: header, length: length)
-        }
+        perform(stateMachine.bytesReceived(unwrapInboundIn(data)), context: context)
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        // While the header is incomplete, keep reading even if the channel does not auto-read.
-        if state == .reading { context.read() }
+        perform(stateMachine.readComplete(), context: context)
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        switch state {
-        case .idle, .reading:
-            fail(context: context, .closedBeforeHeader(receivedBytes: received?.readableBytes ?? 0))
-        case .done:
+        if stateMachine.isAccepted {
             context.fireChannelInactive()
-        case .failed:
-            break
+        } else {
+            perform(stateMachine.inputClosed(), context: context)
         }
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard state == .reading else {
-            if state == .done { context.fireUserInboundEventTriggered(event) }
-            return
-        }
-        if event is ChannelShouldQuiesceEvent {
-            fail(context: context, .quiesced)
+        if stateMachine.isAccepted {
+            context.fireUserInboundEventTriggered(event)
+        } else if event is ChannelShouldQuiesceEvent {
+            perform(stateMachine.quiesceRequested(), context: context)
         } else if let event = event as? ChannelEvent, event == .inputClosed {
-            fail(context: context, .closedBeforeHeader(receivedBytes: received?.readableBytes ?? 0))
+            perform(stateMachine.inputClosed(), context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
-        switch state {
-        case .idle, .reading: fail(context: context, .readFailed(String(describing: error)))
-        case .done: context.fireErrorCaught(error)
-        case .failed: break
+        if stateMachine.isAccepted {
+            context.fireErrorCaught(error)
+        } else {
+            perform(stateMachine.errorCaught(error), context: context)
         }
     }
 
-    private func accept(context: ChannelHandlerContext, header: ProxyHeader, length: Int) {
-        if header.command == .local && !configuration.acceptsLocal {
-            return fail(context: context, .localNotAccepted)
+    private func perform(_ action: ProxyHeaderStateMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .startReading:
+            let headerTimeout = configuration.headerTimeout
+            timeout = context.eventLoop.assumeIsolated().scheduleTask(in: headerTimeout) { [self] in
+                perform(stateMachine.timedOut(), context: context)
+            }
+            context.read()
+        case .readMore:
+            context.read()
+        case .refuse(let reason, let receivedBytes, let underlying):
+            timeout?.cancel()
+            let error = ProxyProtocolError(
+                reason, peer: context.channel.remoteAddress, receivedBytes: receivedBytes, underlying: underlying,
+                headerTimeout: reason == .headerTimeout ? configuration.headerTimeout : nil
+            )
+            onRefusal?(error)
+            promise?.fail(error)
+            context.close(promise: nil)
+        case .accept(let header, let length, let remainder):
+            timeout?.cancel()
+            accept(context: context, header: header, length: length, remainder: remainder)
         }
-        if header.command == .proxy && header.addresses == .unspecified && configuration.unspecifiedAddresses == .reject {
-            return fail(context: context, .unspecifiedAddressesNotAccepted)
-        }
+    }
+
+    private func accept(context: ChannelHandlerContext, header: ProxyHeader, length: Int, remainder: ByteBuffer) {
         let info: ProxiedConnectionInfo
         do {
             info = try ProxiedConnectionInfo(
@@ -189,38 +158,20 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
                 proxyAddress: context.channel.remoteAddress!, localAddress: context.channel.localAddress
             )
         } catch {
-            return fail(context: context, .unusableAddress(String(describing: error)))
+            return perform(stateMachine.addressUnusable(error), context: context)
         }
-        state = .done
-        timeout?.cancel()
-        var payload = received!
-        payload.moveReaderIndex(forwardBy: length)
-        received = nil
-
         do {
             try context.pipeline.syncOperations.addHandler(ProxiedConnectionInfoHandler(info), position: .after(self))
         } catch {
-            // The pipeline is closing under us; there is no one to hand the connection to.
-            return fail(context: context, .readFailed(String(describing: error)))
+            return perform(stateMachine.pipelineFailed(error), context: context)
         }
         promise?.succeed(info)
         if heldBackActive { context.fireChannelActive() }
         context.fireUserInboundEventTriggered(info)
-        if payload.readableBytes > 0 {
-            context.fireChannelRead(wrapInboundOut(payload))
+        if remainder.readableBytes > 0 {
+            context.fireChannelRead(wrapInboundOut(remainder))
         }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-    }
-
-    private func fail(context: ChannelHandlerContext, _ reason: ProxyProtocolError.Reason) {
-        guard state != .failed && state != .done else { return }
-        state = .failed
-        timeout?.cancel()
-        received = nil
-        let error = ProxyProtocolError(reason, peer: context.channel.remoteAddress)
-        logger.log(level: reason == .quiesced ? .debug : .warning, "refused \(error)")
-        promise?.fail(error)
-        context.close(promise: nil)
     }
 }
 

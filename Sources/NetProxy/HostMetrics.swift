@@ -9,12 +9,9 @@ import ProxyProtocol
 /// Every counter is made once, up front: making one goes through the registry's lock, and
 /// counting happens on every connection. They are exported from zero.
 struct HostMetrics: Sendable {
-    /// The values of the `reason` label, exported from zero.
-    static let rejectionReasons = [
-        "untrusted_source", "unknown_source", "invalid_header", "header_timeout", "closed_before_header",
-        "read_failed", "shutting_down", "local_not_accepted", "unspecified_not_accepted", "unusable_address",
-        "unmapped_port", "other",
-    ]
+    /// The values of the `reason` label, exported from zero: the PROXY handler's reasons, and
+    /// the host's own.
+    static let rejectionReasons = ProxyProtocolError.Reason.all.map(\.name) + ["unmapped_port"]
 
     /// The values of the `errno` label of accept errors, exported from zero.
     static let acceptErrnos = ["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]
@@ -83,22 +80,4 @@ struct HostMetrics: Sendable {
 
     /// The Prometheus text exposition of every counter.
     var exposition: String { registry.emitToString() }
-}
-
-extension ProxyProtocolError.Reason {
-    /// A short label value for metrics.
-    var metricLabel: String {
-        switch self {
-        case .untrustedSource: return "untrusted_source"
-        case .unknownSource: return "unknown_source"
-        case .invalidHeader: return "invalid_header"
-        case .headerTimeout: return "header_timeout"
-        case .closedBeforeHeader: return "closed_before_header"
-        case .readFailed: return "read_failed"
-        case .quiesced: return "shutting_down"
-        case .localNotAccepted: return "local_not_accepted"
-        case .unspecifiedAddressesNotAccepted: return "unspecified_not_accepted"
-        case .unusableAddress: return "unusable_address"
-        }
-    }
 }

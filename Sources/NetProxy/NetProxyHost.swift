@@ -52,6 +52,7 @@ public final class NetProxyHost: Service, Sendable {
     private let logger: Logger
     private let group: EventLoopGroup
     private let metrics: HostMetrics
+    private let refusals: RateLimitedLog
     private let state = NIOLockedValueBox(State())
 
     /// Checks the configuration against the services; the error names the entry at fault.
@@ -81,6 +82,7 @@ public final class NetProxyHost: Service, Sendable {
         self.logger = logger
         self.group = eventLoopGroup
         self.metrics = HostMetrics(registry: metricsRegistry)
+        self.refusals = RateLimitedLog(logger: logger)
     }
 
     private static func makeTLSContext(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> NIOSSLContext? {
@@ -228,15 +230,12 @@ public final class NetProxyHost: Service, Sendable {
             try pipeline.addHandler(ServiceDispatcher(service: services[name], logger: logger, metrics: metrics))
         case .proxy(let name, let tls):
             metrics.accepted(proxyListener: true)
-            let proxy = ProxyProtocolServerHandler(configuration: proxyConfiguration, logger: logger)
-            try pipeline.addHandler(proxy)
-            proxy.connectionInfo.whenComplete { [metrics] result in
-                switch result {
-                case .success(let info): metrics.proxied(info.header)
-                case .failure(let error as ProxyProtocolError): metrics.rejected(reason: error.reason.metricLabel)
-                case .failure: metrics.rejected(reason: "other")
-                }
+            let proxy = ProxyProtocolServerHandler(configuration: proxyConfiguration) { [metrics, refusals] error in
+                metrics.rejected(reason: error.reason.name)
+                refusals.warning("refused \(error)")
             }
+            try pipeline.addHandler(proxy)
+            proxy.connectionInfo.whenSuccess { [metrics] info in metrics.proxied(info.header) }
             if tls, let tlsContext {
                 try pipeline.addHandler(NIOSSLServerHandler(context: tlsContext))
             }

@@ -141,7 +141,8 @@ final class LoopbackServer: Sendable {
             Issue.record("expected a ProxyProtocolError")
             return
         }
-        #expect(error.reason == .headerTimeout(.milliseconds(200)))
+        #expect(error.reason == .headerTimeout)
+        #expect(error.headerTimeout == .milliseconds(200))
         try await server.channel.close()
         try await group.shutdownGracefully()
     }

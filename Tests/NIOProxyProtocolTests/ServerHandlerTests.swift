@@ -134,11 +134,15 @@ struct ServerHarness {
 
     @Test func invalidHeaderClosesAndPassesNothingOn() throws {
         let harness = try ServerHarness()
-        try harness.send("PROXY TCP4 192.0.2.1 198.51.100.7 51234 4430000\r\nsecret")
+        let bytes = "PROXY TCP4 192.0.2.1 198.51.100.7 51234 4430000\r\nsecret"
+        try harness.send(bytes)
         #expect(!harness.channel.isActive)
         #expect(harness.recorder.events == [])
-        #expect(harness.failure() == ProxyProtocolError(
-            .invalidHeader(ProxyHeaderError(.v1InvalidPort(.destinationPort, "4430000"), at: 40)), peer: ServerHarness.proxy))
+        let failure = try #require(harness.failure())
+        #expect(failure.reason == .invalidHeader)
+        #expect(failure.peer == ServerHarness.proxy)
+        #expect(failure.receivedBytes == bytes.utf8.count)
+        #expect(failure.underlying as? ProxyHeaderError == ProxyHeaderError(.v1InvalidPort(.destinationPort, "4430000"), at: 40))
         #expect(harness.failure()?.description
             == "connection from 127.0.0.1:40000: invalid PROXY header: v1 header, byte 40: destination port \"4430000\" is not a port (0-65535, no leading zeros)")
     }
@@ -150,7 +154,9 @@ struct ServerHarness {
         #expect(!harness.channel.isActive)
         #expect(harness.reads.reads == 0)
         #expect(harness.recorder.events == [])
-        #expect(harness.failure() == ProxyProtocolError(.untrustedSource, peer: peer))
+        #expect(harness.failure()?.reason == .untrustedSource)
+        #expect(harness.failure()?.peer == peer)
+        #expect(harness.failure()?.description == "connection from 127.0.0.3:5555: not a trusted proxy")
     }
 
     @Test func trustsIPv4MappedPeers() throws {
@@ -167,7 +173,8 @@ struct ServerHarness {
         #expect(harness.channel.isActive)
         harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
         #expect(!harness.channel.isActive)
-        #expect(harness.failure()?.reason == .headerTimeout(.seconds(3)))
+        #expect(harness.failure()?.reason == .headerTimeout)
+        #expect(harness.failure()?.description == "connection from 127.0.0.1:40000: no complete PROXY header within 3 s (11 byte(s) received)")
         #expect(harness.recorder.events == [])
     }
 
@@ -182,7 +189,8 @@ struct ServerHarness {
         let harness = try ServerHarness()
         try harness.send("PROXY TCP4 1.2")
         harness.channel.pipeline.fireChannelInactive()
-        #expect(harness.failure()?.reason == .closedBeforeHeader(receivedBytes: 14))
+        #expect(harness.failure()?.reason == .closedBeforeHeader)
+        #expect(harness.failure()?.receivedBytes == 14)
         #expect(harness.recorder.events == [])
     }
 
@@ -191,17 +199,18 @@ struct ServerHarness {
         try harness.send("PROXY")
         harness.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         #expect(!harness.channel.isActive)
-        #expect(harness.failure()?.reason == .closedBeforeHeader(receivedBytes: 5))
+        #expect(harness.failure()?.reason == .closedBeforeHeader)
+        #expect(harness.failure()?.receivedBytes == 5)
     }
 
     @Test func resetBeforeHeader() throws {
         let harness = try ServerHarness()
         harness.channel.pipeline.fireErrorCaught(IOError(errnoCode: 104, reason: "read"))
         #expect(!harness.channel.isActive)
-        guard case .readFailed = harness.failure()?.reason else {
-            Issue.record("expected readFailed, got \(String(describing: harness.failure()))")
-            return
-        }
+        let failure = try #require(harness.failure())
+        #expect(failure.reason == .readFailed)
+        // The channel's own error, not a description of it.
+        #expect((failure.underlying as? IOError)?.errnoCode == 104)
     }
 
     @Test func quiesceDuringHeaderCloses() throws {
@@ -258,10 +267,11 @@ struct ServerHarness {
         let small = try ServerHarness(ProxyProtocolConfiguration(maximumHeaderLength: 64))
         let header = ProxyHeader(version: .v2, addresses: .unspecified, tlvs: [ProxyTLV(type: .noop, bytes: [UInt8](repeating: 0, count: 100))])
         try small.send(Array(try header.encoded().readableBytesView.prefix(16)))
-        #expect(small.failure()?.reason == .invalidHeader(ProxyHeaderError(.headerTooLong(limit: 64), at: 14)))
+        #expect(small.failure()?.reason == .invalidHeader)
+        #expect(small.failure()?.underlying as? ProxyHeaderError == ProxyHeaderError(.headerTooLong(limit: 64), at: 14))
         let v2Only = try ServerHarness(ProxyProtocolConfiguration(acceptedVersions: .v2))
         try v2Only.send("P")
-        #expect(v2Only.failure()?.reason == .invalidHeader(ProxyHeaderError(.versionNotAccepted(.v1), at: 0)))
+        #expect(v2Only.failure()?.underlying as? ProxyHeaderError == ProxyHeaderError(.versionNotAccepted(.v1), at: 0))
     }
 
     @Test func abstractUnixAddressIsUnusable() throws {
@@ -269,10 +279,8 @@ struct ServerHarness {
         let header = ProxyHeader(version: .v2, addresses: .unix(
             source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "/b")))
         try harness.send(Array(try header.encoded().readableBytesView))
-        guard case .unusableAddress = harness.failure()?.reason else {
-            Issue.record("expected unusableAddress, got \(String(describing: harness.failure()))")
-            return
-        }
+        #expect(harness.failure()?.reason == .unusableAddress)
+        #expect(harness.failure()?.underlying != nil)
     }
 
     /// A Linux abstract name (leading NUL) cannot be a SocketAddress: refused, not shortened.
@@ -281,7 +289,8 @@ struct ServerHarness {
         let header = ProxyHeader(version: .v2, addresses: .unix(
             source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/b")))
         try harness.send(Array(try header.encoded().readableBytesView))
-        #expect(harness.failure()?.reason == .unusableAddress("UNIX address \"\\0abstract\" has a NUL byte (an abstract socket name)"))
+        #expect(harness.failure()?.reason == .unusableAddress)
+        #expect(harness.failure().map { "\($0.underlying!)" } == "UNIX address \"\\0abstract\" has a NUL byte (an abstract socket name)")
         #expect(!harness.channel.isActive)
     }
 
@@ -310,5 +319,28 @@ struct ServerHarness {
         harness.channel.pipeline.fireUserInboundEventTriggered("custom")
         #expect(harness.recorder.events == [.event("custom")])
         #expect(harness.channel.isActive)
+    }
+
+    /// Removed by another handler before a header: refused as such, not as a close.
+    @Test func removedBeforeHeader() throws {
+        let harness = try ServerHarness()
+        try harness.send("PROXY TCP4")
+        try harness.channel.pipeline.syncOperations.removeHandler(harness.handler).wait()
+        #expect(harness.failure()?.reason == .removedBeforeHeader)
+        #expect(harness.failure()?.receivedBytes == 10)
+    }
+
+    /// The observer sees each refusal once, with the same error as the future.
+    @Test func onRefusalRunsOnceBeforeTheClose() throws {
+        final class Box: @unchecked Sendable { var errors: [ProxyProtocolError] = [] }
+        let box = Box()
+        let channel = EmbeddedChannel()
+        let handler = ProxyProtocolServerHandler { box.errors.append($0) }
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: ServerHarness.proxy).wait()
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n"))
+        channel.pipeline.fireChannelInactive()
+        #expect(box.errors.map(\.reason) == [.invalidHeader])
+        #expect(box.errors.first?.underlying as? ProxyHeaderError == ProxyHeaderError(.invalidSignature, at: 0))
     }
 }
