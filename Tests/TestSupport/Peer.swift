@@ -1,0 +1,163 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// A real PROXY protocol peer from the machine's packages.
+public enum Peer {
+    /// The executable's path, or `nil` if it is not installed.
+    public static func find(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/bin", "/sbin"]
+        return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    public static var inCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    /// Runs the test when the peer is installed, or always in CI, where a missing peer fails.
+    public static func available(_ name: String) -> Bool { inCI || find(name) != nil }
+
+    public static func require(_ name: String) throws -> String {
+        try #require(find(name), "\(name) is not installed (.ci/run installs it with apt-get)")
+    }
+
+    /// A port that was free a moment ago, for peers that need a fixed port in their configuration.
+    /// Another process may take it before the peer binds it; ``ListeningSocket`` has no such race.
+    public static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        return port
+    }
+
+    /// Waits until something accepts connections on `port`.
+    public static func waitForListener(_ port: Int) async throws {
+        for _ in 0..<250 {
+            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port).get() {
+                try? await channel.close()
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("nothing listens on port \(port)")
+    }
+
+    /// Starts a daemon in the foreground; the caller terminates it.
+    ///
+    /// - Parameters:
+    ///   - standardInput: A descriptor the daemon gets as its standard input, such as a
+    ///     ``ListeningSocket`` for HAProxy's `bind fd@0`.
+    ///   - output: A file that receives the daemon's standard output and error; by default
+    ///     both are discarded.
+    public static func start(_ executable: String, _ arguments: [String], standardInput: CInt? = nil, output: URL? = nil) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let standardInput {
+            process.standardInput = FileHandle(fileDescriptor: standardInput, closeOnDealloc: false)
+        }
+        if let output {
+            _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+            let log = try FileHandle(forWritingTo: output)
+            process.standardOutput = log
+            process.standardError = log
+        } else {
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+        }
+        try process.run()
+        return process
+    }
+
+    /// Kills the daemon: a child may inherit a signal mask that blocks SIGTERM (nginx without a
+    /// master process then never exits), so SIGKILL it is.
+    public static func stop(_ process: Process) {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Runs `executable` to the end and returns its exit status and standard output.
+    public static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Runs curl and returns the response body and the client endpoint curl used.
+    public static func curl(_ arguments: [String]) throws -> (body: [String: Any], client: String) {
+        let (status, text) = try run(try require("curl"), ["-sS", "--max-time", "10", "-w", "\n%{local_ip} %{local_port}"] + arguments)
+        let lines = text.split(separator: "\n")
+        #expect(status == 0, "curl \(arguments): \(text)")
+        let body = try #require(try JSONSerialization.jsonObject(with: Data(lines.first.map(String.init)?.utf8 ?? "".utf8)) as? [String: Any])
+        return (body, String(lines.last ?? ""))
+    }
+
+    public static func temporaryDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-interop-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return directory
+    }
+}
+
+/// A TCP socket listening on a port the kernel chose, to hand to a peer as an inherited
+/// descriptor (HAProxy: `bind fd@0` with the socket as standard input). Unlike
+/// ``Peer/freePort()``, no other process can take the port between choosing and binding it,
+/// and connections made before the peer is ready wait in the backlog.
+public final class ListeningSocket: @unchecked Sendable {
+    public let descriptor: CInt
+    public let port: Int
+    private var isClosed = false
+
+    /// Binds an IPv4 address, port 0, and listens.
+    public init(host: String = "127.0.0.1") throws {
+        let fd = socket(AF_INET, CInt(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw BlockingSocket.Failure(description: "socket: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            Glibc.close(fd)
+            throw BlockingSocket.Failure(description: "not an IPv4 address: \(host)")
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0, listen(fd, 128) == 0 else {
+            let failure = BlockingSocket.Failure(description: "bind/listen \(host): errno \(errno)")
+            Glibc.close(fd)
+            throw failure
+        }
+        var local = sockaddr_in()
+        var localLength = length
+        _ = withUnsafeMutablePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &localLength) }
+        }
+        descriptor = fd
+        port = Int(UInt16(bigEndian: local.sin_port))
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Closes this process's descriptor; a peer that inherited the socket keeps listening.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        Glibc.close(descriptor)
+    }
+}
