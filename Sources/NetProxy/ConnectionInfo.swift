@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOProxyProtocol
 import ProxyProtocol
@@ -40,6 +41,13 @@ public struct ConnectionInfo: Hashable, Sendable {
             ("destination", destination?.jsonValue ?? .null),
             ("proxy", proxy.map { $0.header.jsonValue(headerLength: $0.headerLength) } ?? .null),
         ])
+    }
+
+    /// Logger metadata naming the connection: `service`, `client` and, on a PROXY port, `proxy`.
+    public var loggerMetadata: Logger.Metadata {
+        var metadata: Logger.Metadata = ["service": "\(service)", "client": "\(source.displayText)"]
+        if proxy != nil { metadata["proxy"] = "\(peer.displayText)" }
+        return metadata
     }
 
     /// The connection as one line of JSON: `service`, `port`, `peer`, `source`, `destination`

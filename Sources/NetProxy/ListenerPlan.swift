@@ -23,7 +23,9 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
     public var port: Int
 
     public var description: String {
-        let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        // An out-of-range port (refused by the start-up checks) still prints, unformatted.
+        let endpoint = UInt16(exactly: port).flatMap { port in IPAddress(host).map { ProxyEndpoint($0, port: port) } }
+        let address = endpoint?.description ?? "\(host) port \(port)"
         switch kind {
         case .service(let name): return "\(name) on \(address)"
         case .proxy(let service, let tls):

@@ -32,12 +32,22 @@ public final class NetProxyHost: Service, Sendable {
         public var address: SocketAddress
     }
 
+    /// Where the host is in its life; each step happens once.
+    private enum Lifecycle {
+        case idle
+        case starting
+        case running
+        case stopping
+        case stopped
+    }
+
     private struct State {
+        var lifecycle = Lifecycle.idle
         var serverChannels: [Channel] = []
         var listeners: [BoundListener] = []
         var connections: [ObjectIdentifier: Channel] = [:]
-        var started = false
-        var stopping = false
+        /// Runs the connections of async services; owned by the host and awaited on shutdown.
+        var serviceTasks: Task<Void, Never>?
     }
 
     /// The configuration the host was created with.
@@ -53,6 +63,7 @@ public final class NetProxyHost: Service, Sendable {
     private let group: EventLoopGroup
     private let metrics: HostMetrics
     private let refusals: RateLimitedLog
+    private let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
     private let state = NIOLockedValueBox(State())
 
     /// Checks the configuration against the services; the error names the entry at fault.
@@ -115,68 +126,106 @@ public final class NetProxyHost: Service, Sendable {
     /// The Prometheus text exposition of the host's counters.
     public var metricsExposition: String { metrics.exposition }
 
-    /// Binds every listener; throws (after closing what was bound) if one cannot be bound.
+    /// Binds every listener; throws (after closing what was bound) if one cannot be bound, or
+    /// if the host was started before.
     @discardableResult
     public func start() async throws -> [BoundListener] {
-        guard state.withLockedValue({ state in defer { state.started = true }; return !state.started }) else {
-            return listeners
+        let first = state.withLockedValue { state -> Bool in
+            guard case .idle = state.lifecycle else { return false }
+            state.lifecycle = .starting
+            state.serviceTasks = Task { [asyncConnections, logger] in
+                await withDiscardingTaskGroup { group in
+                    for await connection in asyncConnections.stream {
+                        group.addTask { await connection.run(logger: logger) }
+                    }
+                }
+            }
+            return true
         }
+        guard first else { throw NetProxyConfigurationError("the host can be started once only") }
         for warning in warnings {
             logger.warning("\(warning)")
         }
         do {
             for listener in plan {
                 let channel = try await bind(listener)
-                let bound = BoundListener(plan: listener, address: channel.localAddress!)
+                var bound = BoundListener(plan: listener, address: channel.localAddress!)
+                bound.plan.port = bound.address.port ?? listener.port
                 state.withLockedValue {
                     $0.serverChannels.append(channel)
                     $0.listeners.append(bound)
                 }
-                logger.info("listening: \(listener.description.replacingOccurrences(of: ":\(listener.port)", with: ":\(bound.address.port!)"))")
+                logger.info("listening: \(bound.plan)")
             }
         } catch {
-            await closeListeners()
+            await shutdown(gracePeriod: .zero)
             throw error
         }
+        state.withLockedValue { $0.lifecycle = .running }
         return listeners
     }
 
-    /// Starts, waits for a graceful shutdown request (SIGINT/SIGTERM in a `ServiceGroup`), then
-    /// shuts down.
+    /// Runs the host as a `Service`: starts it unless ``start()`` already did, waits for a
+    /// graceful shutdown request (SIGINT/SIGTERM in a `ServiceGroup`), then shuts down with the
+    /// configured grace period (none if the task is cancelled).
     public func run() async throws {
-        try await start()
+        if state.withLockedValue({ if case .idle = $0.lifecycle { return true } else { return false } }) {
+            try await start()
+        }
         try? await gracefulShutdown()
         await shutdown(gracePeriod: Task.isCancelled ? .zero : .nanoseconds(Int64(configuration.shutdownGracePeriod * 1_000_000_000)))
     }
 
     /// Stops accepting, closes connections waiting for a header, lets the others finish for up to
-    /// `gracePeriod`, then closes what is left.
+    /// `gracePeriod`, then closes what is left and waits for the services' tasks to end.
     public func shutdown(gracePeriod: TimeAmount) async {
-        guard state.withLockedValue({ state in defer { state.stopping = true }; return !state.stopping }) else { return }
-        await closeListeners()
+        let proceed = state.withLockedValue { state -> Bool in
+            switch state.lifecycle {
+            case .stopping, .stopped: return false
+            case .idle, .starting, .running:
+                state.lifecycle = .stopping
+                return true
+            }
+        }
+        guard proceed else { return }
+        let listeners = state.withLockedValue { state in
+            defer { state.serverChannels = [] }
+            return state.serverChannels
+        }
+        for channel in listeners {
+            try? await channel.close()
+        }
         let connections = state.withLockedValue { Array($0.connections.values) }
         logger.info("shutting down: \(connections.count) connection(s) open, draining for up to \(gracePeriod)")
         for channel in connections {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
-        let deadline = NIODeadline.now() + gracePeriod
-        while NIODeadline.now() < deadline && !state.withLockedValue({ $0.connections.isEmpty }) {
-            try? await Task.sleep(for: .milliseconds(20))
+        // Whichever comes first: every connection closed, or the end of the grace period.
+        let loop = group.any()
+        let drained = loop.makePromise(of: Void.self)
+        let once = NIOLockedValueBox(false)
+        let finish: @Sendable () -> Void = {
+            if once.withLockedValue({ done in defer { done = true }; return !done }) { drained.succeed() }
         }
+        let deadline = loop.scheduleTask(in: gracePeriod, finish)
+        EventLoopFuture.andAllComplete(connections.map(\.closeFuture), on: loop).whenComplete { _ in
+            deadline.cancel()
+            finish()
+        }
+        try? await drained.futureResult.get()
         let remaining = state.withLockedValue { Array($0.connections.values) }
+        if !remaining.isEmpty {
+            logger.info("closing \(remaining.count) connection(s) still open after the grace period")
+        }
         for channel in remaining {
             try? await channel.close()
         }
-    }
-
-    private func closeListeners() async {
-        let channels = state.withLockedValue { state in
-            defer { state.serverChannels = [] }
-            return state.serverChannels
-        }
-        for channel in channels {
-            try? await channel.close()
-        }
+        // No connection can start an async service any more; end their tasks and wait for them.
+        asyncConnections.continuation.finish()
+        let tasks = state.withLockedValue { $0.serviceTasks }
+        tasks?.cancel()
+        await tasks?.value
+        state.withLockedValue { $0.lifecycle = .stopped }
     }
 
     private func bind(_ listener: ListenerPlan) async throws -> Channel {
@@ -227,7 +276,7 @@ public final class NetProxyHost: Service, Sendable {
             })
         case .service(let name):
             metrics.accepted(proxyListener: false)
-            try pipeline.addHandler(ServiceDispatcher(service: services[name], logger: logger, metrics: metrics))
+            try pipeline.addHandler(ServiceDispatcher(service: services[name], logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
         case .proxy(let name, let tls):
             metrics.accepted(proxyListener: true)
             let proxy = ProxyProtocolServerHandler(configuration: proxyConfiguration) { [metrics, refusals] error in
@@ -239,17 +288,23 @@ public final class NetProxyHost: Service, Sendable {
             if tls, let tlsContext {
                 try pipeline.addHandler(NIOSSLServerHandler(context: tlsContext))
             }
-            try pipeline.addHandler(ServiceDispatcher(service: name.flatMap { services[$0] }, logger: logger, metrics: metrics))
+            try pipeline.addHandler(ServiceDispatcher(
+                service: name.flatMap { services[$0] }, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
         }
     }
 
     private func track(_ channel: Channel) {
         let id = ObjectIdentifier(channel)
-        let stopping = state.withLockedValue { state -> Bool in
-            if !state.stopping { state.connections[id] = channel }
-            return state.stopping
+        let accepted = state.withLockedValue { state -> Bool in
+            switch state.lifecycle {
+            case .starting, .running:
+                state.connections[id] = channel
+                return true
+            case .idle, .stopping, .stopped:
+                return false
+            }
         }
-        if stopping {
+        guard accepted else {
             channel.close(promise: nil)
             return
         }

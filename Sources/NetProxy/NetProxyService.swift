@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 
 /// A named service: what the host does with a connection once it is handed on.
@@ -17,13 +18,22 @@ import NIOCore
 /// event (once its last write has completed), or the connection is never closed and keeps its
 /// descriptor.
 public struct NetProxyService: Sendable {
+    /// An async service's function.
+    public typealias AsyncHandler = @Sendable (
+        NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>, ConnectionInfo
+    ) async throws -> Void
+
+    enum Kind: Sendable {
+        case channel(@Sendable (Channel, ConnectionInfo) throws -> Void)
+        case async(AsyncHandler)
+    }
+
     /// The name the configuration uses (`<name>_ports`, `proxy_port_mappings`).
     public let name: String
     /// Whether the service gets `ChannelEvent.inputClosed` when the client closes its sending side,
     /// instead of the connection closing at once. Off by default.
     public let allowsHalfClosure: Bool
-    /// Sets the connection up for the service.
-    public let start: @Sendable (Channel, ConnectionInfo) throws -> Void
+    let kind: Kind
 
     /// A service from a channel initializer.
     ///
@@ -39,11 +49,15 @@ public struct NetProxyService: Sendable {
     ) {
         self.name = name
         self.allowsHalfClosure = allowsHalfClosure
-        self.start = channelInitializer
+        self.kind = .channel(channelInitializer)
     }
 
-    /// A service written as an async function over the connection's bytes. The connection closes
-    /// when the function returns or throws, once everything it wrote has been sent.
+    /// A service written as an async function over the connection's bytes.
+    ///
+    /// The host runs the function in a task it owns: on shutdown it waits for the function to
+    /// return (cancelling it once the grace period is over), and logs what it throws with the
+    /// connection. The connection closes when the function returns or throws, once everything
+    /// it wrote has been sent.
     ///
     /// - Parameters:
     ///   - name: The name the configuration uses.
@@ -51,23 +65,36 @@ public struct NetProxyService: Sendable {
     ///     sending side and the function may go on writing; when `false` (the default) the
     ///     connection closes at that point.
     ///   - handler: The service; the connection closes when it returns.
-    public static func async(
-        name: String,
-        allowsHalfClosure: Bool = false,
-        _ handler: @escaping @Sendable (
-            NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>, ConnectionInfo
-        ) async throws -> Void
-    ) -> NetProxyService {
-        NetProxyService(name: name, allowsHalfClosure: allowsHalfClosure) { channel, info in
-            let asyncChannel = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-            Task {
-                try? await asyncChannel.executeThenClose { inbound, outbound in
-                    try await handler(inbound, outbound, info)
-                    // executeThenClose closes at once, which drops writes still queued. Writes
-                    // complete in order, so once this empty one has, everything before it is sent.
-                    try await channel.writeAndFlush(ByteBuffer())
-                }
+    public static func async(name: String, allowsHalfClosure: Bool = false, _ handler: @escaping AsyncHandler) -> NetProxyService {
+        NetProxyService(name: name, allowsHalfClosure: allowsHalfClosure, kind: .async(handler))
+    }
+
+    private init(name: String, allowsHalfClosure: Bool, kind: Kind) {
+        self.name = name
+        self.allowsHalfClosure = allowsHalfClosure
+        self.kind = kind
+    }
+}
+
+/// A connection handed to an async service, waiting for the host's task group to run it.
+struct AsyncServiceConnection: Sendable {
+    let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    let info: ConnectionInfo
+    let handler: NetProxyService.AsyncHandler
+
+    func run(logger: Logger) async {
+        let rawChannel = channel.channel
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                try await handler(inbound, outbound, info)
+                // executeThenClose closes at once, which drops writes still queued. Writes
+                // complete in order, so once this empty one has, everything before it is sent.
+                try await rawChannel.writeAndFlush(ByteBuffer())
             }
+        } catch is CancellationError {
+            // The host is shutting down after its grace period.
+        } catch {
+            logger.warning("service \(info.service) failed: \(error)", metadata: info.loggerMetadata)
         }
     }
 }

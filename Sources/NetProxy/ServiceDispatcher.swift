@@ -11,12 +11,19 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
     private let service: NetProxyService?
     private let logger: Logger
     private let metrics: HostMetrics
+    private let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
 
-    /// - Parameter service: `nil` for an unmapped PROXY port: the connection is closed.
-    init(service: NetProxyService?, logger: Logger, metrics: HostMetrics) {
+    /// - Parameters:
+    ///   - service: `nil` for an unmapped PROXY port: the connection is closed.
+    ///   - asyncConnections: Where connections to async services go, for the host to run.
+    init(
+        service: NetProxyService?, logger: Logger, metrics: HostMetrics,
+        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
+    ) {
         self.service = service
         self.logger = logger
         self.metrics = metrics
+        self.asyncConnections = asyncConnections
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -39,9 +46,20 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
             destination: proxy?.destination ?? channel.localAddress, proxy: proxy
         )
         do {
-            try service.start(channel, info)
+            switch service.kind {
+            case .channel(let initializer):
+                try initializer(channel, info)
+            case .async(let handler):
+                let asyncChannel = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                let connection = AsyncServiceConnection(channel: asyncChannel, info: info, handler: handler)
+                guard case .enqueued = asyncConnections.yield(connection) else {
+                    // The host is shutting down: nothing will run the service.
+                    context.close(promise: nil)
+                    return
+                }
+            }
         } catch {
-            logger.error("service \(service.name) could not take the connection from \(source.displayText): \(error)")
+            logger.error("service \(service.name) could not take the connection: \(error)", metadata: info.loggerMetadata)
             context.close(promise: nil)
             return
         }

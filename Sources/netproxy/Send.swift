@@ -81,7 +81,7 @@ struct Send: AsyncParsableCommand {
                 .get()
         } catch {
             closed.fail(error)
-            throw CommandFailure("cannot connect to \(remote.hostAndPort): \(error)")
+            throw CommandFailure("cannot connect to \(remote.displayText): \(error)")
         }
         Thread.detachNewThread {
             while true {

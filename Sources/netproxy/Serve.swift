@@ -7,9 +7,9 @@ import Musl
 import Foundation
 import Logging
 import NIOCore
+import NIOProxyProtocol
 import NetProxy
 import ServiceLifecycle
-import UnixSignals
 
 /// `netproxy serve`: runs the host with the built-in services.
 struct Serve: AsyncParsableCommand {
@@ -28,7 +28,8 @@ struct Serve: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func run() async throws {
-        Self.ignoreSignalsUntilHandled()
+        // Handled from the start: a signal during start-up must neither be lost nor end the process.
+        let signals = SignalPipe.install([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
         let configuration: NetProxyConfiguration
         if let config {
             guard let data = FileManager.default.contents(atPath: config) else {
@@ -57,20 +58,15 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw CommandFailure("\(error)")
         }
-        // Trapped before the banner: a SIGHUP sent once the ports are known must not be lost.
-        let hangups = HangupLogger(signals: await UnixSignalsSequence(trapping: .sighup), logger: logger)
         FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
-        let group = ServiceGroup(
-            services: [host, hangups], gracefulShutdownSignals: [.sigterm, .sigint, .sigquit], logger: logger
-        )
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [
+                .init(service: host),
+                .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            logger: logger
+        ))
         try await group.run()
-    }
-
-    /// Signals handled later (once the host runs) must not end the process or print a crash
-    /// report if they arrive during start-up.
-    static func ignoreSignalsUntilHandled() {
-        signal(SIGHUP, SIG_IGN)
-        signal(SIGQUIT, SIG_IGN)
     }
 
     /// Raises the soft descriptor limit to the hard one, as servers do: each connection takes a
@@ -95,7 +91,7 @@ struct Serve: AsyncParsableCommand {
     static func banner(_ listeners: [NetProxyHost.BoundListener]) -> String {
         var text = "netproxy is listening:\n"
         for listener in listeners {
-            text += "  \(listener.plan.kind.summary) \(listener.address.hostAndPort)\n"
+            text += "  \(listener.plan.kind.summary) \(listener.address.displayText)\n"
         }
         let tries = listeners.compactMap(\.tryCommand)
         if !tries.isEmpty {
@@ -121,20 +117,12 @@ extension NetProxyHost.BoundListener {
     /// A command that exercises this listener, for PROXY ports.
     var tryCommand: String? {
         guard case .proxy(let service?, let tls) = plan.kind else { return nil }
-        let target = address.hostAndPort
+        let target = address.displayText
         if service == "http" {
             return "curl --haproxy-protocol \(tls ? "-k https" : "http")://\(target)/"
         }
         let host = address.ipAddress.map { $0.contains(":") ? "::1" : $0 } ?? "127.0.0.1"
         return "echo hello | netproxy send --source 192.0.2.1:51234 \(host) \(address.port ?? 0)\(tls ? "   # TLS after the header: use curl or openssl s_client" : "")"
-    }
-}
-
-extension SocketAddress {
-    /// `127.0.0.1:80` or `[::1]:80`.
-    var hostAndPort: String {
-        guard let ip = ipAddress, let port else { return description }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }
 
@@ -145,16 +133,3 @@ private let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
 #else
 private let resourceNoFile = RLIMIT_NOFILE
 #endif
-
-/// SIGHUP would end the process; until the configuration can be reloaded, it is logged and
-/// ignored.
-struct HangupLogger: Service {
-    let signals: UnixSignalsSequence
-    let logger: Logger
-
-    func run() async throws {
-        for await _ in signals.cancelOnGracefulShutdown() {
-            logger.notice("SIGHUP received and ignored: this version cannot reload its configuration")
-        }
-    }
-}

@@ -67,6 +67,15 @@ final class ServeProcess: @unchecked Sendable {
     /// Open descriptors of the server.
     var descriptorCount: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
 
+    /// What the server's descriptors point to, for failure messages.
+    var descriptorTargets: [String] {
+        let directory = "/proc/\(pid)/fd"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.sorted { Int($0) ?? 0 < Int($1) ?? 0 }.map { name in
+            "\(name) -> \((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\(name)")) ?? "?")"
+        }
+    }
+
     /// The server's resident memory, in bytes.
     var residentBytes: Int {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""

@@ -63,7 +63,7 @@ import TestSupport
         }
         #expect(results == ["HTTP/1.1 200 OK", "x"])
         let after = try await serve.wait(upTo: 10, for: { serve.descriptorCount }, until: { $0 == baseline })
-        #expect(after == baseline)
+        #expect(after == baseline, "open: \(serve.descriptorTargets)")
         let (status, _) = try await serve.stop()
         #expect(status == 0)
     }
@@ -126,6 +126,10 @@ import TestSupport
         #expect(logged.contains("descriptors: soft limit 40, hard limit 40"))
         try await Task.sleep(for: .seconds(3))
         let elapsed = Date().timeIntervalSince(started)
+        // However many accepts failed, the episode was logged once.
+        let whileHeld = serve.standardError
+        #expect(whileHeld.components(separatedBy: "cannot accept on").count == 2)
+        #expect(!whileHeld.contains("accepting again"))
         for client in clients { client.close() }
         // Serving again: a new client is echoed.
         let reply = try await LoopbackClient.exchange(port: echo, send: Array("again".utf8), halfClose: true)
@@ -140,8 +144,7 @@ import TestSupport
         let failureCount = try #require(failures)
         #expect(failureCount >= 1 && failureCount <= bound, "\(failureCount) failed accepts in \(elapsed) s")
         let (status, errors) = try await serve.stop()
-        #expect(status == 0)
-        #expect(errors.components(separatedBy: "cannot accept on echo").count == 2)
+        #expect(status == 0, "\(errors.split(separator: "\n").suffix(8).joined(separator: "\n"))")
         #expect(errors.contains("accepting again on echo on 127.0.0.1:\(echo) after"))
         #expect(errors.contains("descriptor limit: 40 (soft and hard)"))
     }

@@ -64,7 +64,7 @@ import Testing
         var configuration = NetProxyConfiguration()
         configuration.servicePorts = ["c2s": [70000]]
         configuration.interfaces = ["::1"]
-        #expect(throws: NetProxyConfigurationError("c2s on [::1]:70000: 70000 is not a port (0-65535)")) {
+        #expect(throws: NetProxyConfigurationError("c2s on ::1 port 70000: 70000 is not a port (0-65535)")) {
             try NetProxyHost(configuration: configuration, services: Self.xmpp)
         }
     }
