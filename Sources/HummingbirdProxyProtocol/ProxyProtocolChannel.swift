@@ -20,10 +20,8 @@ public struct ProxyProtocolChannel<BaseChannel: ServerChildChannel>: ServerChild
         public var channel: any Channel { base.channel }
     }
 
-    @usableFromInline
-    let baseChannel: BaseChannel
-    @usableFromInline
-    let configuration: ProxyProtocolConfiguration
+    private let baseChannel: BaseChannel
+    private let configuration: ProxyProtocolConfiguration
 
     /// Wraps `baseChannel`; headers are read as `configuration` says.
     public init(_ baseChannel: BaseChannel, configuration: ProxyProtocolConfiguration) {

@@ -11,11 +11,7 @@ extension ProxyHeader {
         let transportName: JSONValue
         switch version {
         case .v1:
-            switch addresses.family {
-            case .inet: familyName = "TCP4"
-            case .inet6: familyName = "TCP6"
-            default: familyName = "UNKNOWN"
-            }
+            familyName = addresses.family.v1Name
             transportName = .null
         case .v2:
             familyName = family.description
@@ -73,7 +69,7 @@ extension ProxyTLV {
             break
         }
         switch decodedValue {
-        case nil: return nil
+        case nil: return cloudJSONValue
         case .alpn(let bytes), .uniqueID(let bytes):
             return String(validatingUTF8Buffer: bytes).map(JSONValue.string)
         case .authority(let text), .netns(let text):
@@ -91,13 +87,15 @@ extension ProxyTLV {
                 ("verify", .int(Int(info.verify))),
                 ("tlvs", .array(info.subTLVs.map(\.jsonValue))),
             ])
-        case .awsVPCEndpointID(let id):
-            return .object([("vpc_endpoint_id", .string(id))])
-        case .azurePrivateLinkID(let id):
-            return .object([("private_link_id", .int(Int(id)))])
-        case .gcpPSCConnectionID(let id):
-            // A JSON number loses precision past 2^53: the id is a decimal string.
-            return .object([("psc_connection_id", .string(String(id)))])
         }
+    }
+
+    /// The value of a cloud convention's TLV (`AWS`, `AZURE`, `GCP`), from its accessor.
+    private var cloudJSONValue: JSONValue? {
+        if let id = awsVPCEndpointID { return .object([("vpc_endpoint_id", .string(id))]) }
+        if let id = azurePrivateLinkID { return .object([("private_link_id", .int(Int(id)))]) }
+        // A JSON number loses precision past 2^53: the id is a decimal string.
+        if let id = gcpPSCConnectionID { return .object([("psc_connection_id", .string(String(id)))]) }
+        return nil
     }
 }

@@ -163,6 +163,20 @@ public enum ProxyAddressFamily: UInt8, Hashable, Sendable, CustomStringConvertib
     }
 }
 
+extension ProxyAddressFamily {
+    /// The families a version 1 line can name.
+    static let v1Families: [ProxyAddressFamily] = [.inet, .inet6, .unspecified]
+
+    /// How a version 1 line names the family: `TCP4`, `TCP6`, or `UNKNOWN` for the others.
+    var v1Name: String {
+        switch self {
+        case .inet: return "TCP4"
+        case .inet6: return "TCP6"
+        case .unspecified, .unix: return "UNKNOWN"
+        }
+    }
+}
+
 /// The transport of a header (the low nibble of version 2's family byte).
 public enum ProxyTransport: UInt8, Hashable, Sendable, CustomStringConvertible {
     case unspecified = 0x0

@@ -39,18 +39,18 @@ extension ProxyHeader {
     private func encodeV1(into buffer: inout ByteBuffer) throws(ProxyHeaderEncodingError) -> Int {
         guard command == .proxy else { throw ProxyHeaderEncodingError(.v1CannotSendLocal) }
         guard tlvs.isEmpty else { throw ProxyHeaderEncodingError(.v1CannotSendTLVs) }
-        let line: String
+        let endpoints: String
         switch (addresses, transport) {
         case (.unspecified, _):
-            line = "PROXY UNKNOWN\r\n"
+            endpoints = ""
         case (.inet(let s, let d), .stream):
-            line = "PROXY TCP4 \(s.address) \(d.address) \(s.port) \(d.port)\r\n"
+            endpoints = " \(s.address) \(d.address) \(s.port) \(d.port)"
         case (.inet6(let s, let d), .stream):
-            line = "PROXY TCP6 \(s.address) \(d.address) \(s.port) \(d.port)\r\n"
+            endpoints = " \(s.address) \(d.address) \(s.port) \(d.port)"
         default:
             throw ProxyHeaderEncodingError(.v1CannotSend(family, transport))
         }
-        return buffer.writeString(line)
+        return buffer.writeString("PROXY \(addresses.family.v1Name)\(endpoints)\r\n")
     }
 
     private func encodeV2(into buffer: inout ByteBuffer, appendingCRC32C: Bool) throws(ProxyHeaderEncodingError) -> Int {

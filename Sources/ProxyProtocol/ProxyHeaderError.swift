@@ -25,20 +25,35 @@ public struct ProxyHeaderError: Error, Hashable, Sendable, CustomStringConvertib
     }
 
     /// What is wrong with a TLV's value.
-    public enum TLVProblem: Hashable, Sendable, CustomStringConvertible {
-        /// The value must be exactly this long.
-        case lengthMustBe(Int)
-        /// The value must be at most this long.
-        case lengthMustBeAtMost(Int)
-        /// The value must be at least this long.
-        case lengthMustBeAtLeast(Int)
+    ///
+    /// A struct rather than an enum, so that a new problem is not a breaking change: compare
+    /// with `==`, and read ``description`` for the words.
+    public struct TLVProblem: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable {
+            case lengthMustBe(Int)
+            case lengthMustBeAtMost(Int)
+            case lengthMustBeAtLeast(Int)
+            case invalidUTF8
+            case notASCII
+        }
+
+        private var base: Base
+
+        private init(_ base: Base) { self.base = base }
+
+        /// The value must be exactly `length` bytes long.
+        public static func lengthMustBe(_ length: Int) -> TLVProblem { TLVProblem(.lengthMustBe(length)) }
+        /// The value must be at most `length` bytes long.
+        public static func lengthMustBeAtMost(_ length: Int) -> TLVProblem { TLVProblem(.lengthMustBeAtMost(length)) }
+        /// The value must be at least `length` bytes long.
+        public static func lengthMustBeAtLeast(_ length: Int) -> TLVProblem { TLVProblem(.lengthMustBeAtLeast(length)) }
         /// The value must be UTF-8 text.
-        case invalidUTF8
+        public static let invalidUTF8 = TLVProblem(.invalidUTF8)
         /// The value must be US-ASCII text.
-        case notASCII
+        public static let notASCII = TLVProblem(.notASCII)
 
         public var description: String {
-            switch self {
+            switch base {
             case .lengthMustBe(let n): return "its length must be \(n)"
             case .lengthMustBeAtMost(let n): return "its length must be at most \(n)"
             case .lengthMustBeAtLeast(let n): return "its length must be at least \(n)"
@@ -49,51 +64,87 @@ public struct ProxyHeaderError: Error, Hashable, Sendable, CustomStringConvertib
     }
 
     /// The kinds of error.
-    public enum Kind: Hashable, Sendable {
+    ///
+    /// A struct rather than an enum, the way SwiftNIO spells its errors, so that a new kind is
+    /// not a breaking change: compare kinds (or whole errors) with `==`, which takes the details
+    /// into account, and read ``ProxyHeaderError/description`` for the words.
+    public struct Kind: Hashable, Sendable {
+        fileprivate enum Base: Hashable, Sendable {
+            case invalidSignature
+            case versionNotAccepted(ProxyVersion)
+            case headerTooLong(limit: Int)
+            case v1InvalidLineEnding
+            case v1EmptyField(Field)
+            case v1MissingField(Field)
+            case v1UnexpectedText
+            case v1UnknownFamily(String)
+            case v1InvalidAddress(Field, String)
+            case v1InvalidPort(Field, String)
+            case v2UnsupportedVersion(UInt8)
+            case v2UnsupportedCommand(UInt8)
+            case v2UnsupportedFamily(UInt8)
+            case v2AddressBlockTooShort(family: ProxyAddressFamily, required: Int, length: Int)
+            case v2TruncatedTLVHeader(remaining: Int)
+            case v2TLVOverrun(type: UInt8, length: Int, remaining: Int)
+            case v2InvalidTLV(type: UInt8, TLVProblem)
+            case v2DuplicateCRC32C
+            case v2ChecksumMismatch(received: UInt32, computed: UInt32)
+        }
+
+        fileprivate var base: Base
+
+        private init(_ base: Base) { self.base = base }
+
         /// The bytes start neither `PROXY ` nor the version 2 signature.
-        case invalidSignature
+        public static let invalidSignature = Kind(.invalidSignature)
         /// The header is of a version the receiver does not accept.
-        case versionNotAccepted(ProxyVersion)
+        public static func versionNotAccepted(_ version: ProxyVersion) -> Kind { Kind(.versionNotAccepted(version)) }
         /// The header is longer than the receiver's limit (107 for version 1).
-        case headerTooLong(limit: Int)
+        public static func headerTooLong(limit: Int) -> Kind { Kind(.headerTooLong(limit: limit)) }
 
         /// Version 1: a CR not followed by LF, or an LF without a CR.
-        case v1InvalidLineEnding
+        public static let v1InvalidLineEnding = Kind(.v1InvalidLineEnding)
         /// Version 1: a field is empty (two spaces, or a space before the CRLF).
-        case v1EmptyField(Field)
+        public static func v1EmptyField(_ field: Field) -> Kind { Kind(.v1EmptyField(field)) }
         /// Version 1: the line ends where this field should start.
-        case v1MissingField(Field)
+        public static func v1MissingField(_ field: Field) -> Kind { Kind(.v1MissingField(field)) }
         /// Version 1: more text after the destination port.
-        case v1UnexpectedText
+        public static let v1UnexpectedText = Kind(.v1UnexpectedText)
         /// Version 1: the protocol family is not `TCP4`, `TCP6` or `UNKNOWN`.
-        case v1UnknownFamily(String)
+        public static func v1UnknownFamily(_ text: String) -> Kind { Kind(.v1UnknownFamily(text)) }
         /// Version 1: an address is not valid text for the line's family.
-        case v1InvalidAddress(Field, String)
+        public static func v1InvalidAddress(_ field: Field, _ text: String) -> Kind { Kind(.v1InvalidAddress(field, text)) }
         /// Version 1: a port is not decimal 0...65535 without leading zeros.
-        case v1InvalidPort(Field, String)
+        public static func v1InvalidPort(_ field: Field, _ text: String) -> Kind { Kind(.v1InvalidPort(field, text)) }
 
         /// Version 2: the version nibble is not 2.
-        case v2UnsupportedVersion(UInt8)
+        public static func v2UnsupportedVersion(_ byte: UInt8) -> Kind { Kind(.v2UnsupportedVersion(byte)) }
         /// Version 2: the command nibble is neither LOCAL (0) nor PROXY (1).
-        case v2UnsupportedCommand(UInt8)
+        public static func v2UnsupportedCommand(_ byte: UInt8) -> Kind { Kind(.v2UnsupportedCommand(byte)) }
         /// Version 2: the family byte has an unassigned family or transport.
-        case v2UnsupportedFamily(UInt8)
+        public static func v2UnsupportedFamily(_ byte: UInt8) -> Kind { Kind(.v2UnsupportedFamily(byte)) }
         /// Version 2: `len` is shorter than the family's address block.
-        case v2AddressBlockTooShort(family: ProxyAddressFamily, required: Int, length: Int)
+        public static func v2AddressBlockTooShort(family: ProxyAddressFamily, required: Int, length: Int) -> Kind {
+            Kind(.v2AddressBlockTooShort(family: family, required: required, length: length))
+        }
         /// Version 2: fewer than 3 bytes left for a TLV's type and length.
-        case v2TruncatedTLVHeader(remaining: Int)
+        public static func v2TruncatedTLVHeader(remaining: Int) -> Kind { Kind(.v2TruncatedTLVHeader(remaining: remaining)) }
         /// Version 2: a TLV's value runs past the end of the header (or of its parent TLV).
-        case v2TLVOverrun(type: UInt8, length: Int, remaining: Int)
+        public static func v2TLVOverrun(type: UInt8, length: Int, remaining: Int) -> Kind {
+            Kind(.v2TLVOverrun(type: type, length: length, remaining: remaining))
+        }
         /// Version 2: a registered TLV has a value its type does not allow.
-        case v2InvalidTLV(type: UInt8, TLVProblem)
+        public static func v2InvalidTLV(type: UInt8, _ problem: TLVProblem) -> Kind { Kind(.v2InvalidTLV(type: type, problem)) }
         /// Version 2: more than one CRC32C TLV.
-        case v2DuplicateCRC32C
+        public static let v2DuplicateCRC32C = Kind(.v2DuplicateCRC32C)
         /// Version 2: the CRC32C TLV does not match the header.
-        case v2ChecksumMismatch(received: UInt32, computed: UInt32)
+        public static func v2ChecksumMismatch(received: UInt32, computed: UInt32) -> Kind {
+            Kind(.v2ChecksumMismatch(received: received, computed: computed))
+        }
     }
 
     public var description: String {
-        switch kind {
+        switch kind.base {
         case .invalidSignature:
             return "byte \(offset): not a PROXY protocol header (no \"PROXY \" or version 2 signature)"
         case .versionNotAccepted(let version):
@@ -139,17 +190,38 @@ public struct ProxyHeaderError: Error, Hashable, Sendable, CustomStringConvertib
 /// Why a header cannot be encoded.
 public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The kinds of encoding error.
-    public enum Kind: Hashable, Sendable {
+    ///
+    /// A struct rather than an enum, like ``ProxyHeaderError/Kind``, so that a new kind is not a
+    /// breaking change: compare with `==`, and read ``ProxyHeaderEncodingError/description``.
+    public struct Kind: Hashable, Sendable {
+        fileprivate enum Base: Hashable, Sendable {
+            case v1CannotSendLocal
+            case v1CannotSend(ProxyAddressFamily, ProxyTransport)
+            case v1CannotSendTLVs
+            case familyMismatch(family: ProxyAddressFamily, transport: ProxyTransport, addresses: ProxyAddressFamily)
+            case tooLong(length: Int)
+        }
+
+        fileprivate var base: Base
+
+        private init(_ base: Base) { self.base = base }
+
         /// Version 1 has no `LOCAL` command.
-        case v1CannotSendLocal
+        public static let v1CannotSendLocal = Kind(.v1CannotSendLocal)
         /// Version 1 carries only TCP over IPv4 or IPv6, or `UNKNOWN`.
-        case v1CannotSend(ProxyAddressFamily, ProxyTransport)
+        public static func v1CannotSend(_ family: ProxyAddressFamily, _ transport: ProxyTransport) -> Kind {
+            Kind(.v1CannotSend(family, transport))
+        }
         /// Version 1 has no TLVs.
-        case v1CannotSendTLVs
+        public static let v1CannotSendTLVs = Kind(.v1CannotSendTLVs)
         /// The family or transport does not match the addresses.
-        case familyMismatch(family: ProxyAddressFamily, transport: ProxyTransport, addresses: ProxyAddressFamily)
+        public static func familyMismatch(
+            family: ProxyAddressFamily, transport: ProxyTransport, addresses: ProxyAddressFamily
+        ) -> Kind {
+            Kind(.familyMismatch(family: family, transport: transport, addresses: addresses))
+        }
         /// Addresses and TLVs exceed the 65535 bytes that `len` can count.
-        case tooLong(length: Int)
+        public static func tooLong(length: Int) -> Kind { Kind(.tooLong(length: length)) }
     }
 
     /// What is wrong.
@@ -159,7 +231,7 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
     public init(_ kind: Kind) { self.kind = kind }
 
     public var description: String {
-        switch kind {
+        switch kind.base {
         case .v1CannotSendLocal:
             return "a v1 header cannot carry the LOCAL command"
         case .v1CannotSend(let family, let transport):

@@ -41,13 +41,6 @@ public struct ProxyTLVType: RawRepresentable, Hashable, Sendable, CustomStringCo
     /// SSL sub-TLV: the client certificate, DER.
     public static let sslClientCertificate = Self(0x28)
 
-    /// Google Cloud Private Service Connect: a 64-bit connection id (application range).
-    public static let gcp = Self(0xE0)
-    /// AWS PrivateLink: sub-type 0x01 and the VPC endpoint id (application range).
-    public static let aws = Self(0xEA)
-    /// Azure Private Link: sub-type 0x01 and a 32-bit link id (application range).
-    public static let azure = Self(0xEE)
-
     /// Whether the type is in 0xE0...0xEF, reserved for applications.
     public var isApplicationSpecific: Bool { (0xE0...0xEF).contains(rawValue) }
     /// Whether the type is in 0xF0...0xF7, reserved for experiments.
@@ -143,13 +136,7 @@ public struct ProxyTLV: Hashable, Sendable {
     /// The name to show for this TLV: the registered name, or `AWS`, `AZURE` or `GCP` when the
     /// value has that cloud convention's shape, else `nil`.
     public var name: String? {
-        if let name = type.registeredName { return name }
-        switch decodedValue {
-        case .awsVPCEndpointID: return "AWS"
-        case .azurePrivateLinkID: return "AZURE"
-        case .gcpPSCConnectionID: return "GCP"
-        default: return nil
-        }
+        type.registeredName ?? cloudName
     }
 }
 

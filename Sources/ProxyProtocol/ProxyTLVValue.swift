@@ -1,6 +1,10 @@
 import NIOCore
 
-/// The meaning of a TLV whose type the codec knows.
+/// The meaning of a TLV of a registered type.
+///
+/// Only the types the specification registers are cases here. The conventions that clouds use
+/// in the application range (AWS, Azure, Google Cloud) are read by accessors kept apart, such as
+/// ``ProxyTLV/awsVPCEndpointID``, so that supporting another one adds API instead of changing it.
 public enum ProxyTLVValue: Hashable, Sendable {
     /// ALPN: the protocol identifier bytes.
     case alpn(ByteBuffer)
@@ -16,21 +20,15 @@ public enum ProxyTLVValue: Hashable, Sendable {
     case ssl(ProxySSLInfo)
     /// NETNS: a network namespace name.
     case netns(String)
-    /// 0xEA with sub-type 0x01: an AWS VPC endpoint id.
-    case awsVPCEndpointID(String)
-    /// 0xEE with sub-type 0x01: an Azure Private Link id (little-endian on the wire).
-    case azurePrivateLinkID(UInt32)
-    /// 0xE0 with 8 bytes: a Google Cloud Private Service Connect connection id (big-endian).
-    case gcpPSCConnectionID(UInt64)
 }
 
 extension ProxyTLV {
-    /// The typed value, for the registered types and for application types whose value has the
-    /// shape of a known cloud convention; `nil` otherwise.
+    /// The typed value of a registered type; `nil` for other types, and for a value its type
+    /// does not allow.
     ///
     /// Registered types are validated when a header is parsed, so a parsed header's registered
-    /// TLVs always decode. Application types (0xE0-0xEF) belong to whoever configured the proxy;
-    /// a value that does not fit a cloud convention is left raw rather than guessed at.
+    /// TLVs always decode. Other types keep their raw ``value``; for the application range
+    /// (0xE0-0xEF), see the cloud accessors such as ``awsVPCEndpointID``.
     public var decodedValue: ProxyTLVValue? {
         var value = self.value
         switch type {
@@ -49,19 +47,6 @@ extension ProxyTLV {
             return ProxySSLInfo(validatedValue: value).map { .ssl($0) }
         case .netns:
             return String(asciiBuffer: value).map { .netns($0) }
-        case .aws:
-            guard value.readInteger(as: UInt8.self) == 0x01, value.readableBytes > 0,
-                  let id = String(asciiBuffer: value)
-            else { return nil }
-            return .awsVPCEndpointID(id)
-        case .azure:
-            guard value.readableBytes == 5, value.readInteger(as: UInt8.self) == 0x01,
-                  let id = value.readInteger(endianness: .little, as: UInt32.self)
-            else { return nil }
-            return .azurePrivateLinkID(id)
-        case .gcp:
-            guard value.readableBytes == 8 else { return nil }
-            return value.readInteger(as: UInt64.self).map { .gcpPSCConnectionID($0) }
         default:
             return nil
         }
@@ -140,22 +125,5 @@ public struct ProxySSLInfo: Hashable, Sendable {
         var sub = subTLVs.bytes
         buffer.writeBuffer(&sub)
         return buffer
-    }
-}
-
-extension String {
-    /// The buffer's bytes as text if they are valid UTF-8.
-    init?(validatingUTF8Buffer buffer: ByteBuffer) {
-        guard let text = buffer.readableBytesView.withContiguousStorageIfAvailable({
-            String(validating: $0, as: UTF8.self)
-        }) ?? String(validating: Array(buffer.readableBytesView), as: UTF8.self)
-        else { return nil }
-        self = text
-    }
-
-    /// The buffer's bytes as text if they are all US-ASCII.
-    init?(asciiBuffer buffer: ByteBuffer) {
-        guard buffer.readableBytesView.allSatisfy({ $0 < 0x80 }) else { return nil }
-        self.init(buffer: buffer)
     }
 }

@@ -58,25 +58,25 @@ struct V1Parser {
             return try incomplete()
         }
         let familyBytes = bytes[family.range]
-        if familyBytes.elementsEqual("UNKNOWN".utf8) {
+        switch ProxyAddressFamily.v1Families.first(where: { familyBytes.elementsEqual($0.v1Name.utf8) }) {
+        case .unspecified:
             // Everything after UNKNOWN up to the CRLF is ignored, as the specification says.
             switch terminator {
             case .crlf: return complete(.v1Unknown)
             case .invalid: throw ProxyHeaderError(.v1InvalidLineEnding, at: textEnd)
             case .pending: return try incomplete()
             }
-        }
-        if familyBytes.elementsEqual("TCP4".utf8) {
+        case .inet:
             return try parseAddresses(line, after: family, IPv4Address.parse, complete, incomplete) {
                 .inet(source: .init($0, port: $2), destination: .init($1, port: $3))
             }
-        }
-        if familyBytes.elementsEqual("TCP6".utf8) {
+        case .inet6:
             return try parseAddresses(line, after: family, IPv6Address.parse, complete, incomplete) {
                 .inet6(source: .init($0, port: $2), destination: .init($1, port: $3))
             }
+        case .unix, nil:
+            throw ProxyHeaderError(.v1UnknownFamily(line.text(family.range)), at: family.range.lowerBound)
         }
-        throw ProxyHeaderError(.v1UnknownFamily(line.text(family.range)), at: family.range.lowerBound)
     }
 
     /// Reads and checks the four fields after the family, each as soon as it is complete.

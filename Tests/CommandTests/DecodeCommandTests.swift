@@ -2,6 +2,14 @@ import Foundation
 import Testing
 
 @Suite struct DecodeCommandTests {
+    /// What `decode --hex` prints for `hex`, once it has succeeded with nothing on standard error.
+    func decodeHex(_ hex: String) throws -> String {
+        let output = try CommandRunner.run(["decode", "--hex"], input: Data(hex.utf8))
+        #expect(output.standardError == "")
+        #expect(output.status == 0)
+        return output.standardOutput
+    }
+
     @Test func decodesV1FromStandardInput() throws {
         let output = try CommandRunner.run(["decode"], input: Data("PROXY TCP6 2001:DB8::1 ::1 51234 443\r\nHELLO".utf8))
         #expect(output.status == 0)
@@ -22,10 +30,7 @@ import Testing
             20 000F 01 00000000 21 0007 544C5376312E33
             EA 0004 01 767063
             """
-        let output = try CommandRunner.run(["decode", "--hex"], input: Data(hex.utf8))
-        #expect(output.standardError == "")
-        #expect(output.status == 0)
-        #expect(output.standardOutput == """
+        #expect(try decodeHex(hex) == """
             {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
             "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
             "tlvs":[{"type":2,"name":"AUTHORITY","hex":"6578616d706c652e636f6d","value":"example.com"},\
@@ -34,6 +39,36 @@ import Testing
             "hex":"544c5376312e33","value":"TLSv1.3"}]}},\
             {"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}}],\
             "header_length":67,"trailing_bytes":0}
+
+            """)
+    }
+
+    /// AWS, Azure and Google Cloud TLVs are named and decoded only when the value has that
+    /// cloud's shape; 0xE0-0xEF values that do not are printed raw and unnamed.
+    @Test func decodesCloudTLVs() throws {
+        let hex = """
+            0D0A0D0A 000D0A51 5549540A 21 11 004B
+            C0000201 C6336407 C822 01BB
+            EA 0004 01 767063
+            EE 0005 01 78563412
+            E0 0008 0000000012345678
+            EA 0002 02 78
+            EE 0003 01 0000
+            E0 0003 010203
+            EA 0002 01 FF
+            E0 0008 FFFFFFFFFFFFFFFF
+            EA 0001 01
+            """
+        #expect(try decodeHex(hex) == """
+            {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
+            "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
+            "tlvs":[{"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}},\
+            {"type":238,"name":"AZURE","hex":"0178563412","value":{"private_link_id":305419896}},\
+            {"type":224,"name":"GCP","hex":"0000000012345678","value":{"psc_connection_id":"305419896"}},\
+            {"type":234,"name":null,"hex":"0278"},{"type":238,"name":null,"hex":"010000"},\
+            {"type":224,"name":null,"hex":"010203"},{"type":234,"name":null,"hex":"01ff"},\
+            {"type":224,"name":"GCP","hex":"ffffffffffffffff","value":{"psc_connection_id":"18446744073709551615"}},\
+            {"type":234,"name":null,"hex":"01"}],"header_length":91,"trailing_bytes":0}
 
             """)
     }

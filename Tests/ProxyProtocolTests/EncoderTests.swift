@@ -117,6 +117,34 @@ import Testing
         }
     }
 
+    /// Every strict prefix of an encoded header is the start of a valid header: the parser
+    /// answers exactly "need more bytes" for each, never an error or a shorter header, and the
+    /// whole encoding parses back to the header it came from.
+    @Test func everyStrictPrefixNeedsMoreBytes() async {
+        await propertyCheck(count: 1000, input: Self.headerGenerator, Gen.bool) { header, checksum in
+            let withChecksum = checksum && header.version == .v2 && header.addresses != .unspecified
+            let encoded = try header.encoded(appendingCRC32C: withChecksum)
+            let bytes = Array(encoded.readableBytesView)
+            var answers: [Int: ProxyHeaderParseResult] = [:]
+            var errors: [Int: ProxyHeaderError] = [:]
+            for end in 0..<bytes.count {
+                do throws(ProxyHeaderError) {
+                    let answer = try ProxyHeaderParser().parse(ByteBuffer(bytes: bytes[..<end]))
+                    if answer != .needMoreBytes { answers[end] = answer }
+                } catch {
+                    errors[end] = error
+                }
+            }
+            #expect(answers.isEmpty, "prefixes that were not 'need more bytes': \(answers)")
+            #expect(errors.isEmpty, "prefixes that were rejected: \(errors)")
+            var expected = header
+            if withChecksum {
+                expected.tlvs.append(ProxyTLV(type: .crc32c, value: encoded.getSlice(at: bytes.count - 4, length: 4)!))
+            }
+            #expect(try ProxyHeaderParser().parse(encoded) == .complete(expected, length: bytes.count))
+        }
+    }
+
     /// Random bytes after a valid signature never crash the parser or make it wait past the limit.
     @Test func arbitraryBytesAfterSignature() async {
         await propertyCheck(count: 2000, input: Gen.uint8().array(of: 0...120), Gen.bool) { tail, v1 in
@@ -127,6 +155,10 @@ import Testing
                     #expect(length <= bytes.count)
                 } else if v1 {
                     #expect(bytes.count < 107)
+                } else {
+                    // Version 2 waits for its 16 fixed bytes, then for exactly the `len` they announce.
+                    let announced = bytes.count >= 16 ? 16 + (Int(bytes[14]) << 8 | Int(bytes[15])) : 16
+                    #expect(bytes.count < announced)
                 }
             } catch {
                 #expect(error.offset >= 0 && error.offset <= max(bytes.count, 107))

@@ -25,9 +25,12 @@ import Testing
         + tlvBytes(0xF0, [0xDE, 0xAD])
         + tlvBytes(0x01, Array("http/1.1".utf8))
 
+    /// The parser asked for more bytes where the test gave it a whole header.
+    struct IncompleteHeader: Error {}
+
     func parsedTLVs(_ tlvs: [UInt8]) throws -> ProxyTLVs {
         guard case .complete(let header, _) = try parse(v2Header(family: 0x11, body: inetBlock + tlvs)) else {
-            throw ProxyHeaderError(.invalidSignature, at: -1)
+            throw IncompleteHeader()
         }
         return header.tlvs
     }
@@ -43,11 +46,15 @@ import Testing
         #expect(tlvs.crc32c == nil)
         let values = Array(tlvs).map(\.decodedValue)
         #expect(values[2] == .noop)
-        #expect(values[6] == .awsVPCEndpointID("vpce-08d2bf15fac5001c9"))
-        #expect(values[7] == .azurePrivateLinkID(0x1234_5678))
-        #expect(values[8] == .gcpPSCConnectionID(0x1234_5678))
-        #expect(values[9] == nil)
+        // The cloud conventions are not registered types: no typed value, only their accessors.
+        #expect(values[6...9] == [nil, nil, nil, nil])
         #expect(values[10] == .alpn(ByteBuffer(string: "http/1.1")))
+        #expect(Array(tlvs).map(\.awsVPCEndpointID) == [nil, nil, nil, nil, nil, nil, "vpce-08d2bf15fac5001c9", nil, nil, nil, nil])
+        #expect(Array(tlvs).map(\.azurePrivateLinkID) == [nil, nil, nil, nil, nil, nil, nil, 0x1234_5678, nil, nil, nil])
+        #expect(Array(tlvs).map(\.gcpPSCConnectionID) == [nil, nil, nil, nil, nil, nil, nil, nil, 0x1234_5678, nil, nil])
+        #expect(tlvs.awsVPCEndpointID == "vpce-08d2bf15fac5001c9")
+        #expect(tlvs.azurePrivateLinkID == 0x1234_5678)
+        #expect(tlvs.gcpPSCConnectionID == 0x1234_5678)
     }
 
     @Test func sslDetails() throws {
@@ -74,6 +81,51 @@ import Testing
         )
         #expect(Array(tlvs).map(\.decodedValue) == [nil, nil, nil, nil, nil])
         #expect(Array(tlvs).map(\.name) == [nil, nil, nil, nil, nil])
+        #expect(Array(tlvs).map(\.awsVPCEndpointID) == [nil, nil, nil, nil, nil])
+        #expect(Array(tlvs).map(\.azurePrivateLinkID) == [nil, nil, nil, nil, nil])
+        #expect(Array(tlvs).map(\.gcpPSCConnectionID) == [nil, nil, nil, nil, nil])
+        #expect(tlvs.awsVPCEndpointID == nil && tlvs.azurePrivateLinkID == nil && tlvs.gcpPSCConnectionID == nil)
+    }
+
+    /// A cloud accessor reads only its own type: the same bytes under another type byte are not
+    /// that cloud's, and the collection answers with the first TLV of the right shape.
+    @Test func cloudAccessorsCheckTheType() throws {
+        let gcpBytes: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 7]
+        #expect(ProxyTLV(type: .init(0xE1), bytes: gcpBytes).gcpPSCConnectionID == nil)
+        #expect(ProxyTLV(type: .gcp, bytes: gcpBytes).gcpPSCConnectionID == 7)
+        #expect(ProxyTLV(type: .azure, bytes: [0x01] + Array("vpce".utf8)).awsVPCEndpointID == nil)
+        #expect(ProxyTLV(type: .aws, bytes: [0x01, 1, 0, 0, 0]).azurePrivateLinkID == nil)
+        #expect(ProxyTLV(type: .gcp, bytes: gcpBytes).name == "GCP")
+        #expect(ProxyTLV(type: .init(0xE1), bytes: gcpBytes).name == nil)
+        let tlvs = try parsedTLVs(
+            tlvBytes(0xEA, [0x02] + Array("other".utf8)) + tlvBytes(0xEA, [0x01] + Array("vpce-2".utf8))
+                + tlvBytes(0xEA, [0x01] + Array("vpce-3".utf8)) + tlvBytes(0xE0, [1]) + tlvBytes(0xE0, [UInt8](repeating: 0xFF, count: 8))
+        )
+        #expect(tlvs.awsVPCEndpointID == "vpce-2")
+        #expect(tlvs.gcpPSCConnectionID == .max)
+        #expect(tlvs.azurePrivateLinkID == nil)
+    }
+
+    /// The accessors that turn values into text accept exactly what the standard library calls
+    /// UTF-8: every sequence of one or two bytes, and every three- and four-byte lead with every
+    /// second byte (the byte that rules out overlong forms, surrogates and values past U+10FFFF).
+    @Test func textCheckAgreesWithTheStandardLibrary() {
+        var inputs: [[UInt8]] = (0...255).map { [UInt8($0)] }
+        for first in 0...255 {
+            for second in 0...255 { inputs.append([UInt8(first), UInt8(second)]) }
+        }
+        for lead in 0xE0...0xFF {
+            for second in 0...255 {
+                for tail: [UInt8] in [[], [0x80], [0xBF], [0x80, 0x80], [0xBF, 0xBF], [0x80, 0x41], [0xC0, 0x80]] {
+                    inputs.append([UInt8(lead), UInt8(second)] + tail)
+                }
+            }
+        }
+        let disagreements = inputs.filter { bytes in
+            ProxyTLV(type: .authority, bytes: bytes).decodedValue
+                != String(validating: bytes, as: UTF8.self).map(ProxyTLVValue.authority)
+        }
+        #expect(disagreements == [])
     }
 
     @Test func uniqueIDAtItsLimit() throws {
@@ -133,11 +185,11 @@ import Testing
             corrupted[index] ^= 0x40
             let error = try #require(parseError(corrupted), "byte \(index)")
             if (16..<28).contains(index) || (31..<34).contains(index) || (37..<41).contains(index) {
-                guard case .v2ChecksumMismatch = error.kind else {
-                    Issue.record("byte \(index): \(error)")
-                    continue
-                }
-                #expect(error.offset == 34)
+                var zeroed = corrupted
+                zeroed.replaceSubrange(37..<41, with: [0, 0, 0, 0])
+                let received = corrupted[37..<41].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+                let mismatch = ProxyHeaderError.Kind.v2ChecksumMismatch(received: received, computed: CRC32C.checksum(zeroed))
+                #expect(error == ProxyHeaderError(mismatch, at: 34), "byte \(index)")
             }
         }
     }
