@@ -4,7 +4,7 @@ import ProxyProtocol
 /// network of one.
 public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
     /// The network address (host bits zero).
-    public let address: IPAddress
+    public let address: ProxyIPAddress
     /// The number of leading bits that must match: 0...32 for IPv4, 0...128 for IPv6.
     public let prefixLength: Int
 
@@ -12,7 +12,7 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
     /// that suggests `10.0.0.0/8`), so a typo cannot silently widen or move the network.
     public init(_ text: String) throws(IPNetworkParseError) {
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-        guard let address = IPAddress(parts[0]) else {
+        guard let address = ProxyIPAddress(parts[0]) else {
             throw IPNetworkParseError(entry: text, reason: .invalidAddress(String(parts[0])))
         }
         let width = address.bitWidth
@@ -36,13 +36,13 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
 
     /// Whether `candidate` is in the network. An IPv4 network also matches the IPv4-mapped IPv6
     /// form of its addresses (`::ffff:a.b.c.d`), as dual-stack listeners report IPv4 peers.
-    public func contains(_ candidate: IPAddress) -> Bool {
+    public func contains(_ candidate: ProxyIPAddress) -> Bool {
         // Compare in the network's own family: IPv4 candidates are mapped for IPv6 networks,
         // mapped IPv6 candidates unmapped for IPv4 networks.
         switch (address, candidate.unmapped) {
-        case (.v4, .v4(let v4)): return IPAddress.v4(v4).masked(to: prefixLength) == address
-        case (.v6, .v4(let v4)): return IPAddress.v6(IPv6Address(ipv4Mapped: v4)).masked(to: prefixLength) == address
-        case (.v6, .v6(let v6)): return IPAddress.v6(v6).masked(to: prefixLength) == address
+        case (.v4, .v4(let v4)): return ProxyIPAddress.v4(v4).masked(to: prefixLength) == address
+        case (.v6, .v4(let v4)): return ProxyIPAddress.v6(ProxyIPv6Address(ipv4Mapped: v4)).masked(to: prefixLength) == address
+        case (.v6, .v6(let v6)): return ProxyIPAddress.v6(v6).masked(to: prefixLength) == address
         case (.v4, .v6): return false
         }
     }
@@ -87,21 +87,21 @@ public struct IPNetworkParseError: Error, Hashable, Sendable, CustomStringConver
     }
 }
 
-extension IPAddress {
+extension ProxyIPAddress {
     var bitWidth: Int {
         if case .v4 = self { return 32 }
         return 128
     }
 
     /// The address with all bits after the first `prefixLength` cleared.
-    func masked(to prefixLength: Int) -> IPAddress {
+    func masked(to prefixLength: Int) -> ProxyIPAddress {
         switch self {
         case .v4(let v4):
             let mask: UInt32 = prefixLength == 0 ? 0 : ~0 << (32 - prefixLength)
-            return .v4(IPv4Address(rawValue: v4.rawValue & mask))
+            return .v4(ProxyIPv4Address(rawValue: v4.rawValue & mask))
         case .v6(let v6):
             func mask(_ bits: Int) -> UInt64 { bits <= 0 ? 0 : bits >= 64 ? ~0 : ~0 << (64 - bits) }
-            return .v6(IPv6Address(high: v6.high & mask(prefixLength), low: v6.low & mask(prefixLength - 64)))
+            return .v6(ProxyIPv6Address(high: v6.high & mask(prefixLength), low: v6.low & mask(prefixLength - 64)))
         }
     }
 }

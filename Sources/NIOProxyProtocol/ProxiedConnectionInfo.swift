@@ -72,7 +72,7 @@ extension SocketAddress {
 
     /// The IP endpoint of a socket address; `nil` for UNIX sockets.
     public var proxyEndpoint: ProxyEndpoint? {
-        guard let address = IPAddress(self), let port else { return nil }
+        guard let address = ProxyIPAddress(self), let port else { return nil }
         return ProxyEndpoint(address, port: UInt16(port))
     }
 }
@@ -85,7 +85,7 @@ extension ProxyAddresses {
         guard let s = source.proxyEndpoint, let d = destination.proxyEndpoint else { return nil }
         func widened(_ endpoint: ProxyEndpoint) -> ProxyEndpoint {
             guard case .v4(let v4) = endpoint.address else { return endpoint }
-            return ProxyEndpoint(.v6(IPv6Address(ipv4Mapped: v4)), port: endpoint.port)
+            return ProxyEndpoint(.v6(ProxyIPv6Address(ipv4Mapped: v4)), port: endpoint.port)
         }
         if let same = ProxyAddresses(source: s, destination: d) {
             self = same

@@ -38,29 +38,29 @@ public struct TrustedProxies: Hashable, Sendable {
     public static let loopback = try! TrustedProxies(parsing: ["127.0.0.1", "::1"])
 
     /// Whether `address` may send headers.
-    public func contains(_ address: IPAddress) -> Bool {
+    public func contains(_ address: ProxyIPAddress) -> Bool {
         networks.contains { $0.contains(address) }
     }
 
     /// Whether a socket peer may send headers; a UNIX socket peer never may.
     public func contains(_ address: SocketAddress) -> Bool {
-        IPAddress(address).map(contains) ?? false
+        ProxyIPAddress(address).map(contains) ?? false
     }
 }
 
-extension IPAddress {
+extension ProxyIPAddress {
     /// The address of an IP socket address, read from its bytes (no text on the way: this runs
     /// for every connection); `nil` for a UNIX socket.
     public init?(_ address: SocketAddress) {
         switch address {
         case .v4(let v4):
-            self = .v4(IPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)))
+            self = .v4(ProxyIPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)))
         case .v6(let v6):
             var raw = v6.address.sin6_addr
             let (high, low) = withUnsafeBytes(of: &raw) { bytes in
                 (bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
             }
-            self = .v6(IPv6Address(high: UInt64(bigEndian: high), low: UInt64(bigEndian: low)))
+            self = .v6(ProxyIPv6Address(high: UInt64(bigEndian: high), low: UInt64(bigEndian: low)))
         case .unixDomainSocket:
             return nil
         }

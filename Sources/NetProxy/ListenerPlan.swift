@@ -24,7 +24,7 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         // An out-of-range port (refused by the start-up checks) still prints, unformatted.
-        let endpoint = UInt16(exactly: port).flatMap { port in IPAddress(host).map { ProxyEndpoint($0, port: port) } }
+        let endpoint = UInt16(exactly: port).flatMap { port in ProxyIPAddress(host).map { ProxyEndpoint($0, port: port) } }
         let address = endpoint?.description ?? "\(host) port \(port)"
         switch kind {
         case .service(let name): return "\(name) on \(address)"
@@ -43,7 +43,7 @@ struct HostPlan {
 
     init(_ configuration: NetProxyConfiguration, serviceNames: Set<String>) throws(NetProxyConfigurationError) {
         func checkInterfaces(_ list: [String], _ key: String) throws(NetProxyConfigurationError) {
-            for (index, entry) in list.enumerated() where IPAddress(entry) == nil {
+            for (index, entry) in list.enumerated() where ProxyIPAddress(entry) == nil {
                 throw NetProxyConfigurationError("\(key)[\(index)]: \"\(entry)\" is not an IPv4 or IPv6 address")
             }
         }
@@ -113,7 +113,7 @@ struct HostPlan {
         // The same address and port twice (port 0 is a new free port each time).
         var seen: [String: ListenerPlan] = [:]
         for listener in listeners where listener.port != 0 {
-            let key = "\(IPAddress(listener.host)!)|\(listener.port)"
+            let key = "\(ProxyIPAddress(listener.host)!)|\(listener.port)"
             if let first = seen[key] {
                 throw NetProxyConfigurationError("port \(listener.port) on \(listener.host) is used twice: \(first) and \(listener)")
             }

@@ -8,8 +8,8 @@ import NIOCore
 /// ```swift
 /// let header = ProxyHeader(
 ///     version: .v2,
-///     addresses: .inet(source: .init(IPv4Address(192, 0, 2, 1), port: 51234),
-///                      destination: .init(IPv4Address(198, 51, 100, 7), port: 443)),
+///     addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234),
+///                      destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)),
 ///     tlvs: [.authority("example.com")]
 /// )
 /// var bytes = ByteBuffer()
@@ -197,12 +197,12 @@ public enum ProxyTransport: UInt8, Hashable, Sendable, CustomStringConvertible {
 /// An IP address and a port.
 public struct ProxyEndpoint: Hashable, Sendable, CustomStringConvertible {
     /// The IP address.
-    public var address: IPAddress
+    public var address: ProxyIPAddress
     /// The port.
     public var port: UInt16
 
     /// Creates an endpoint.
-    public init(_ address: IPAddress, port: UInt16) {
+    public init(_ address: ProxyIPAddress, port: UInt16) {
         self.address = address
         self.port = port
     }
@@ -217,26 +217,26 @@ public struct ProxyEndpoint: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// An IPv4 address and a port.
-public struct IPv4Endpoint: Hashable, Sendable {
+public struct ProxyIPv4Endpoint: Hashable, Sendable {
     /// The IPv4 address.
-    public var address: IPv4Address
+    public var address: ProxyIPv4Address
     /// The port.
     public var port: UInt16
     /// Creates an endpoint.
-    public init(_ address: IPv4Address, port: UInt16) {
+    public init(_ address: ProxyIPv4Address, port: UInt16) {
         self.address = address
         self.port = port
     }
 }
 
 /// An IPv6 address and a port.
-public struct IPv6Endpoint: Hashable, Sendable {
+public struct ProxyIPv6Endpoint: Hashable, Sendable {
     /// The IPv6 address.
-    public var address: IPv6Address
+    public var address: ProxyIPv6Address
     /// The port.
     public var port: UInt16
     /// Creates an endpoint.
-    public init(_ address: IPv6Address, port: UInt16) {
+    public init(_ address: ProxyIPv6Address, port: UInt16) {
         self.address = address
         self.port = port
     }
@@ -275,9 +275,9 @@ public enum ProxyAddresses: Hashable, Sendable {
     /// No usable addresses: the receiver uses the socket's endpoints.
     case unspecified
     /// IPv4 endpoints.
-    case inet(source: IPv4Endpoint, destination: IPv4Endpoint)
+    case inet(source: ProxyIPv4Endpoint, destination: ProxyIPv4Endpoint)
     /// IPv6 endpoints.
-    case inet6(source: IPv6Endpoint, destination: IPv6Endpoint)
+    case inet6(source: ProxyIPv6Endpoint, destination: ProxyIPv6Endpoint)
     /// UNIX socket addresses (version 2 only).
     case unix(source: ProxyUnixAddress, destination: ProxyUnixAddress)
 

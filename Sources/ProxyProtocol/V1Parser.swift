@@ -67,11 +67,11 @@ struct V1Parser {
             case .pending: return try incomplete()
             }
         case .inet:
-            return try parseAddresses(line, after: family, IPv4Address.parse, complete, incomplete) {
+            return try parseAddresses(line, after: family, ProxyIPv4Address.parse, complete, incomplete) {
                 .inet(source: .init($0, port: $2), destination: .init($1, port: $3))
             }
         case .inet6:
-            return try parseAddresses(line, after: family, IPv6Address.parse, complete, incomplete) {
+            return try parseAddresses(line, after: family, ProxyIPv6Address.parse, complete, incomplete) {
                 .inet6(source: .init($0, port: $2), destination: .init($1, port: $3))
             }
         case .unix, nil:

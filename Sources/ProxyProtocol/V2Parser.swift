@@ -36,8 +36,8 @@ struct V2Parser {
         switch layout.family {
         case .inet:
             addresses = .inet(
-                source: .init(IPv4Address(rawValue: buffer.getInteger(at: start)!), port: buffer.getInteger(at: start + 8)!),
-                destination: .init(IPv4Address(rawValue: buffer.getInteger(at: start + 4)!), port: buffer.getInteger(at: start + 10)!)
+                source: .init(ProxyIPv4Address(rawValue: buffer.getInteger(at: start)!), port: buffer.getInteger(at: start + 8)!),
+                destination: .init(ProxyIPv4Address(rawValue: buffer.getInteger(at: start + 4)!), port: buffer.getInteger(at: start + 10)!)
             )
         case .inet6:
             addresses = .inet6(
@@ -57,8 +57,8 @@ struct V2Parser {
         return .complete(header, length: layout.length)
     }
 
-    private func ipv6(at index: Int) -> IPv6Address {
-        IPv6Address(high: buffer.getInteger(at: index)!, low: buffer.getInteger(at: index + 8)!)
+    private func ipv6(at index: Int) -> ProxyIPv6Address {
+        ProxyIPv6Address(high: buffer.getInteger(at: index)!, low: buffer.getInteger(at: index + 8)!)
     }
 
     /// A UNIX address field without its NUL padding: a path ends at its first NUL; an abstract

@@ -424,7 +424,7 @@ import TestSupport
         try await withApplication { appPort, requests in
             let header = ProxyHeader(
                 version: .v2,
-                addresses: .inet(source: .init(IPv4Address(192, 0, 2, 10), port: 40000), destination: .init(IPv4Address(198, 51, 100, 1), port: 443)),
+                addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 10), port: 40000), destination: .init(ProxyIPv4Address(198, 51, 100, 1), port: 443)),
                 tlvs: [.authority("a.example"), .uniqueID(Array("connection-a".utf8))]
             )
             let headerBytes = Array(try header.encoded(appendingCRC32C: true).readableBytesView)
@@ -466,7 +466,7 @@ import TestSupport
             let v1 = Array("PROXY TCP4 192.0.2.21 198.51.100.7 51234 80\r\n".utf8)
             let v2 = Array(try ProxyHeader(
                 version: .v2,
-                addresses: .inet6(source: .init(IPv6Address("2001:db8::22")!, port: 4022), destination: .init(IPv6Address("2001:db8::1")!, port: 443)),
+                addresses: .inet6(source: .init(ProxyIPv6Address("2001:db8::22")!, port: 4022), destination: .init(ProxyIPv6Address("2001:db8::1")!, port: 443)),
                 tlvs: [.uniqueID(Array("connection-b".utf8))]
             ).encoded().readableBytesView)
             let rounds = 3
@@ -536,7 +536,7 @@ import TestSupport
         try await withApplication(configuration: configuration) { appPort, requests in
             let v2 = Array(try ProxyHeader(
                 version: .v2,
-                addresses: .inet(source: .init(IPv4Address(192, 0, 2, 31), port: 3100), destination: .init(IPv4Address(198, 51, 100, 1), port: 80))
+                addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 31), port: 3100), destination: .init(ProxyIPv4Address(198, 51, 100, 1), port: 80))
             ).encoded().readableBytesView)
             let partial: [(String, [UInt8])] = [
                 ("nothing", []),

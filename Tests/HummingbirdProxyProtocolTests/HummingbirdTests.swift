@@ -46,7 +46,7 @@ import TestSupport
             let v1 = try await LoopbackClient.exchange(port: port, send: Array(("PROXY TCP4 192.0.2.1 198.51.100.7 51234 80\r\n" + Self.request).utf8))
             #expect(responseBody(v1) == "192.0.2.1 51234 v1")
             let v2Header = ProxyHeader(version: .v2, addresses: .inet6(
-                source: .init(IPv6Address("2001:db8::9")!, port: 4000), destination: .init(IPv6Address("2001:db8::1")!, port: 80)))
+                source: .init(ProxyIPv6Address("2001:db8::9")!, port: 4000), destination: .init(ProxyIPv6Address("2001:db8::1")!, port: 80)))
             let v2 = try await LoopbackClient.exchange(port: port, send: Array(try v2Header.encoded().readableBytesView) + Array(Self.request.utf8))
             #expect(responseBody(v2) == "2001:db8::9 4000 v2")
         }
@@ -71,7 +71,7 @@ import TestSupport
         try await withApplication(server: server) { port in
             let context = try certificate.clientContext()
             let header = ProxyHeader(version: .v2, addresses: .inet(
-                source: .init(IPv4Address(203, 0, 113, 4), port: 999), destination: .init(IPv4Address(127, 0, 0, 1), port: UInt16(port))))
+                source: .init(ProxyIPv4Address(203, 0, 113, 4), port: 999), destination: .init(ProxyIPv4Address(127, 0, 0, 1), port: UInt16(port))))
             let reply = try await LoopbackClient.exchange(port: port, send: Array(Self.request.utf8)) { channel in
                 try channel.pipeline.syncOperations.addHandlers([
                     try ProxyProtocolClientHandler(header: header),

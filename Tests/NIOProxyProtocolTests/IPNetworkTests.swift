@@ -39,29 +39,29 @@ import Testing
 
     @Test func membership() throws {
         let net = try IPNetwork("192.168.16.0/20")
-        #expect(net.contains(IPAddress("192.168.16.0")!))
-        #expect(net.contains(IPAddress("192.168.31.255")!))
-        #expect(!net.contains(IPAddress("192.168.32.0")!))
-        #expect(!net.contains(IPAddress("192.168.15.255")!))
-        #expect(net.contains(IPAddress("::ffff:192.168.20.1")!))
-        #expect(!net.contains(IPAddress("::192.168.20.1")!))
+        #expect(net.contains(ProxyIPAddress("192.168.16.0")!))
+        #expect(net.contains(ProxyIPAddress("192.168.31.255")!))
+        #expect(!net.contains(ProxyIPAddress("192.168.32.0")!))
+        #expect(!net.contains(ProxyIPAddress("192.168.15.255")!))
+        #expect(net.contains(ProxyIPAddress("::ffff:192.168.20.1")!))
+        #expect(!net.contains(ProxyIPAddress("::192.168.20.1")!))
         let v6 = try IPNetwork("2001:db8:80::/41")
-        #expect(v6.contains(IPAddress("2001:db8:80::1")!))
-        #expect(v6.contains(IPAddress("2001:db8:ff:ffff::")!))
-        #expect(!v6.contains(IPAddress("2001:db8:100::")!))
-        #expect(!v6.contains(IPAddress("10.0.0.1")!))
+        #expect(v6.contains(ProxyIPAddress("2001:db8:80::1")!))
+        #expect(v6.contains(ProxyIPAddress("2001:db8:ff:ffff::")!))
+        #expect(!v6.contains(ProxyIPAddress("2001:db8:100::")!))
+        #expect(!v6.contains(ProxyIPAddress("10.0.0.1")!))
         let mapped = try IPNetwork("::ffff:10.0.0.0/104")
-        #expect(mapped.contains(IPAddress("10.1.2.3")!))
-        #expect(!mapped.contains(IPAddress("11.1.2.3")!))
-        #expect(try IPNetwork("0.0.0.0/0").contains(IPAddress("203.0.113.9")!))
-        #expect(!(try IPNetwork("0.0.0.0/0").contains(IPAddress("2001:db8::1")!)))
+        #expect(mapped.contains(ProxyIPAddress("10.1.2.3")!))
+        #expect(!mapped.contains(ProxyIPAddress("11.1.2.3")!))
+        #expect(try IPNetwork("0.0.0.0/0").contains(ProxyIPAddress("203.0.113.9")!))
+        #expect(!(try IPNetwork("0.0.0.0/0").contains(ProxyIPAddress("2001:db8::1")!)))
     }
 
     @Test func socketAddressesBecomeIPAddresses() throws {
-        #expect(IPAddress(try SocketAddress(ipAddress: "192.0.2.1", port: 9)) == IPAddress("192.0.2.1"))
-        #expect(IPAddress(try SocketAddress(ipAddress: "2001:db8::8:9", port: 9)) == IPAddress("2001:db8::8:9"))
-        #expect(IPAddress(try SocketAddress(ipAddress: "::ffff:10.0.0.1", port: 9)) == IPAddress("::ffff:10.0.0.1"))
-        #expect(IPAddress(try SocketAddress(unixDomainSocketPath: "/tmp/x")) == nil)
+        #expect(ProxyIPAddress(try SocketAddress(ipAddress: "192.0.2.1", port: 9)) == ProxyIPAddress("192.0.2.1"))
+        #expect(ProxyIPAddress(try SocketAddress(ipAddress: "2001:db8::8:9", port: 9)) == ProxyIPAddress("2001:db8::8:9"))
+        #expect(ProxyIPAddress(try SocketAddress(ipAddress: "::ffff:10.0.0.1", port: 9)) == ProxyIPAddress("::ffff:10.0.0.1"))
+        #expect(ProxyIPAddress(try SocketAddress(unixDomainSocketPath: "/tmp/x")) == nil)
     }
 
     @Test func trustedProxies() throws {

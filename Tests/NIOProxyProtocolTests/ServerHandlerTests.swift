@@ -102,7 +102,7 @@ struct ServerHarness {
             try harness.send([byte])
         }
         let header = ProxyHeader(version: .v1, addresses: .inet(
-            source: .init(IPv4Address(192, 0, 2, 1), port: 51234), destination: .init(IPv4Address(198, 51, 100, 7), port: 443)))
+            source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
         let info = try Self.expectedInfo(header, length: 45)
         #expect(harness.recorder.events == [.active, .info(info), .read("h"), .read("e"), .read("l"), .read("l"), .read("o")])
         #expect(try harness.handler.connectionInfo.wait() == info)
@@ -118,7 +118,7 @@ struct ServerHarness {
     @Test func headerAndPayloadInOneWrite() throws {
         let harness = try ServerHarness()
         let header = ProxyHeader(version: .v2, addresses: .inet6(
-            source: .init(IPv6Address("2001:db8::1")!, port: 1000), destination: .init(IPv6Address("2001:db8::2")!, port: 2000)),
+            source: .init(ProxyIPv6Address("2001:db8::1")!, port: 1000), destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 2000)),
             tlvs: [.authority("example.com"), .uniqueID([1, 2, 3])])
         var bytes = try header.encoded(appendingCRC32C: true)
         let length = bytes.readableBytes

@@ -8,7 +8,7 @@ import Testing
         #expect(String(buffer: try ProxyHeader(version: .v1, addresses: inetAddresses).encoded())
             == "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n")
         let inet6 = ProxyAddresses.inet6(
-            source: .init(IPv6Address("2001:db8:0:0::1")!, port: 0), destination: .init(IPv6Address("::ffff:10.0.0.1")!, port: 65535))
+            source: .init(ProxyIPv6Address("2001:db8:0:0::1")!, port: 0), destination: .init(ProxyIPv6Address("::ffff:10.0.0.1")!, port: 65535))
         #expect(String(buffer: try ProxyHeader(version: .v1, addresses: inet6).encoded())
             == "PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 0 65535\r\n")
         #expect(String(buffer: try ProxyHeader.v1Unknown.encoded()) == "PROXY UNKNOWN\r\n")
@@ -80,11 +80,11 @@ import Testing
         tlvGenerator.array(of: 0...5), Gen.bool
     ).map { kind, words, ports, datagram, tlvs, authority -> ProxyHeader in
         let v4 = ProxyAddresses.inet(
-            source: .init(IPv4Address(rawValue: UInt32(truncatingIfNeeded: words[0])), port: ports[0]),
-            destination: .init(IPv4Address(rawValue: UInt32(truncatingIfNeeded: words[1])), port: ports[1]))
+            source: .init(ProxyIPv4Address(rawValue: UInt32(truncatingIfNeeded: words[0])), port: ports[0]),
+            destination: .init(ProxyIPv4Address(rawValue: UInt32(truncatingIfNeeded: words[1])), port: ports[1]))
         let v6 = ProxyAddresses.inet6(
-            source: .init(IPv6Address(high: words[0], low: words[1]), port: ports[0]),
-            destination: .init(IPv6Address(high: words[2], low: words[3]), port: ports[1]))
+            source: .init(ProxyIPv6Address(high: words[0], low: words[1]), port: ports[0]),
+            destination: .init(ProxyIPv6Address(high: words[2], low: words[3]), port: ports[1]))
         let unix = ProxyAddresses.unix(
             source: .init(path: "/tmp/\(words[0])"), destination: .init(path: "/run/\(words[1]).sock"))
         var allTLVs = ProxyTLVs(tlvs)

@@ -25,8 +25,8 @@ func tlvBytes(_ type: UInt8, _ value: [UInt8]) -> [UInt8] {
 let inetBlock = hexBytes("C0000201 C6336407 C822 01BB")
 
 let inetAddresses = ProxyAddresses.inet(
-    source: .init(IPv4Address(192, 0, 2, 1), port: 51234),
-    destination: .init(IPv4Address(198, 51, 100, 7), port: 443)
+    source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234),
+    destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)
 )
 
 func parse(_ bytes: [UInt8], parser: ProxyHeaderParser = ProxyHeaderParser()) throws(ProxyHeaderError) -> ProxyHeaderParseResult {

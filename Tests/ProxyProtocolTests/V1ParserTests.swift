@@ -8,14 +8,14 @@ import Testing
     static let valid: [(String, ProxyHeader)] = [
         ("PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n", ProxyHeader(version: .v1, addresses: inetAddresses)),
         ("PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n", ProxyHeader(version: .v1, addresses: .inet(
-            source: .init(IPv4Address(0, 0, 0, 0), port: 0),
-            destination: .init(IPv4Address(255, 255, 255, 255), port: 65535)))),
+            source: .init(ProxyIPv4Address(0, 0, 0, 0), port: 0),
+            destination: .init(ProxyIPv4Address(255, 255, 255, 255), port: 65535)))),
         ("PROXY TCP6 2001:db8::1 2001:DB8:0:0:0:0:0:2 1 65535\r\n", ProxyHeader(version: .v1, addresses: .inet6(
-            source: .init(IPv6Address("2001:db8::1")!, port: 1),
-            destination: .init(IPv6Address("2001:db8::2")!, port: 65535)))),
+            source: .init(ProxyIPv6Address("2001:db8::1")!, port: 1),
+            destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 65535)))),
         ("PROXY TCP6 ::ffff:192.0.2.1 :: 80 8080\r\n", ProxyHeader(version: .v1, addresses: .inet6(
-            source: .init(IPv6Address(ipv4Mapped: IPv4Address(192, 0, 2, 1)), port: 80),
-            destination: .init(IPv6Address(high: 0, low: 0), port: 8080)))),
+            source: .init(ProxyIPv6Address(ipv4Mapped: ProxyIPv4Address(192, 0, 2, 1)), port: 80),
+            destination: .init(ProxyIPv6Address(high: 0, low: 0), port: 8080)))),
         ("PROXY UNKNOWN\r\n", .v1Unknown),
         ("PROXY UNKNOWN 192.0.2.1 198.51.100.7 51234 443\r\n", .v1Unknown),
         ("PROXY UNKNOWN anything at all, even  two spaces\r\n", .v1Unknown),

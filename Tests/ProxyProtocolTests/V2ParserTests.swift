@@ -5,8 +5,8 @@ import Testing
 @Suite struct V2ParserTests {
     static let inet6Block = hexBytes("20010DB8000000000000000000000001 20010DB8000000000000000000000002 0050 1F90")
     static let inet6Addresses = ProxyAddresses.inet6(
-        source: .init(IPv6Address("2001:db8::1")!, port: 80),
-        destination: .init(IPv6Address("2001:db8::2")!, port: 8080)
+        source: .init(ProxyIPv6Address("2001:db8::1")!, port: 80),
+        destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 8080)
     )
 
     static func unixField(_ bytes: [UInt8]) -> [UInt8] {

@@ -15,7 +15,7 @@ let benchmarks: @Sendable () -> Void = {
     let v1 = ByteBuffer(string: "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n")
     let v1IPv6 = ByteBuffer(string: "PROXY TCP6 2001:db8::1 2001:db8:ffff::22 51234 443\r\n")
     let inet = ProxyHeader(version: .v2, addresses: .inet(
-        source: .init(IPv4Address(192, 0, 2, 1), port: 51234), destination: .init(IPv4Address(198, 51, 100, 7), port: 443)))
+        source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
     let v2 = try! inet.encoded()
     var withTLVs = inet
     withTLVs.tlvs = [.authority("example.com"), .uniqueID(Array("0123456789abcdef".utf8)),

@@ -1,7 +1,7 @@
 /// An IPv4 address, stored as its 32 bits in host order.
 ///
 /// Parsing is strict: four decimal parts from 0 to 255, no leading zeros, nothing else.
-public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertible {
+public struct ProxyIPv4Address: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// The address as a 32-bit number: `192.0.2.1` is `0xC000_0201`.
     public var rawValue: UInt32
 
@@ -36,7 +36,7 @@ public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertib
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
 
     /// Parses dotted-decimal ASCII without allocating.
-    static func parse(_ text: UnsafeRawBufferPointer) -> IPv4Address? {
+    static func parse(_ text: UnsafeRawBufferPointer) -> ProxyIPv4Address? {
         var value: UInt32 = 0
         var part: UInt32 = 0
         var digits = 0
@@ -59,7 +59,7 @@ public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertib
             }
         }
         guard digits > 0, parts == 3 else { return nil }
-        return IPv4Address(rawValue: value << 8 | part)
+        return ProxyIPv4Address(rawValue: value << 8 | part)
     }
 }
 
@@ -67,7 +67,7 @@ public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertib
 ///
 /// Parsing accepts RFC 4291 text (hexadecimal groups, one `::`, an optional dotted IPv4 tail) and
 /// rejects zone identifiers. ``description`` is the RFC 5952 canonical form.
-public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertible {
+public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// The first 64 bits.
     public var high: UInt64
     /// The last 64 bits.
@@ -87,14 +87,14 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
     }
 
     /// The IPv4-mapped address `::ffff:a.b.c.d` of an IPv4 address.
-    public init(ipv4Mapped address: IPv4Address) {
+    public init(ipv4Mapped address: ProxyIPv4Address) {
         self.init(high: 0, low: 0x0000_FFFF_0000_0000 | UInt64(address.rawValue))
     }
 
     /// The IPv4 address this address maps, if it is in `::ffff:0:0/96`.
-    public var ipv4Mapped: IPv4Address? {
+    public var ipv4Mapped: ProxyIPv4Address? {
         guard high == 0, low >> 32 == 0x0000_FFFF else { return nil }
-        return IPv4Address(rawValue: UInt32(truncatingIfNeeded: low))
+        return ProxyIPv4Address(rawValue: UInt32(truncatingIfNeeded: low))
     }
 
     /// The sixteen-bit group at `index` (0 to 7), most significant first.
@@ -141,8 +141,8 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
     }
 
     /// Parses RFC 4291 text without allocating.
-    static func parse(_ text: UnsafeRawBufferPointer) -> IPv6Address? {
-        withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 8) { groups -> IPv6Address? in
+    static func parse(_ text: UnsafeRawBufferPointer) -> ProxyIPv6Address? {
+        withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 8) { groups -> ProxyIPv6Address? in
             var count = 0
             var compressionAt = -1
             var index = 0
@@ -163,7 +163,7 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
                 if index < end && text[index] == UInt8(ascii: ".") {
                     // A dotted IPv4 tail fills the last two groups.
                     guard count <= 6,
-                          let v4 = IPv4Address.parse(UnsafeRawBufferPointer(rebasing: text[start..<end]))
+                          let v4 = ProxyIPv4Address.parse(UnsafeRawBufferPointer(rebasing: text[start..<end]))
                     else { return nil }
                     groups[count] = UInt16(truncatingIfNeeded: v4.rawValue >> 16)
                     groups[count + 1] = UInt16(truncatingIfNeeded: v4.rawValue)
@@ -204,21 +204,21 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
                 high = high << 16 | UInt64(groups[index])
                 low = low << 16 | UInt64(groups[index + 4])
             }
-            return IPv6Address(high: high, low: low)
+            return ProxyIPv6Address(high: high, low: low)
         }
     }
 }
 
 /// An IPv4 or an IPv6 address.
-public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
-    case v4(IPv4Address)
-    case v6(IPv6Address)
+public enum ProxyIPAddress: Hashable, Sendable, CustomStringConvertible {
+    case v4(ProxyIPv4Address)
+    case v6(ProxyIPv6Address)
 
     /// Parses IPv4 dotted-decimal or IPv6 RFC 4291 text; `nil` if the text is neither.
     public init?(_ text: some StringProtocol) {
-        if let v4 = IPv4Address(text) {
+        if let v4 = ProxyIPv4Address(text) {
             self = .v4(v4)
-        } else if let v6 = IPv6Address(text) {
+        } else if let v6 = ProxyIPv6Address(text) {
             self = .v6(v6)
         } else {
             return nil
@@ -234,7 +234,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The address with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) turned into plain IPv4.
-    public var unmapped: IPAddress {
+    public var unmapped: ProxyIPAddress {
         if case .v6(let address) = self, let v4 = address.ipv4Mapped { return .v4(v4) }
         return self
     }
