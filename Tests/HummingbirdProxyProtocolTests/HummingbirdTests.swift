@@ -19,6 +19,11 @@ import TestSupport
             let client = context.remoteAddress.map { "\($0.ipAddress ?? "?") \($0.port ?? 0)" } ?? "none"
             return "\(client) \(context.proxy?.header.version.description ?? "direct")"
         }
+        router.get("/log") { _, context -> String in
+            let client = context.logger[metadataKey: "client"].map { "\($0)" } ?? "none"
+            let proxy = context.logger[metadataKey: "proxy"].map { "\($0)" } ?? "none"
+            return "client=\(client) proxy=\(proxy) authority=\(context.proxy?.header.tlvs.authority ?? "none")"
+        }
         let port = AsyncStream<Int>.makeStream()
         let app = Application(
             router: router, server: server,
@@ -49,6 +54,20 @@ import TestSupport
                 source: .init(ProxyIPv6Address("2001:db8::9")!, port: 4000), destination: .init(ProxyIPv6Address("2001:db8::1")!, port: 80)))
             let v2 = try await LoopbackClient.exchange(port: port, send: Array(try v2Header.encoded().readableBytesView) + Array(Self.request.utf8))
             #expect(responseBody(v2) == "2001:db8::9 4000 v2")
+        }
+    }
+
+    /// The request's logger names the client and the proxy; the TLVs are in the context.
+    @Test func requestLoggerCarriesTheClient() async throws {
+        try await withApplication(server: .proxyProtocol(configuration: .init())) { port in
+            let header = ProxyHeader(version: .v2, addresses: .inet(
+                source: .init(ProxyIPv4Address(203, 0, 113, 9), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 80)),
+                tlvs: [.authority("tenant.example")])
+            let (channel, collector) = try await LoopbackClient.connect(to: port)
+            try await channel.writeAndFlush(ByteBuffer(bytes: Array(try header.encoded().readableBytesView) + Array("GET /log HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)))
+            try await collector.closed.get()
+            let local = try #require(channel.localAddress?.port)
+            #expect(responseBody(collector.bytes) == "client=203.0.113.9:51234 proxy=127.0.0.1:\(local) authority=tenant.example")
         }
     }
 
