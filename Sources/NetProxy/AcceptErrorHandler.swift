@@ -71,10 +71,10 @@ final class AcceptErrorHandler: ChannelInboundHandler {
             if waitingHelps {
                 let limit = Self.descriptorLimit.map { "soft limit \($0.soft), hard limit \($0.hard)" } ?? "limit unknown"
                 logger.error(
-                    "cannot accept on \(listener(context)): \(name) (\(error.description)); descriptors: \(limit); pausing accepts for \(Self.pause.nanoseconds / 1_000_000) ms at a time until one succeeds"
+                    "cannot accept on \(listener(context)): \(name) (\(String(cString: strerror(error.errnoCode)))); descriptors: \(limit); pausing accepts for \(Self.pause.nanoseconds / 1_000_000) ms at a time until one succeeds"
                 )
             } else {
-                logger.warning("accept failed on \(listener(context)): \(name) (\(error.description))")
+                logger.warning("accept failed on \(listener(context)): \(name) (\(String(cString: strerror(error.errnoCode))))")
             }
         }
         failuresInEpisode += 1

@@ -9,7 +9,8 @@ extension NetProxyService {
         try channel.pipeline.syncOperations.addHandler(EchoService())
     }
 
-    /// `whoami`: writes one JSON line describing the connection, then closes.
+    /// `whoami`: writes one JSON line describing the connection, then closes (once the client
+    /// has closed too, or after two seconds).
     public static let whoami = NetProxyService(name: "whoami", allowsHalfClosure: true) { channel, info in
         try channel.pipeline.syncOperations.addHandler(WhoamiService(info: info))
     }
@@ -80,11 +81,21 @@ final class EchoService: ChannelDuplexHandler {
     }
 }
 
+/// Writes the connection's JSON line, then closes without a reset: closing a socket with
+/// unread bytes from the client sends a RST, which can discard the line before the client
+/// reads it. So it ends its output first and closes when the client has closed too (or after
+/// ``linger``), reading and dropping whatever the client sends meanwhile.
 final class WhoamiService: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// How long to wait for the client's close after the line is sent.
+    static let linger = TimeAmount.seconds(2)
+
     let info: ConnectionInfo
+    private var lineSent = false
+    private var inputClosed = false
+    private var lingering: Scheduled<Void>?
 
     init(info: ConnectionInfo) {
         self.info = info
@@ -92,8 +103,13 @@ final class WhoamiService: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let line = ByteBuffer(string: info.json + "\n")
-        context.writeAndFlush(wrapOutboundOut(line)).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+        context.writeAndFlush(wrapOutboundOut(line)).assumeIsolated().whenComplete { [self] result in
+            lineSent = true
+            guard case .success = result, !inputClosed else { return context.close(promise: nil) }
+            context.close(mode: .output, promise: nil)
+            lingering = context.eventLoop.assumeIsolated().scheduleTask(in: Self.linger) {
+                context.close(promise: nil)
+            }
         }
     }
 
@@ -102,7 +118,16 @@ final class WhoamiService: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // A half-close changes nothing: the connection closes once the line is sent.
+        guard let event = event as? ChannelEvent, event == .inputClosed else { return }
+        inputClosed = true
+        if lineSent {
+            lingering?.cancel()
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        lingering?.cancel()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -3,8 +3,13 @@ import NIOHTTP1
 
 /// A minimal HTTP/1.1 responder: one complete response per request, keep-alive when the client
 /// asks for it, and on a quiesce request the connection closes after the response in progress.
-/// When the client half-closes, the connection closes once the responses already written are
-/// sent (`NIOHTTP1` holds the event back until the response to a pipelined request is written).
+///
+/// - Backpressure: while the channel is not writable, a complete request waits for its answer.
+///   `NIOHTTP1`'s pipelining handler reads nothing more until that answer is written, so a
+///   client that pipelines requests and never reads holds the write buffer's high watermark and
+///   one read's worth of requests, not a response per request it sent.
+/// - Half-closure: the connection closes once the answers to the requests received are sent
+///   (`NIOHTTP1` holds the event back until the response to a pipelined request is written).
 final class HTTPResponder: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -17,8 +22,12 @@ final class HTTPResponder: ChannelInboundHandler {
     }
 
     private let respond: (HTTPRequestHead) -> Response
+    /// The request being received.
     private var request: HTTPRequestHead?
+    /// A complete request whose answer waits for the channel to become writable.
+    private var waiting: HTTPRequestHead?
     private var quiescing = false
+    private var inputClosed = false
     /// The end of the last response written; once it completes, everything written has been sent.
     private var lastResponseSent: EventLoopFuture<Void>?
 
@@ -35,8 +44,21 @@ final class HTTPResponder: ChannelInboundHandler {
         case .end:
             guard let head = request else { return }
             request = nil
-            send(respond(head), to: head, context: context)
+            if context.channel.isWritable && waiting == nil {
+                send(respond(head), to: head, context: context)
+            } else {
+                waiting = head
+            }
         }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let head = waiting {
+            waiting = nil
+            send(respond(head), to: head, context: context)
+            closeIfDone(context: context)
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     private func send(_ response: Response, to head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -57,17 +79,24 @@ final class HTTPResponder: ChannelInboundHandler {
         }
     }
 
+    /// After a half-close, closes once nothing is left to answer and the last answer is sent.
+    private func closeIfDone(context: ChannelHandlerContext) {
+        guard inputClosed, waiting == nil else { return }
+        guard let lastResponseSent else { return context.close(promise: nil) }
+        lastResponseSent.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             // Finish the request in progress, if any; an idle connection closes now.
             quiescing = true
-            if request == nil { context.close(promise: nil) }
+            if request == nil && waiting == nil { context.close(promise: nil) }
             return
         }
         if let event = event as? ChannelEvent, event == .inputClosed {
             // No further request can arrive, and one in progress cannot be completed.
-            guard let lastResponseSent else { return context.close(promise: nil) }
-            lastResponseSent.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            inputClosed = true
+            closeIfDone(context: context)
             return
         }
         context.fireUserInboundEventTriggered(event)

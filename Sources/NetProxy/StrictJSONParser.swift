@@ -117,6 +117,11 @@ struct StrictJSONParser {
                     index = start
                     throw error("string is not valid UTF-8")
                 }
+                // A path or name with a NUL would be cut short where the system reads it.
+                guard !utf8.contains(0) else {
+                    index = start
+                    throw error("string contains a NUL character (\\u0000)")
+                }
                 return text
             case UInt8(ascii: "\\"):
                 try escape(into: &utf8)
@@ -201,16 +206,18 @@ struct StrictJSONParser {
             guard digits() > 0 else { throw error("expected a digit in the exponent") }
         }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
+        // The message quotes the number, shortened: it may be megabytes long.
+        let quoted = text.count > 24 ? "\(text.prefix(20))... (\(text.count) characters)" : text
         if isInteger {
             guard let value = Int(text) else {
                 index = start
-                throw error("\(text) is too large")
+                throw error("\(quoted) is out of range")
             }
             return .integer(value)
         }
         guard let value = Double(text), value.isFinite else {
             index = start
-            throw error("\(text) is too large")
+            throw error("\(quoted) is out of range")
         }
         return .number(value)
     }
