@@ -64,9 +64,12 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         if let proxy {
-            logger.info("connection handed to \(service.name) on port \(port): proxy \(peer.displayText), client \(source.displayText)\(proxy.carriesAddresses ? "" : " (\(proxy.header.command == .local ? "LOCAL" : "no addresses in header"))")")
+            logger.info(
+                "connection handed to \(service.name) on port \(port): proxy \(peer.displayText), client \(source.displayText)\(proxy.carriesAddresses ? "" : " (\(proxy.header.command == .local ? "LOCAL" : "no addresses in header"))")",
+                metadata: info.loggerMetadata
+            )
         } else {
-            logger.info("connection handed to \(service.name) on port \(port): client \(source.displayText)")
+            logger.info("connection handed to \(service.name) on port \(port): client \(source.displayText)", metadata: info.loggerMetadata)
         }
         context.fireChannelActive()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
