@@ -23,6 +23,10 @@ def declarations(directory):
             for symbol in graph["symbols"]:
                 if symbol.get("accessLevel") not in ("public", "open"):
                     continue
+                # Members a type gets from a protocol's default implementations (SwiftNIO's
+                # handler methods, `!=`) belong to that protocol's module, not to this API.
+                if f"/Sources/{module}/" not in symbol.get("location", {}).get("uri", ""):
+                    continue
                 name = ".".join(symbol["pathComponents"])
                 declaration = "".join(f["spelling"] for f in symbol.get("declarationFragments", []))
                 declaration = " ".join(declaration.split())
