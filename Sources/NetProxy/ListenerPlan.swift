@@ -36,30 +36,51 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The listeners a configuration asks for, checked against the registered services.
+///
+/// The checks run in a fixed order (interfaces, regular ports, PROXY ports, metrics, port
+/// numbers, trust, limits), so a configuration with several faults always reports the same one.
 struct HostPlan {
-    var listeners: [ListenerPlan] = []
-    var warnings: [String] = []
-    var trustedProxies: TrustedProxies
+    let listeners: [ListenerPlan]
+    let warnings: [String]
+    let trustedProxies: TrustedProxies
 
     init(_ configuration: NetProxyConfiguration, serviceNames: Set<String>) throws(NetProxyConfigurationError) {
-        func checkInterfaces(_ list: [String], _ key: String) throws(NetProxyConfigurationError) {
-            for (index, entry) in list.enumerated() where ProxyIPAddress(entry) == nil {
-                throw NetProxyConfigurationError("\(key)[\(index)]: \"\(entry)\" is not an IPv4 or IPv6 address")
-            }
-        }
-        func unknownService(_ name: String) -> String {
-            "unknown service \"\(name)\" (known: \(serviceNames.sorted().joined(separator: ", ")))"
-        }
-        try checkInterfaces(configuration.interfaces, "interfaces")
+        var warnings: [String] = []
+        try Self.checkInterfaces(configuration.interfaces, "interfaces")
+        var listeners = try Self.regularListeners(configuration, serviceNames: serviceNames)
+        listeners += try Self.proxyListeners(configuration, serviceNames: serviceNames, warnings: &warnings)
+        listeners += try Self.metricsListeners(configuration)
+        try Self.checkPorts(listeners)
+        self.trustedProxies = try Self.trustedProxies(configuration, warnings: &warnings)
+        try Self.checkLimits(configuration, warnings: &warnings)
+        self.listeners = listeners
+        self.warnings = warnings
+    }
 
-        // Regular ports.
-        for name in configuration.servicePorts.keys.sorted() {
-            guard serviceNames.contains(name) else { throw NetProxyConfigurationError("\(name)_ports: \(unknownService(name))") }
+    private static func checkInterfaces(_ list: [String], _ key: String) throws(NetProxyConfigurationError) {
+        for (index, entry) in list.enumerated() where ProxyIPAddress(entry) == nil {
+            throw NetProxyConfigurationError("\(key)[\(index)]: \"\(entry)\" is not an IPv4 or IPv6 address")
+        }
+    }
+
+    private static func unknownService(_ name: String, _ serviceNames: Set<String>) -> String {
+        "unknown service \"\(name)\" (known: \(serviceNames.sorted().joined(separator: ", ")))"
+    }
+
+    /// `<service>_ports` on `<service>_interfaces` (or `interfaces`), services in name order.
+    private static func regularListeners(
+        _ configuration: NetProxyConfiguration, serviceNames: Set<String>
+    ) throws(NetProxyConfigurationError) -> [ListenerPlan] {
+        for name in configuration.servicePorts.keys.sorted() where !serviceNames.contains(name) {
+            throw NetProxyConfigurationError("\(name)_ports: \(unknownService(name, serviceNames))")
         }
         for name in configuration.serviceInterfaces.keys.sorted() {
-            guard serviceNames.contains(name) else { throw NetProxyConfigurationError("\(name)_interfaces: \(unknownService(name))") }
+            guard serviceNames.contains(name) else {
+                throw NetProxyConfigurationError("\(name)_interfaces: \(unknownService(name, serviceNames))")
+            }
             try checkInterfaces(configuration.serviceInterfaces[name]!, "\(name)_interfaces")
         }
+        var listeners: [ListenerPlan] = []
         for name in configuration.servicePorts.keys.sorted() {
             for port in configuration.servicePorts[name]! {
                 for host in configuration.serviceInterfaces[name] ?? configuration.interfaces {
@@ -67,12 +88,18 @@ struct HostPlan {
                 }
             }
         }
+        return listeners
+    }
 
-        // PROXY ports.
+    /// `proxy_ports` (or the mapped ports) on `proxy_interfaces`, with their mappings and TLS;
+    /// an unmapped port is a warning, not an error.
+    private static func proxyListeners(
+        _ configuration: NetProxyConfiguration, serviceNames: Set<String>, warnings: inout [String]
+    ) throws(NetProxyConfigurationError) -> [ListenerPlan] {
         for port in configuration.proxyPortMappings.keys.sorted() {
             let name = configuration.proxyPortMappings[port]!
             guard serviceNames.contains(name) else {
-                throw NetProxyConfigurationError("proxy_port_mappings: port \(port) maps to \(unknownService(name))")
+                throw NetProxyConfigurationError("proxy_port_mappings: port \(port) maps to \(unknownService(name, serviceNames))")
             }
         }
         let proxyPorts = configuration.proxyPorts ?? configuration.proxyPortMappings.keys.sorted()
@@ -89,48 +116,63 @@ struct HostPlan {
         }
         let proxyInterfaces = configuration.proxyInterfaces ?? configuration.interfaces
         try checkInterfaces(proxyInterfaces, "proxy_interfaces")
+        var listeners: [ListenerPlan] = []
         for port in proxyPorts {
             let service = configuration.proxyPortMappings[port]
             if service == nil {
                 warnings.append("PROXY port \(port) has no entry in proxy_port_mappings: its connections will be closed after the header")
             }
+            let tls = configuration.proxyTLSPorts.contains(port)
             for host in proxyInterfaces {
-                listeners.append(ListenerPlan(kind: .proxy(service: service, tls: configuration.proxyTLSPorts.contains(port)), host: host, port: port))
+                listeners.append(ListenerPlan(kind: .proxy(service: service, tls: tls), host: host, port: port))
             }
         }
+        return listeners
+    }
 
-        if let metricsPort = configuration.metricsPort {
-            let metricsInterfaces = configuration.metricsInterfaces ?? configuration.interfaces
-            try checkInterfaces(metricsInterfaces, "metrics_interfaces")
-            for host in metricsInterfaces {
-                listeners.append(ListenerPlan(kind: .metrics, host: host, port: metricsPort))
-            }
-        }
+    /// `metrics_port` on `metrics_interfaces` (or `interfaces`); none without a port.
+    private static func metricsListeners(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> [ListenerPlan] {
+        guard let metricsPort = configuration.metricsPort else { return [] }
+        let metricsInterfaces = configuration.metricsInterfaces ?? configuration.interfaces
+        try checkInterfaces(metricsInterfaces, "metrics_interfaces")
+        return metricsInterfaces.map { ListenerPlan(kind: .metrics, host: $0, port: metricsPort) }
+    }
 
+    /// Every port in range (a configuration built in code skips the parser's check), and no
+    /// address and port twice (port 0 is a new free port each time).
+    private static func checkPorts(_ listeners: [ListenerPlan]) throws(NetProxyConfigurationError) {
         for listener in listeners where !(0...65535).contains(listener.port) {
             throw NetProxyConfigurationError("\(listener): \(listener.port) is not a port (0-65535)")
         }
-        // The same address and port twice (port 0 is a new free port each time).
         var seen: [String: ListenerPlan] = [:]
         for listener in listeners where listener.port != 0 {
+            // The parsed address, so that two spellings of one address are the same key.
             let key = "\(ProxyIPAddress(listener.host)!)|\(listener.port)"
             if let first = seen[key] {
                 throw NetProxyConfigurationError("port \(listener.port) on \(listener.host) is used twice: \(first) and \(listener)")
             }
             seen[key] = listener
         }
+    }
 
-        // Trust.
-        if configuration.trustedProxies.isEmpty {
-            trustedProxies = .everyone
+    /// `proxy_trusted_proxies`; empty trusts everyone, as the module does, with a warning.
+    private static func trustedProxies(
+        _ configuration: NetProxyConfiguration, warnings: inout [String]
+    ) throws(NetProxyConfigurationError) -> TrustedProxies {
+        guard !configuration.trustedProxies.isEmpty else {
             warnings.append("proxy_trusted_proxies is empty: ANY client may send a PROXY header and claim any address")
-        } else {
-            do {
-                trustedProxies = try TrustedProxies(parsing: configuration.trustedProxies)
-            } catch {
-                throw NetProxyConfigurationError("proxy_trusted_proxies: \(error)")
-            }
+            return .everyone
         }
+        do {
+            return try TrustedProxies(parsing: configuration.trustedProxies)
+        } catch {
+            throw NetProxyConfigurationError("proxy_trusted_proxies: \(error)")
+        }
+    }
+
+    /// The header size and the two durations; a header timeout under the specification's 3 s
+    /// is allowed, with a warning.
+    private static func checkLimits(_ configuration: NetProxyConfiguration, warnings: inout [String]) throws(NetProxyConfigurationError) {
         guard (ProxyHeader.v2FixedLength...ProxyHeader.maximumV2Length).contains(configuration.maximumHeaderSize) else {
             throw NetProxyConfigurationError("proxy_max_header_size: \(configuration.maximumHeaderSize) is not in 16...65551")
         }

@@ -86,7 +86,7 @@ public final class NetProxyHost: Service, Sendable {
         self.services = byName
         self.proxyConfiguration = ProxyProtocolConfiguration(
             trustedProxies: plan.trustedProxies,
-            headerTimeout: .nanoseconds(Int64(configuration.headerTimeout * 1_000_000_000)),
+            headerTimeout: .fractionalSeconds(configuration.headerTimeout),
             maximumHeaderLength: configuration.maximumHeaderSize
         )
         self.tlsContext = try Self.makeTLSContext(configuration)
@@ -173,7 +173,7 @@ public final class NetProxyHost: Service, Sendable {
             try await start()
         }
         try? await gracefulShutdown()
-        await shutdown(gracePeriod: Task.isCancelled ? .zero : .nanoseconds(Int64(configuration.shutdownGracePeriod * 1_000_000_000)))
+        await shutdown(gracePeriod: Task.isCancelled ? .zero : .fractionalSeconds(configuration.shutdownGracePeriod))
     }
 
     /// Stops accepting, closes connections waiting for a header, lets the others finish for up to
@@ -311,5 +311,13 @@ public final class NetProxyHost: Service, Sendable {
         channel.closeFuture.whenComplete { [state] _ in
             state.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
         }
+    }
+}
+
+extension TimeAmount {
+    /// Seconds as the configuration gives them, fractions included. `HostPlan` has checked
+    /// them to be at most 86400, so the nanoseconds fit an `Int64`.
+    static func fractionalSeconds(_ seconds: Double) -> TimeAmount {
+        .nanoseconds(Int64(seconds * 1_000_000_000))
     }
 }

@@ -59,6 +59,22 @@ import Testing
         #expect(error(json) == message)
     }
 
+    /// With several faults, the one the checks meet first is reported: interfaces, regular
+    /// ports, PROXY ports, metrics, ports used twice, trust, limits.
+    @Test(arguments: [
+        (#"{"interfaces": ["x"], "c2_ports": [1]}"#, #"interfaces[0]: "x" is not an IPv4 or IPv6 address"#),
+        (#"{"c2_ports": [1], "proxy_port_mappings": {"1": "c3"}}"#, #"c2_ports: unknown service "c2" (known: c2s, s2s)"#),
+        (#"{"proxy_port_mappings": {"1": "c3"}, "metrics_port": 1, "metrics_interfaces": ["x"]}"#,
+         #"proxy_port_mappings: port 1 maps to unknown service "c3" (known: c2s, s2s)"#),
+        (#"{"metrics_port": 1, "metrics_interfaces": ["x"], "c2s_ports": [1]}"#, #"metrics_interfaces[0]: "x" is not an IPv4 or IPv6 address"#),
+        (#"{"c2s_ports": [5222, 5222], "proxy_trusted_proxies": ["x"]}"#,
+         "port 5222 on 127.0.0.1 is used twice: c2s on 127.0.0.1:5222 and c2s on 127.0.0.1:5222"),
+        (#"{"proxy_trusted_proxies": ["x"], "proxy_max_header_size": 15}"#, #"proxy_trusted_proxies: "x": "x" is not an IPv4 or IPv6 address"#),
+    ])
+    func firstFaultIsReported(json: String, message: String) {
+        #expect(error(json) == message)
+    }
+
     /// A configuration built in code gets the same checks as a file.
     @Test func programmaticPortsAreChecked() {
         var configuration = NetProxyConfiguration()

@@ -1,5 +1,6 @@
 import Foundation
 import NetProxy
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -39,14 +40,31 @@ import TestSupport
         await running.stop()
     }
 
+    /// Starts HAProxy with `config`, whose frontend binds `fd@0`: the listening socket made here
+    /// (port 0) and inherited as standard input, so no other process can take the port and
+    /// connections made before HAProxy is ready wait in the backlog.
+    func startHAProxy(_ config: String, in directory: URL) throws -> (haproxy: Process, port: Int, log: URL) {
+        let listener = try ListeningSocket()
+        defer { listener.close() }
+        let file = directory.appendingPathComponent("haproxy.cfg")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        let log = directory.appendingPathComponent("haproxy.log")
+        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path], standardInput: listener.descriptor, output: log)
+        return (haproxy, listener.port, log)
+    }
+
     /// Runs HAProxy in front of a fresh host's http PROXY port, then curl through it.
+    ///
+    /// - Parameters:
+    ///   - frontend: The frontend's lines, with `bind fd@0`.
+    ///   - backend: The backend's lines for the host's port.
+    ///   - curl: curl's arguments for HAProxy's port.
     func throughHAProxy(
-        frontend: (Int) -> String, backend: (Int) -> String, curl: (Int) -> [String], in directory: URL
+        frontend: String, backend: (Int) -> String, curl: (Int) -> [String], in directory: URL
     ) async throws -> (body: [String: Any], client: String) {
         let running = try await RunningHost(Self.configuration)
         let port = running.port(.proxy(service: "http", tls: false))
-        let frontendPort = try await Peer.freePort()
-        let config = """
+        let (haproxy, frontendPort, log) = try startHAProxy("""
             global
                 maxconn 100
             defaults
@@ -54,18 +72,15 @@ import TestSupport
                 timeout client 10s
                 timeout server 10s
             frontend in
-            \(frontend(frontendPort))
+            \(frontend)
                 default_backend netproxy
             backend netproxy
             \(backend(port))
 
-            """
-        let file = directory.appendingPathComponent("haproxy.cfg")
-        try config.write(to: file, atomically: true, encoding: .utf8)
-        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path])
+            """, in: directory)
         defer { Peer.stop(haproxy) }
-        try await Peer.waitForListener(frontendPort)
         let result = try Peer.curl(curl(frontendPort))
+        #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         await running.stop()
         return result
     }
@@ -74,7 +89,7 @@ import TestSupport
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let (body, client) = try await throughHAProxy(
-            frontend: { "    mode tcp\n    bind 127.0.0.1:\($0)" },
+            frontend: "    mode tcp\n    bind fd@0",
             backend: { "    mode tcp\n    server s 127.0.0.1:\($0) send-proxy" },
             curl: { ["--interface", "127.0.0.6", "http://127.0.0.1:\($0)/"] }, in: directory)
         #expect(source(body) == client)
@@ -86,7 +101,7 @@ import TestSupport
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let (body, client) = try await throughHAProxy(
-            frontend: { "    mode tcp\n    bind 127.0.0.1:\($0)" },
+            frontend: "    mode tcp\n    bind fd@0",
             backend: { "    mode tcp\n    server s 127.0.0.1:\($0) send-proxy-v2 proxy-v2-options crc32c" },
             curl: { ["--interface", "127.0.0.7", "http://127.0.0.1:\($0)/"] }, in: directory)
         #expect(source(body) == client)
@@ -98,12 +113,26 @@ import TestSupport
     /// HAProxy's health checks on a send-proxy-v2 server send LOCAL headers; they must be
     /// accepted and counted, not refused.
     @Test(.enabled(if: Peer.available("haproxy"))) func haproxyHealthChecksAreLocal() async throws {
-        let running = try await RunningHost(Self.configuration)
-        let port = running.port(.proxy(service: "http", tls: false))
+        // The service learns of the first LOCAL connection; the host has counted it by then
+        // (it counts the header before handing the connection on). HAProxy checks every 100 ms.
+        struct NoCheck: Error {}
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        let firstCheck = loop.makePromise(of: Void.self)
+        let deadline = loop.scheduleTask(in: .seconds(10)) { firstCheck.fail(NoCheck()) }
+        defer { deadline.cancel() }
+        let checked = NIOLockedValueBox(false)
+        let checks = NetProxyService(name: "checks") { _, info in
+            guard info.proxy?.header.command == .local else { return }
+            if checked.withLockedValue({ seen in defer { seen = true }; return !seen }) { firstCheck.succeed() }
+        }
+        let running = try await RunningHost(
+            #"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "checks"}, "proxy_trusted_proxies": ["127.0.0.0/8"]}"#,
+            services: [checks])
+        let port = running.port(.proxy(service: "checks", tls: false))
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let frontendPort = try await Peer.freePort()
-        let config = """
+        // HAProxy needs a frontend to run at all; nothing connects to it.
+        let (haproxy, _, log) = try startHAProxy("""
             defaults
                 timeout connect 5s
                 timeout client 10s
@@ -111,19 +140,18 @@ import TestSupport
                 timeout check 2s
             frontend in
                 mode tcp
-                bind 127.0.0.1:\(frontendPort)
+                bind fd@0
                 default_backend netproxy
             backend netproxy
                 mode tcp
                 server s 127.0.0.1:\(port) send-proxy-v2 check check-send-proxy inter 100ms
 
-            """
-        let file = directory.appendingPathComponent("haproxy.cfg")
-        try config.write(to: file, atomically: true, encoding: .utf8)
-        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path])
+            """, in: directory)
         defer { Peer.stop(haproxy) }
-        for _ in 0..<100 where !running.host.metricsExposition.contains(#"netproxy_proxy_local_total{version="v2"}"#) {
-            try await Task.sleep(for: .milliseconds(50))
+        do {
+            try await firstCheck.futureResult.get()
+        } catch {
+            Issue.record("no LOCAL health check within 10 s; HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         }
         let metrics = running.host.metricsExposition
         #expect(metrics.contains(#"netproxy_proxy_local_total{version="v2"}"#))
@@ -139,7 +167,7 @@ import TestSupport
         let certificate = TestCertificate.localhost
         try (certificate.certificatePEM + "\n" + certificate.privateKeyPEM + "\n").write(to: pem, atomically: true, encoding: .utf8)
         let (body, client) = try await throughHAProxy(
-            frontend: { "    mode http\n    bind 127.0.0.1:\($0) ssl crt \(pem.path)\n    unique-id-format %ci:%cp" },
+            frontend: "    mode http\n    bind fd@0 ssl crt \(pem.path)\n    unique-id-format %ci:%cp",
             backend: { "    mode http\n    http-reuse never\n    server s 127.0.0.1:\($0) send-proxy-v2 proxy-v2-options authority,unique-id,crc32c,ssl" },
             curl: { ["-k", "--interface", "127.0.0.8", "--resolve", "localhost:\($0):127.0.0.1", "https://localhost:\($0)/"] },
             in: directory)
@@ -159,19 +187,20 @@ import TestSupport
         let port = running.port(.proxy(service: "http", tls: false))
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let frontend = try await Peer.freePort()
+        let listener = try ListeningSocket()
+        defer { listener.close() }
         let module = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/share/nginx/modules/ngx_stream_module.so"]
             .first { FileManager.default.fileExists(atPath: $0) }
         let config = """
             \(module.map { "load_module \($0);" } ?? "")
             daemon off;
-            master_process off;
+            worker_processes 1;
             pid \(directory.path)/nginx.pid;
             error_log \(directory.path)/error.log;
             events { worker_connections 64; }
             stream {
                 server {
-                    listen 127.0.0.1:\(frontend);
+                    listen 127.0.0.1:\(listener.port);
                     proxy_pass 127.0.0.1:\(port);
                     proxy_protocol on;
                 }
@@ -180,12 +209,19 @@ import TestSupport
             """
         let file = directory.appendingPathComponent("nginx.conf")
         try config.write(to: file, atomically: true, encoding: .utf8)
-        let nginx = try Peer.start(try Peer.require("nginx"), ["-c", file.path, "-p", directory.path])
-        defer { Peer.stop(nginx) }
-        try await Peer.waitForListener(frontend)
-        let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontend)/"])
+        // nginx adopts a socket named in NGINX (as on a binary upgrade) for the `listen` with the
+        // same address and port, and closes any it does not match. With a master process only:
+        // 1.22 without one crashes on an inherited socket (fixed in 1.23.3), and the master
+        // relays SIGTERM to its worker.
+        let nginx = try Peer.start(
+            try Peer.require("nginx"), ["-c", file.path, "-p", directory.path],
+            standardInput: listener.descriptor, environment: ["NGINX": "0;"], output: directory.appendingPathComponent("nginx.out"))
+        listener.close()
+        defer { Peer.stop(nginx, signal: SIGTERM) }
+        let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(listener.port)/"])
         #expect(source(body) == client)
         #expect(proxy(body)["version"] as? Int == 1)
+        #expect(nginx.isRunning, "nginx: \((try? String(contentsOf: directory.appendingPathComponent("error.log"), encoding: .utf8)) ?? "")")
         await running.stop()
     }
 }

@@ -4,8 +4,6 @@ import Glibc
 import Musl
 #endif
 import Foundation
-import NIOCore
-import NIOPosix
 import Testing
 
 /// A real PROXY protocol peer from the machine's packages.
@@ -26,40 +24,23 @@ public enum Peer {
         try #require(find(name), "\(name) is not installed (.ci/run installs it with apt-get)")
     }
 
-    /// A port that was free a moment ago, for peers that need a fixed port in their configuration.
-    /// Another process may take it before the peer binds it; ``ListeningSocket`` has no such race.
-    public static func freePort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress!.port!
-        try await channel.close()
-        return port
-    }
-
-    /// Waits until something accepts connections on `port`.
-    public static func waitForListener(_ port: Int) async throws {
-        for _ in 0..<250 {
-            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(host: "127.0.0.1", port: port).get() {
-                try? await channel.close()
-                return
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        Issue.record("nothing listens on port \(port)")
-    }
-
     /// Starts a daemon in the foreground; the caller terminates it.
     ///
     /// - Parameters:
     ///   - standardInput: A descriptor the daemon gets as its standard input, such as a
-    ///     ``ListeningSocket`` for HAProxy's `bind fd@0`.
+    ///     ``ListeningSocket`` for HAProxy's `bind fd@0` or nginx's `NGINX=0;`.
+    ///   - environment: Variables added to this process's environment.
     ///   - output: A file that receives the daemon's standard output and error; by default
     ///     both are discarded.
-    public static func start(_ executable: String, _ arguments: [String], standardInput: CInt? = nil, output: URL? = nil) throws -> Process {
+    public static func start(
+        _ executable: String, _ arguments: [String], standardInput: CInt? = nil, environment: [String: String] = [:], output: URL? = nil
+    ) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         if let standardInput {
             process.standardInput = FileHandle(fileDescriptor: standardInput, closeOnDealloc: false)
         }
@@ -76,10 +57,12 @@ public enum Peer {
         return process
     }
 
-    /// Kills the daemon: a child may inherit a signal mask that blocks SIGTERM (nginx without a
-    /// master process then never exits), so SIGKILL it is.
-    public static func stop(_ process: Process) {
-        kill(process.processIdentifier, SIGKILL)
+    /// Stops the daemon and waits for it to exit. SIGKILL by default: a child may inherit a signal
+    /// mask that blocks SIGTERM (nginx without a master process then never exits). A daemon with
+    /// worker processes needs a signal it can relay instead (nginx's master unblocks SIGTERM and
+    /// stops its workers), or the workers outlive it.
+    public static func stop(_ process: Process, signal: CInt = SIGKILL) {
+        kill(process.processIdentifier, signal)
         process.waitUntilExit()
     }
 
@@ -113,8 +96,9 @@ public enum Peer {
 }
 
 /// A TCP socket listening on a port the kernel chose, to hand to a peer as an inherited
-/// descriptor (HAProxy: `bind fd@0` with the socket as standard input). Unlike
-/// ``Peer/freePort()``, no other process can take the port between choosing and binding it,
+/// descriptor, with the socket as standard input (HAProxy: `bind fd@0`; nginx: `NGINX=0;` in
+/// its environment and a `listen` on the same address and port). No other process can take the
+/// port between choosing and binding it, as one could with a port found free and closed again,
 /// and connections made before the peer is ready wait in the backlog.
 public final class ListeningSocket: @unchecked Sendable {
     public let descriptor: CInt
