@@ -21,6 +21,6 @@ let package = Package(
                 .product(name: "ProxyProtocol", package: root),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
-        ),
+        )
     ]
 )

@@ -20,7 +20,7 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         if parts.count == 2 {
             let digits = parts[1]
             guard let length = Int(digits), digits.allSatisfy(\.isASCII), digits.first != "+",
-                  !(digits.count > 1 && digits.first == "0"), (0...width).contains(length)
+                !(digits.count > 1 && digits.first == "0"), (0...width).contains(length)
             else {
                 throw IPNetworkParseError(entry: text, reason: .invalidPrefixLength(String(digits), maximum: width))
             }

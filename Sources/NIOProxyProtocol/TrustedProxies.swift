@@ -2,11 +2,11 @@ import NIOCore
 import ProxyProtocol
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The proxies allowed to send PROXY headers: addresses and CIDR networks.

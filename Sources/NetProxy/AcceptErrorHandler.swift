@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Logging
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Handles a listening socket's accept errors: after one that waiting can cure (out of
 /// descriptors or memory) it stops accepting for ``pause``, instead of retrying `accept` at full
@@ -114,7 +115,7 @@ final class AcceptErrorHandler: ChannelInboundHandler {
 }
 
 #if canImport(Glibc)
-let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
 #else
-let resourceNoFile = RLIMIT_NOFILE
+    let resourceNoFile = RLIMIT_NOFILE
 #endif

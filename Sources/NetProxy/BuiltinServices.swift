@@ -20,13 +20,15 @@ extension NetProxyService {
     public static let http = NetProxyService(name: "http", allowsHalfClosure: true) { channel, info in
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
         let json = info.json + "\n"
-        try channel.pipeline.syncOperations.addHandler(HTTPResponder { head in
-            guard head.method == .GET || head.method == .HEAD else {
-                return .init(status: .methodNotAllowed, contentType: "application/json",
-                             body: "{\"error\":\"only GET is served\"}\n", extraHeaders: [("Allow", "GET, HEAD")])
-            }
-            return .init(status: .ok, contentType: "application/json", body: json)
-        })
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPResponder { head in
+                guard head.method == .GET || head.method == .HEAD else {
+                    return .init(
+                        status: .methodNotAllowed, contentType: "application/json",
+                        body: "{\"error\":\"only GET is served\"}\n", extraHeaders: [("Allow", "GET, HEAD")])
+                }
+                return .init(status: .ok, contentType: "application/json", body: json)
+            })
     }
 
     /// The services `netproxy` provides.

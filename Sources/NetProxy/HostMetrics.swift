@@ -66,14 +66,16 @@ struct HostMetrics: Sendable {
 
     /// A connection was closed before reaching a service.
     func rejected(reason: String) {
-        let counter = rejections[reason]
+        let counter =
+            rejections[reason]
             ?? CoreMetrics.Counter(label: "netproxy_connections_rejected_total", dimensions: [("reason", reason)], factory: factory)
         counter.increment()
     }
 
     /// A listener's `accept` failed with `errno`.
     func acceptFailed(errno: String) {
-        let counter = acceptErrors[errno]
+        let counter =
+            acceptErrors[errno]
             ?? CoreMetrics.Counter(label: "netproxy_accept_errors_total", dimensions: [("errno", errno)], factory: factory)
         counter.increment()
     }

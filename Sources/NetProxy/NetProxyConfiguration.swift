@@ -95,7 +95,13 @@ public struct NetProxyConfiguration: Hashable, Sendable {
 
 /// Any JSON value, so each setting can be checked with an error that names its key.
 enum JSONInput {
-    case null, bool(Bool), integer(Int), number(Double), string(String), array([JSONInput]), object([String: JSONInput])
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case array([JSONInput])
+    case object([String: JSONInput])
 
     func string(_ key: String) throws(NetProxyConfigurationError) -> String {
         guard case .string(let text) = self else { throw NetProxyConfigurationError("\(key): expected a string") }

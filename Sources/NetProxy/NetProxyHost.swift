@@ -98,7 +98,7 @@ public final class NetProxyHost: Service, Sendable {
 
     private static func makeTLSContext(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> NIOSSLContext? {
         guard !configuration.proxyTLSPorts.isEmpty, let certificatePath = configuration.tlsCertificatePath,
-              let keyPath = configuration.tlsKeyPath
+            let keyPath = configuration.tlsKeyPath
         else { return nil }
         let chain: [NIOSSLCertificate]
         do {
@@ -113,8 +113,9 @@ public final class NetProxyHost: Service, Sendable {
             throw NetProxyConfigurationError("proxy_tls_key: cannot load \(keyPath): \(error)")
         }
         do {
-            return try NIOSSLContext(configuration: .makeServerConfiguration(
-                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key)))
+            return try NIOSSLContext(
+                configuration: .makeServerConfiguration(
+                    certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key)))
         } catch {
             throw NetProxyConfigurationError("proxy_tls_certificate/proxy_tls_key: \(error)")
         }
@@ -205,7 +206,11 @@ public final class NetProxyHost: Service, Sendable {
         let drained = loop.makePromise(of: Void.self)
         let once = NIOLockedValueBox(false)
         let finish: @Sendable () -> Void = {
-            if once.withLockedValue({ done in defer { done = true }; return !done }) { drained.succeed() }
+            let first = once.withLockedValue { done in
+                defer { done = true }
+                return !done
+            }
+            if first { drained.succeed() }
         }
         let deadline = loop.scheduleTask(in: gracePeriod, finish)
         EventLoopFuture.andAllComplete(connections.map(\.closeFuture), on: loop).whenComplete { _ in
@@ -268,15 +273,17 @@ public final class NetProxyHost: Service, Sendable {
         switch listener.kind {
         case .metrics:
             try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-            try pipeline.addHandler(HTTPResponder { [metrics] head in
-                guard head.method == .GET, head.uri.split(separator: "?").first == "/metrics" else {
-                    return .init(status: .notFound, contentType: "text/plain; charset=utf-8", body: "not found; try GET /metrics\n")
-                }
-                return .init(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition)
-            })
+            try pipeline.addHandler(
+                HTTPResponder { [metrics] head in
+                    guard head.method == .GET, head.uri.split(separator: "?").first == "/metrics" else {
+                        return .init(status: .notFound, contentType: "text/plain; charset=utf-8", body: "not found; try GET /metrics\n")
+                    }
+                    return .init(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition)
+                })
         case .service(let name):
             metrics.accepted(proxyListener: false)
-            try pipeline.addHandler(ServiceDispatcher(service: services[name], logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
+            try pipeline.addHandler(
+                ServiceDispatcher(service: services[name], logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
         case .proxy(let name, let tls):
             metrics.accepted(proxyListener: true)
             let proxy = ProxyProtocolServerHandler(configuration: proxyConfiguration) { [metrics, refusals] error in
@@ -288,8 +295,9 @@ public final class NetProxyHost: Service, Sendable {
             if tls, let tlsContext {
                 try pipeline.addHandler(NIOSSLServerHandler(context: tlsContext))
             }
-            try pipeline.addHandler(ServiceDispatcher(
-                service: name.flatMap { services[$0] }, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
+            try pipeline.addHandler(
+                ServiceDispatcher(
+                    service: name.flatMap { services[$0] }, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
         }
     }
 

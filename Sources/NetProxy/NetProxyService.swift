@@ -19,9 +19,10 @@ import NIOCore
 /// descriptor.
 public struct NetProxyService: Sendable {
     /// An async service's function.
-    public typealias AsyncHandler = @Sendable (
-        NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>, ConnectionInfo
-    ) async throws -> Void
+    public typealias AsyncHandler =
+        @Sendable (
+            NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>, ConnectionInfo
+        ) async throws -> Void
 
     enum Kind: Sendable {
         case channel(@Sendable (Channel, ConnectionInfo) throws -> Void)

@@ -33,9 +33,15 @@ struct StrictJSONParser {
         case UInt8(ascii: "["): return try array(path: path)
         case UInt8(ascii: "\""): return .string(try string())
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
-        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "t"):
+            try literal("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try literal("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try literal("null")
+            return .null
         default: throw error("expected a value, found \(found)")
         }
     }
@@ -67,7 +73,9 @@ struct StrictJSONParser {
             lines[key] = keyLine
             skipWhitespace()
             if consume("}") { break }
-            guard consume(",") else { throw error("expected \",\" or \"}\" in \(path.isEmpty ? "the top-level object" : "\"\(path)\""), found \(found)") }
+            guard consume(",") else {
+                throw error("expected \",\" or \"}\" in \(path.isEmpty ? "the top-level object" : "\"\(path)\""), found \(found)")
+            }
             skipWhitespace()
         }
         depth -= 1

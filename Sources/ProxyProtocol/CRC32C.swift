@@ -19,10 +19,12 @@ public struct CRC32C: Hashable, Sendable {
         let count = bytes.count
         crc32cTables.withUnsafeBufferPointer { table in
             while count - index >= 8 {
-                let word = UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8
+                let word =
+                    UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8
                     | UInt32(bytes[index + 2]) << 16 | UInt32(bytes[index + 3]) << 24
                 let low = crc ^ word
-                crc = table[7 * 256 + Int(low & 0xFF)]
+                crc =
+                    table[7 * 256 + Int(low & 0xFF)]
                     ^ table[6 * 256 + Int((low >> 8) & 0xFF)]
                     ^ table[5 * 256 + Int((low >> 16) & 0xFF)]
                     ^ table[4 * 256 + Int(low >> 24)]

@@ -63,7 +63,7 @@ extension ProxyTLV {
     private var decodedJSONValue: JSONValue? {
         switch type {
         case .sslVersion, .sslCommonName, .sslCipher, .sslSignatureAlgorithm, .sslKeyAlgorithm, .sslGroup,
-             .sslSignatureScheme:
+            .sslSignatureScheme:
             return String(validatingUTF8Buffer: value).map(JSONValue.string)
         default:
             break

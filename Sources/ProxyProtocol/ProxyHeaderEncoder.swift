@@ -28,7 +28,8 @@ extension ProxyHeader {
     }
 
     private func checkFamily() throws(ProxyHeaderEncodingError) {
-        let matches = addresses == .unspecified
+        let matches =
+            addresses == .unspecified
             ? family == .unspecified && transport == .unspecified
             : family == addresses.family && transport != .unspecified
         guard matches else {

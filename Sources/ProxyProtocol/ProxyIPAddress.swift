@@ -24,8 +24,10 @@ public struct ProxyIPv4Address: Hashable, Sendable, Comparable, CustomStringConv
 
     /// The four bytes in network order.
     public var bytes: (UInt8, UInt8, UInt8, UInt8) {
-        (UInt8(truncatingIfNeeded: rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
-         UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue))
+        (
+            UInt8(truncatingIfNeeded: rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
+            UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue)
+        )
     }
 
     public var description: String {
@@ -163,7 +165,7 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
                 if index < end && text[index] == UInt8(ascii: ".") {
                     // A dotted IPv4 tail fills the last two groups.
                     guard count <= 6,
-                          let v4 = ProxyIPv4Address.parse(UnsafeRawBufferPointer(rebasing: text[start..<end]))
+                        let v4 = ProxyIPv4Address.parse(UnsafeRawBufferPointer(rebasing: text[start..<end]))
                     else { return nil }
                     groups[count] = UInt16(truncatingIfNeeded: v4.rawValue >> 16)
                     groups[count + 1] = UInt16(truncatingIfNeeded: v4.rawValue)

@@ -221,8 +221,8 @@ public struct ProxyTLVs: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral
 
         public mutating func next() -> ProxyTLV? {
             guard let type = bytes.readInteger(as: UInt8.self),
-                  let length = bytes.readInteger(as: UInt16.self),
-                  let value = bytes.readSlice(length: Int(length))
+                let length = bytes.readInteger(as: UInt16.self),
+                let value = bytes.readSlice(length: Int(length))
             else { return nil }
             return ProxyTLV(type: ProxyTLVType(type), value: value)
         }

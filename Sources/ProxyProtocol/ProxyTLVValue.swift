@@ -89,7 +89,7 @@ public struct ProxySSLInfo: Hashable, Sendable {
     init?(validatedValue: ByteBuffer) {
         var value = validatedValue
         guard let client = value.readInteger(as: UInt8.self),
-              let verify = value.readInteger(as: UInt32.self)
+            let verify = value.readInteger(as: UInt32.self)
         else { return nil }
         self.init(client: ClientFlags(rawValue: client), verify: verify, subTLVs: ProxyTLVs(validatedBytes: value))
     }

@@ -91,7 +91,7 @@ struct V2Parser {
             // LOCAL ignores the family byte, whatever it says; PROXY needs an assigned one.
             let familyByte = bytes[13]
             guard let family = ProxyAddressFamily(rawValue: familyByte >> 4),
-                  let transport = ProxyTransport(rawValue: familyByte & 0xF)
+                let transport = ProxyTransport(rawValue: familyByte & 0xF)
             else { throw ProxyHeaderError(.v2UnsupportedFamily(familyByte), at: 13) }
             layout.family = family
             layout.transport = transport

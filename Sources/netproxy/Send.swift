@@ -98,10 +98,12 @@ struct Send: AsyncParsableCommand {
     private func makeHandler(version: ProxyVersion, tlvs: ProxyTLVs, remote: SocketAddress) throws -> ProxyProtocolClientHandler {
         do {
             if local {
-                return try ProxyProtocolClientHandler(header: ProxyHeader(version: .v2, command: .local, addresses: .unspecified, tlvs: tlvs), appendingCRC32C: crc32c)
+                return try ProxyProtocolClientHandler(
+                    header: ProxyHeader(version: .v2, command: .local, addresses: .unspecified, tlvs: tlvs), appendingCRC32C: crc32c)
             }
             if unknown {
-                return try ProxyProtocolClientHandler(header: ProxyHeader(version: version, addresses: .unspecified, tlvs: tlvs), appendingCRC32C: crc32c)
+                return try ProxyProtocolClientHandler(
+                    header: ProxyHeader(version: version, addresses: .unspecified, tlvs: tlvs), appendingCRC32C: crc32c)
             }
             guard let source else {
                 if destination != nil { throw CommandFailure("--destination needs --source") }
@@ -150,7 +152,7 @@ struct Send: AsyncParsableCommand {
         host = host[..<colon]
         if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
         guard let port = Int(portText), (0...65535).contains(port),
-              let address = try? SocketAddress(ipAddress: String(host), port: port)
+            let address = try? SocketAddress(ipAddress: String(host), port: port)
         else { throw CommandFailure("\(option) \(text): expected IP:PORT") }
         return address
     }

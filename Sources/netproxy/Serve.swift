@@ -1,15 +1,16 @@
 import ArgumentParser
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import Foundation
 import Logging
 import NIOCore
 import NIOProxyProtocol
 import NetProxy
 import ServiceLifecycle
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// `netproxy serve`: runs the host with the built-in services.
 struct Serve: AsyncParsableCommand {
@@ -59,13 +60,14 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure("\(error)")
         }
         FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [
-                .init(service: host),
-                .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
-            ],
-            logger: logger
-        ))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: host),
+                    .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                logger: logger
+            ))
         try await group.run()
     }
 
@@ -122,14 +124,15 @@ extension NetProxyHost.BoundListener {
             return "curl --haproxy-protocol \(tls ? "-k https" : "http")://\(target)/"
         }
         let host = address.ipAddress.map { $0.contains(":") ? "::1" : $0 } ?? "127.0.0.1"
-        return "echo hello | netproxy send --source 192.0.2.1:51234 \(host) \(address.port ?? 0)\(tls ? "   # TLS after the header: use curl or openssl s_client" : "")"
+        return
+            "echo hello | netproxy send --source 192.0.2.1:51234 \(host) \(address.port ?? 0)\(tls ? "   # TLS after the header: use curl or openssl s_client" : "")"
     }
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 #if canImport(Glibc)
-private let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    private let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
 #else
-private let resourceNoFile = RLIMIT_NOFILE
+    private let resourceNoFile = RLIMIT_NOFILE
 #endif

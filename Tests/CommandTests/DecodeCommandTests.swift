@@ -14,12 +14,13 @@ import Testing
         let output = try CommandRunner.run(["decode"], input: Data("PROXY TCP6 2001:DB8::1 ::1 51234 443\r\nHELLO".utf8))
         #expect(output.status == 0)
         #expect(output.standardError == "")
-        #expect(output.standardOutput == """
-            {"version":1,"command":"PROXY","family":"TCP6","transport":null,\
-            "source":{"ip":"2001:db8::1","port":51234},"destination":{"ip":"::1","port":443},\
-            "tlvs":[],"header_length":38,"trailing_bytes":5}
+        #expect(
+            output.standardOutput == """
+                {"version":1,"command":"PROXY","family":"TCP6","transport":null,\
+                "source":{"ip":"2001:db8::1","port":51234},"destination":{"ip":"::1","port":443},\
+                "tlvs":[],"header_length":38,"trailing_bytes":5}
 
-            """)
+                """)
     }
 
     @Test func decodesV2HexWithTLVs() throws {
@@ -30,17 +31,18 @@ import Testing
             20 000F 01 00000000 21 0007 544C5376312E33
             EA 0004 01 767063
             """
-        #expect(try decodeHex(hex) == """
-            {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
-            "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
-            "tlvs":[{"type":2,"name":"AUTHORITY","hex":"6578616d706c652e636f6d","value":"example.com"},\
-            {"type":32,"name":"SSL","hex":"0100000000210007544c5376312e33","value":{"client":1,"ssl":true,\
-            "cert_conn":false,"cert_sess":false,"verify":0,"tlvs":[{"type":33,"name":"SSL_VERSION",\
-            "hex":"544c5376312e33","value":"TLSv1.3"}]}},\
-            {"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}}],\
-            "header_length":67,"trailing_bytes":0}
+        #expect(
+            try decodeHex(hex) == """
+                {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
+                "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
+                "tlvs":[{"type":2,"name":"AUTHORITY","hex":"6578616d706c652e636f6d","value":"example.com"},\
+                {"type":32,"name":"SSL","hex":"0100000000210007544c5376312e33","value":{"client":1,"ssl":true,\
+                "cert_conn":false,"cert_sess":false,"verify":0,"tlvs":[{"type":33,"name":"SSL_VERSION",\
+                "hex":"544c5376312e33","value":"TLSv1.3"}]}},\
+                {"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}}],\
+                "header_length":67,"trailing_bytes":0}
 
-            """)
+                """)
     }
 
     /// AWS, Azure and Google Cloud TLVs are named and decoded only when the value has that
@@ -59,18 +61,19 @@ import Testing
             E0 0008 FFFFFFFFFFFFFFFF
             EA 0001 01
             """
-        #expect(try decodeHex(hex) == """
-            {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
-            "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
-            "tlvs":[{"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}},\
-            {"type":238,"name":"AZURE","hex":"0178563412","value":{"private_link_id":305419896}},\
-            {"type":224,"name":"GCP","hex":"0000000012345678","value":{"psc_connection_id":"305419896"}},\
-            {"type":234,"name":null,"hex":"0278"},{"type":238,"name":null,"hex":"010000"},\
-            {"type":224,"name":null,"hex":"010203"},{"type":234,"name":null,"hex":"01ff"},\
-            {"type":224,"name":"GCP","hex":"ffffffffffffffff","value":{"psc_connection_id":"18446744073709551615"}},\
-            {"type":234,"name":null,"hex":"01"}],"header_length":91,"trailing_bytes":0}
+        #expect(
+            try decodeHex(hex) == """
+                {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
+                "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
+                "tlvs":[{"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}},\
+                {"type":238,"name":"AZURE","hex":"0178563412","value":{"private_link_id":305419896}},\
+                {"type":224,"name":"GCP","hex":"0000000012345678","value":{"psc_connection_id":"305419896"}},\
+                {"type":234,"name":null,"hex":"0278"},{"type":238,"name":null,"hex":"010000"},\
+                {"type":224,"name":null,"hex":"010203"},{"type":234,"name":null,"hex":"01ff"},\
+                {"type":224,"name":"GCP","hex":"ffffffffffffffff","value":{"psc_connection_id":"18446744073709551615"}},\
+                {"type":234,"name":null,"hex":"01"}],"header_length":91,"trailing_bytes":0}
 
-            """)
+                """)
     }
 
     @Test func decodesUnixAndLocalFromAFile() throws {
@@ -81,22 +84,27 @@ import Testing
         try Data(bytes).write(to: file)
         let unix = try CommandRunner.run(["decode", file.path])
         #expect(unix.status == 0)
-        #expect(unix.standardOutput == """
-            {"version":2,"command":"PROXY","family":"UNIX","transport":"STREAM","source":{"path":"/src"},\
-            "destination":{"path":"/dst"},"tlvs":[],"header_length":232,"trailing_bytes":0}
+        #expect(
+            unix.standardOutput == """
+                {"version":2,"command":"PROXY","family":"UNIX","transport":"STREAM","source":{"path":"/src"},\
+                "destination":{"path":"/dst"},"tlvs":[],"header_length":232,"trailing_bytes":0}
 
-            """)
+                """)
         let local = try CommandRunner.run(["decode", "--hex"], input: Data("0D0A0D0A000D0A515549540A 20 11 0000 ff".utf8))
         #expect(local.status == 0)
-        #expect(local.standardOutput == """
-            {"version":2,"command":"LOCAL","family":"UNSPEC","transport":"UNSPEC","source":null,\
-            "destination":null,"tlvs":[],"header_length":16,"trailing_bytes":1}
+        #expect(
+            local.standardOutput == """
+                {"version":2,"command":"LOCAL","family":"UNSPEC","transport":"UNSPEC","source":null,\
+                "destination":null,"tlvs":[],"header_length":16,"trailing_bytes":1}
 
-            """)
+                """)
     }
 
     @Test(arguments: [
-        ("PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "error: v1 header, byte 29: destination port \"99999\" is not a port (0-65535, no leading zeros)\n"),
+        (
+            "PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n",
+            "error: v1 header, byte 29: destination port \"99999\" is not a port (0-65535, no leading zeros)\n"
+        ),
         ("SSH-2.0-OpenSSH\r\n", "error: byte 0: not a PROXY protocol header (no \"PROXY \" or version 2 signature)\n"),
         ("PROXY TCP4 1.2.3.4", "error: incomplete header: 18 byte(s) are the start of a valid header but it does not end\n"),
         ("", "error: incomplete header: 0 byte(s) are the start of a valid header but it does not end\n"),

@@ -1,8 +1,8 @@
 import Foundation
-import NetProxy
 import NIOCore
-import Testing
+import NetProxy
 import TestSupport
+import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct ServeCommandTests {
     @Test func servesAConfigFileAndStopsOnSIGINT() async throws {
@@ -13,8 +13,9 @@ import TestSupport
         let whoamiPort = try #require(serve.port("whoami"))
         let reply = try await LoopbackClient.exchange(port: whoamiPort, send: [])
         #expect(String(decoding: reply, as: UTF8.self).hasPrefix(#"{"service":"whoami","port":\#(whoamiPort),"#))
-        let http = String(decoding: try await LoopbackClient.exchange(
-            port: httpPort, send: Array("PROXY TCP4 192.0.2.9 192.0.2.10 9 10\r\nGET / HTTP/1.0\r\n\r\n".utf8)), as: UTF8.self)
+        let http = String(
+            decoding: try await LoopbackClient.exchange(
+                port: httpPort, send: Array("PROXY TCP4 192.0.2.9 192.0.2.10 9 10\r\nGET / HTTP/1.0\r\n\r\n".utf8)), as: UTF8.self)
         #expect(http.contains(#""source":{"ip":"192.0.2.9","port":9}"#))
         let (status, errors) = try await serve.stop()
         #expect(status == 0)
@@ -28,7 +29,9 @@ import TestSupport
         try Data(#"{"proxy_port_mappings": {"15222": "c2s"}}"#.utf8).write(to: file)
         let output = try CommandRunner.run(["serve", "--config", file.path])
         #expect(output.status == 1)
-        #expect(output.standardError == "error: \(file.path): proxy_port_mappings: port 15222 maps to unknown service \"c2s\" (known: echo, http, whoami)\n")
+        #expect(
+            output.standardError
+                == "error: \(file.path): proxy_port_mappings: port 15222 maps to unknown service \"c2s\" (known: echo, http, whoami)\n")
     }
 }
 

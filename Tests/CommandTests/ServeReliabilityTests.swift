@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The host as a hostile client meets it: clients that vanish, never read, or exhaust the
 /// descriptors, and signals. Each test runs `netproxy serve` in a process of its own so the
@@ -20,7 +20,8 @@ import TestSupport
             let text = String(decoding: received, as: UTF8.self)
             guard let headEnd = text.range(of: "\r\n\r\n") else { continue }
             let head = text[..<headEnd.lowerBound].lowercased()
-            let length = head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
+            let length =
+                head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
                 .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
             if received.count >= text.utf8.distance(from: text.utf8.startIndex, to: headEnd.upperBound) + length { return text }
         }
@@ -30,10 +31,11 @@ import TestSupport
     /// Every kind of connection ends closed: the server's descriptors return to exactly where
     /// they were. (Before, every http and metrics connection stayed in CLOSE-WAIT for good.)
     @Test func descriptorsReturnToBaselineAfterClientsClose() async throws {
-        let serve = try ServeProcess(config: """
-            {"interfaces": ["127.0.0.1"], "http_ports": [0], "echo_ports": [0], "whoami_ports": [0],
-             "proxy_port_mappings": {"0": "http"}, "metrics_port": 0}
-            """)
+        let serve = try ServeProcess(
+            config: """
+                {"interfaces": ["127.0.0.1"], "http_ports": [0], "echo_ports": [0], "whoami_ports": [0],
+                 "proxy_port_mappings": {"0": "http"}, "metrics_port": 0}
+                """)
         let http = try #require(serve.port("http "))
         let proxied = try #require(serve.port("http (PROXY)"))
         let metrics = try #require(serve.port("metrics"))
@@ -47,7 +49,8 @@ import TestSupport
             var firstLines: Set<String> = []
             for index in 0..<100 {
                 // Keep-alive clients that close after their answer, on each HTTP port.
-                for (port, prefix, path) in [(http, [], "/"), (proxied, Self.proxyV1, "/"), (metrics, [], "/metrics")] where index < 50 || path == "/" {
+                for (port, prefix, path) in [(http, [], "/"), (proxied, Self.proxyV1, "/"), (metrics, [], "/metrics")] where index < 50 || path == "/"
+                {
                     let socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
                     let response = try Self.request(socket, "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n", prefix: prefix)
                     firstLines.insert(response.components(separatedBy: "\r\n")[0])
@@ -166,8 +169,9 @@ import TestSupport
         // Serving again: a new client is echoed.
         let reply = try await LoopbackClient.exchange(port: echo, send: Array("again".utf8), halfClose: true)
         #expect(String(decoding: reply, as: UTF8.self) == "again")
-        let exposition = String(decoding: try await LoopbackClient.exchange(
-            port: metrics, send: Array("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
+        let exposition = String(
+            decoding: try await LoopbackClient.exchange(
+                port: metrics, send: Array("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
         let failures = exposition.split(separator: "\n")
             .first { $0.hasPrefix(#"netproxy_accept_errors_total{errno="EMFILE"}"#) }
             .flatMap { Int($0.split(separator: " ").last ?? "") }
@@ -189,9 +193,11 @@ import TestSupport
         let socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
         for round in 0..<3 {
             serve.send(SIGHUP)
-            let text = try await serve.wait(upTo: 10, for: { serve.standardError }, until: {
-                $0.components(separatedBy: "SIGHUP received and ignored").count == round + 2
-            })
+            let text = try await serve.wait(
+                upTo: 10, for: { serve.standardError },
+                until: {
+                    $0.components(separatedBy: "SIGHUP received and ignored").count == round + 2
+                })
             #expect(text.components(separatedBy: "SIGHUP received and ignored").count == round + 2)
         }
         #expect(serve.process.isRunning)
@@ -213,7 +219,8 @@ import TestSupport
     @Test func duplicateKeyIsRefused() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-dup-\(UUID()).json")
         defer { try? FileManager.default.removeItem(at: file) }
-        try Data("{\"echo_ports\": [0],\n \"proxy_trusted_proxies\": [\"0.0.0.0/0\"],\n \"proxy_trusted_proxies\": [\"127.0.0.1\"]}".utf8).write(to: file)
+        try Data("{\"echo_ports\": [0],\n \"proxy_trusted_proxies\": [\"0.0.0.0/0\"],\n \"proxy_trusted_proxies\": [\"127.0.0.1\"]}".utf8).write(
+            to: file)
         let output = try CommandRunner.run(["serve", "--config", file.path])
         #expect(output.status == 1)
         #expect(output.standardError == "error: \(file.path): line 3: \"proxy_trusted_proxies\" is given twice (first on line 2)\n")

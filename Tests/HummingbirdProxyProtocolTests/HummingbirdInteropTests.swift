@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import Foundation
 import Hummingbird
 import HummingbirdProxyProtocol
@@ -10,8 +5,14 @@ import NIOCore
 import NIOProxyProtocol
 import ProxyProtocol
 import Synchronization
-import Testing
 import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// A Hummingbird application with `ProxiedRequestContext` behind real peers (HAProxy in HTTP mode,
 /// `curl --haproxy-protocol`) and behind plain sockets that keep connections alive or never
@@ -172,9 +173,9 @@ import TestSupport
         return table.split(separator: "\n").dropFirst().compactMap { line -> Int? in
             let fields = line.split(separator: " ")
             guard fields.count > 3, fields[3] == "01",
-                  fields[1].hasPrefix("0100007F:"), fields[2].hasPrefix("0100007F:"),
-                  let local = fields[1].split(separator: ":").last, Int(local, radix: 16) == port,
-                  let remote = fields[2].split(separator: ":").last
+                fields[1].hasPrefix("0100007F:"), fields[2].hasPrefix("0100007F:"),
+                let local = fields[1].split(separator: ":").last, Int(local, radix: 16) == port,
+                let remote = fields[2].split(separator: ":").last
             else { return nil }
             return Int(remote, radix: 16)
         }.uniqueSorted()
@@ -206,7 +207,10 @@ import TestSupport
         var offset = 16 + addressBlock
         var valueOffset: Int?
         while offset + 3 <= header.count {
-            if header[offset] == ProxyTLVType.crc32c.rawValue { valueOffset = offset + 3; break }
+            if header[offset] == ProxyTLVType.crc32c.rawValue {
+                valueOffset = offset + 3
+                break
+            }
             offset += 3 + (Int(header[offset + 1]) << 8 | Int(header[offset + 2]))
         }
         let at = try #require(valueOffset, sourceLocation: sourceLocation)
@@ -406,8 +410,8 @@ import TestSupport
             }
             let head = String(decoding: buffer[..<end!], as: UTF8.self)
             guard head.hasPrefix("HTTP/1.1 200 "),
-                  let lengthLine = head.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
-                  let length = Int(lengthLine.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
+                let lengthLine = head.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+                let length = Int(lengthLine.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
             else { throw UnexpectedResponse(description: "unexpected response head: \(head)") }
             let bodyStart = end! + 4
             while buffer.count < bodyStart + length { try fill() }
@@ -424,7 +428,8 @@ import TestSupport
         try await withApplication { appPort, requests in
             let header = ProxyHeader(
                 version: .v2,
-                addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 10), port: 40000), destination: .init(ProxyIPv4Address(198, 51, 100, 1), port: 443)),
+                addresses: .inet(
+                    source: .init(ProxyIPv4Address(192, 0, 2, 10), port: 40000), destination: .init(ProxyIPv4Address(198, 51, 100, 1), port: 443)),
                 tlvs: [.authority("a.example"), .uniqueID(Array("connection-a".utf8))]
             )
             let headerBytes = Array(try header.encoded(appendingCRC32C: true).readableBytesView)
@@ -464,20 +469,27 @@ import TestSupport
     @Test func concurrentKeepAliveConnectionsEachReportTheirOwnClient() async throws {
         try await withApplication { appPort, requests in
             let v1 = Array("PROXY TCP4 192.0.2.21 198.51.100.7 51234 80\r\n".utf8)
-            let v2 = Array(try ProxyHeader(
-                version: .v2,
-                addresses: .inet6(source: .init(ProxyIPv6Address("2001:db8::22")!, port: 4022), destination: .init(ProxyIPv6Address("2001:db8::1")!, port: 443)),
-                tlvs: [.uniqueID(Array("connection-b".utf8))]
-            ).encoded().readableBytesView)
+            let v2 = Array(
+                try ProxyHeader(
+                    version: .v2,
+                    addresses: .inet6(
+                        source: .init(ProxyIPv6Address("2001:db8::22")!, port: 4022), destination: .init(ProxyIPv6Address("2001:db8::1")!, port: 443)),
+                    tlvs: [.uniqueID(Array("connection-b".utf8))]
+                ).encoded().readableBytesView)
             let rounds = 3
             let (localA, localB, seenA, seenB) = try await BlockingSocket.onThread { () throws -> (String, String, [Seen], [Seen]) in
                 let a = try BlockingSocket(connectingTo: "127.0.0.1", port: appPort, from: "127.0.0.1")
                 let b = try BlockingSocket(connectingTo: "127.0.0.1", port: appPort, from: "127.0.0.6")
-                defer { a.close(); b.close() }
-                let readerA = ResponseReader(a), readerB = ResponseReader(b)
+                defer {
+                    a.close()
+                    b.close()
+                }
+                let readerA = ResponseReader(a)
+                let readerB = ResponseReader(b)
                 try a.send(v1)
                 try b.send(v2)
-                var seenA: [Seen] = [], seenB: [Seen] = []
+                var seenA: [Seen] = []
+                var seenB: [Seen] = []
                 for round in 1...rounds {
                     try a.send(Self.request(round))
                     try b.send(Self.request(100 + round))
@@ -534,10 +546,12 @@ import TestSupport
         let timeout = Duration.milliseconds(200)
         let configuration = ProxyProtocolConfiguration(trustedProxies: Self.loopback, headerTimeout: .milliseconds(200))
         try await withApplication(configuration: configuration) { appPort, requests in
-            let v2 = Array(try ProxyHeader(
-                version: .v2,
-                addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 31), port: 3100), destination: .init(ProxyIPv4Address(198, 51, 100, 1), port: 80))
-            ).encoded().readableBytesView)
+            let v2 = Array(
+                try ProxyHeader(
+                    version: .v2,
+                    addresses: .inet(
+                        source: .init(ProxyIPv4Address(192, 0, 2, 31), port: 3100), destination: .init(ProxyIPv4Address(198, 51, 100, 1), port: 80))
+                ).encoded().readableBytesView)
             let partial: [(String, [UInt8])] = [
                 ("nothing", []),
                 ("half a version 1 header", Array("PROXY TCP4 192.0.2.30 198.51.".utf8)),

@@ -16,8 +16,10 @@ final class GreetOnActive: ChannelInboundHandler {
 }
 
 @Suite struct ClientHandlerTests {
-    static let header = ProxyHeader(version: .v1, addresses: .inet(
-        source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
+    static let header = ProxyHeader(
+        version: .v1,
+        addresses: .inet(
+            source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
 
     func outbound(_ channel: EmbeddedChannel) throws -> [String] {
         var writes: [String] = []
@@ -62,10 +64,13 @@ final class GreetOnActive: ChannelInboundHandler {
     }
 
     @Test func addressesFromSocketAddresses() throws {
-        let v4 = ProxyAddresses(source: try SocketAddress(ipAddress: "192.0.2.1", port: 1), destination: try SocketAddress(ipAddress: "192.0.2.2", port: 2))
+        let v4 = ProxyAddresses(
+            source: try SocketAddress(ipAddress: "192.0.2.1", port: 1), destination: try SocketAddress(ipAddress: "192.0.2.2", port: 2))
         #expect(v4 == .inet(source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 1), destination: .init(ProxyIPv4Address(192, 0, 2, 2), port: 2)))
-        let mixed = ProxyAddresses(source: try SocketAddress(ipAddress: "192.0.2.1", port: 1), destination: try SocketAddress(ipAddress: "::1", port: 2))
+        let mixed = ProxyAddresses(
+            source: try SocketAddress(ipAddress: "192.0.2.1", port: 1), destination: try SocketAddress(ipAddress: "::1", port: 2))
         #expect(mixed == .inet6(source: .init(ProxyIPv6Address("::ffff:192.0.2.1")!, port: 1), destination: .init(ProxyIPv6Address("::1")!, port: 2)))
-        #expect(ProxyAddresses(source: try SocketAddress(unixDomainSocketPath: "/a"), destination: try SocketAddress(ipAddress: "::1", port: 2)) == nil)
+        #expect(
+            ProxyAddresses(source: try SocketAddress(unixDomainSocketPath: "/a"), destination: try SocketAddress(ipAddress: "::1", port: 2)) == nil)
     }
 }

@@ -4,8 +4,8 @@ import NIOPosix
 import NIOProxyProtocol
 import NIOSSL
 import ProxyProtocol
-import Testing
 import TestSupport
+import Testing
 
 /// A loopback server whose child channels start with a PROXY handler.
 final class LoopbackServer: Sendable {
@@ -60,8 +60,10 @@ final class LoopbackServer: Sendable {
 
 @Suite(.serialized, .timeLimit(.minutes(1))) struct LoopbackTests {
     static let trusted = ProxyProtocolConfiguration(trustedProxies: try! TrustedProxies(parsing: ["127.0.0.2"]))
-    static let clientHeader = ProxyHeader(version: .v2, addresses: .inet(
-        source: .init(ProxyIPv4Address(203, 0, 113, 9), port: 61000), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
+    static let clientHeader = ProxyHeader(
+        version: .v2,
+        addresses: .inet(
+            source: .init(ProxyIPv4Address(203, 0, 113, 9), port: 61000), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
 
     func connect(
         group: EventLoopGroup, from source: String, to port: Int, handlers: @escaping @Sendable (Channel) throws -> Void
@@ -217,13 +219,20 @@ final class LoopbackServer: Sendable {
 
     /// The client handler and the server handler agree on every kind of header.
     @Test(arguments: [
-        ProxyHeader(version: .v1, addresses: .inet6(
-            source: .init(ProxyIPv6Address("2001:db8::5")!, port: 5), destination: .init(ProxyIPv6Address("2001:db8::6")!, port: 6))),
+        ProxyHeader(
+            version: .v1,
+            addresses: .inet6(
+                source: .init(ProxyIPv6Address("2001:db8::5")!, port: 5), destination: .init(ProxyIPv6Address("2001:db8::6")!, port: 6))),
         ProxyHeader.v1Unknown,
         ProxyHeader.local,
-        ProxyHeader(version: .v2, addresses: .inet(
-            source: .init(ProxyIPv4Address(10, 1, 2, 3), port: 1), destination: .init(ProxyIPv4Address(10, 3, 2, 1), port: 2)),
-            tlvs: [.alpn("h2"), .uniqueID([9, 9]), .ssl(ProxySSLInfo(client: [.ssl], verify: 0, subTLVs: [ProxyTLV(type: .sslVersion, value: ByteBuffer(string: "TLSv1.3"))]))]),
+        ProxyHeader(
+            version: .v2,
+            addresses: .inet(
+                source: .init(ProxyIPv4Address(10, 1, 2, 3), port: 1), destination: .init(ProxyIPv4Address(10, 3, 2, 1), port: 2)),
+            tlvs: [
+                .alpn("h2"), .uniqueID([9, 9]),
+                .ssl(ProxySSLInfo(client: [.ssl], verify: 0, subTLVs: [ProxyTLV(type: .sslVersion, value: ByteBuffer(string: "TLSv1.3"))])),
+            ]),
     ])
     func clientAndServerHandlersAgree(header: ProxyHeader) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

@@ -1,7 +1,8 @@
 import NIOCore
-@testable import NIOProxyProtocol
 import ProxyProtocol
 import Testing
+
+@testable import NIOProxyProtocol
 
 /// The rules of the server side, without a channel: each event and the action it leads to.
 @Suite struct ProxyHeaderStateMachineTests {
@@ -82,7 +83,9 @@ import Testing
         var machine = machine()
         _ = machine.channelActive(peer: Self.proxy)
         #expect(Self.describe(machine.bytesReceived(ByteBuffer(string: "PROXY TCP5"))) == "none")
-        #expect(Self.describe(machine.bytesReceived(ByteBuffer(string: " "))) == "refuse invalid_header after 11: v1 header, byte 6: protocol family \"TCP5\" is not TCP4, TCP6 or UNKNOWN")
+        #expect(
+            Self.describe(machine.bytesReceived(ByteBuffer(string: " ")))
+                == "refuse invalid_header after 11: v1 header, byte 6: protocol family \"TCP5\" is not TCP4, TCP6 or UNKNOWN")
     }
 
     @Test func policies() throws {

@@ -101,8 +101,10 @@ struct ServerHarness {
         for byte in Array((Self.v1Line + "hello").utf8) {
             try harness.send([byte])
         }
-        let header = ProxyHeader(version: .v1, addresses: .inet(
-            source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
+        let header = ProxyHeader(
+            version: .v1,
+            addresses: .inet(
+                source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
         let info = try Self.expectedInfo(header, length: 45)
         #expect(harness.recorder.events == [.active, .info(info), .read("h"), .read("e"), .read("l"), .read("l"), .read("o")])
         #expect(try harness.handler.connectionInfo.wait() == info)
@@ -117,8 +119,10 @@ struct ServerHarness {
 
     @Test func headerAndPayloadInOneWrite() throws {
         let harness = try ServerHarness()
-        let header = ProxyHeader(version: .v2, addresses: .inet6(
-            source: .init(ProxyIPv6Address("2001:db8::1")!, port: 1000), destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 2000)),
+        let header = ProxyHeader(
+            version: .v2,
+            addresses: .inet6(
+                source: .init(ProxyIPv6Address("2001:db8::1")!, port: 1000), destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 2000)),
             tlvs: [.authority("example.com"), .uniqueID([1, 2, 3])])
         var bytes = try header.encoded(appendingCRC32C: true)
         let length = bytes.readableBytes
@@ -143,8 +147,10 @@ struct ServerHarness {
         #expect(failure.peer == ServerHarness.proxy)
         #expect(failure.receivedBytes == bytes.utf8.count)
         #expect(failure.underlying as? ProxyHeaderError == ProxyHeaderError(.v1InvalidPort(.destinationPort, "4430000"), at: 40))
-        #expect(harness.failure()?.description
-            == "connection from 127.0.0.1:40000: invalid PROXY header: v1 header, byte 40: destination port \"4430000\" is not a port (0-65535, no leading zeros)")
+        #expect(
+            harness.failure()?.description
+                == "connection from 127.0.0.1:40000: invalid PROXY header: v1 header, byte 40: destination port \"4430000\" is not a port (0-65535, no leading zeros)"
+        )
     }
 
     @Test func untrustedSourceIsClosedWithoutARead() throws {
@@ -235,7 +241,8 @@ struct ServerHarness {
     /// health checks) left the address block in the stream. All `len` bytes must go.
     @Test func localSkipsItsWholeBody() throws {
         let harness = try ServerHarness()
-        let dummy: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x11, 0x00, 0x0F]
+        let dummy: [UInt8] =
+            [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x11, 0x00, 0x0F]
             + [10, 0, 0, 1, 10, 0, 0, 2, 0x1F, 0x90, 0x00, 0x50] + [0x04, 0x00, 0x00]
         try harness.send(dummy + Array("ping".utf8))
         let info = try harness.handler.connectionInfo.wait()
@@ -276,8 +283,10 @@ struct ServerHarness {
 
     @Test func abstractUnixAddressIsUnusable() throws {
         let harness = try ServerHarness()
-        let header = ProxyHeader(version: .v2, addresses: .unix(
-            source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "/b")))
+        let header = ProxyHeader(
+            version: .v2,
+            addresses: .unix(
+                source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "/b")))
         try harness.send(Array(try header.encoded().readableBytesView))
         #expect(harness.failure()?.reason == .unusableAddress)
         #expect(harness.failure()?.underlying != nil)
@@ -286,8 +295,10 @@ struct ServerHarness {
     /// A Linux abstract name (leading NUL) cannot be a SocketAddress: refused, not shortened.
     @Test func abstractUnixNameIsUnusable() throws {
         let harness = try ServerHarness()
-        let header = ProxyHeader(version: .v2, addresses: .unix(
-            source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/b")))
+        let header = ProxyHeader(
+            version: .v2,
+            addresses: .unix(
+                source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/b")))
         try harness.send(Array(try header.encoded().readableBytesView))
         #expect(harness.failure()?.reason == .unusableAddress)
         #expect(harness.failure().map { "\($0.underlying!)" } == "UNIX address \"\\0abstract\" has a NUL byte (an abstract socket name)")

@@ -17,7 +17,8 @@ import Testing
     }
 
     @Test func readsEveryKey() throws {
-        let configuration = try parse("""
+        let configuration = try parse(
+            """
             {
               "interfaces": ["0.0.0.0"],
               "c2s_ports": [5222], "c2s_interfaces": ["127.0.0.1"], "s2s_ports": [],
@@ -105,7 +106,10 @@ import Testing
         (#"{"proxy_ports": [-]}"#, "line 1, column 18: expected a digit in a number"),
         (#"{"proxy_ports": [1.]}"#, "line 1, column 20: expected a digit after the decimal point"),
         (#"{"proxy_ports": [99999999999999999999]}"#, "line 1, column 18: 99999999999999999999 is out of range"),
-        ("{\"proxy_ports\": [\(String(repeating: "9", count: 100_000))]}", "line 1, column 18: 99999999999999999999... (100000 characters) is out of range"),
+        (
+            "{\"proxy_ports\": [\(String(repeating: "9", count: 100_000))]}",
+            "line 1, column 18: 99999999999999999999... (100000 characters) is out of range"
+        ),
         (#"{"proxy_tls_key": "/etc/key.pem\u0000.bak"}"#, #"line 1, column 19: string contains a NUL character (\u0000)"#),
         (#"{"proxy_header_timeout": 1e400}"#, "line 1, column 26: 1e400 is out of range"),
         (#"{"proxy_header_timeout": -1e400}"#, "line 1, column 26: -1e400 is out of range"),
@@ -120,7 +124,8 @@ import Testing
     @Test func jsonDetails() throws {
         // Escapes, a byte order mark, and numbers in every form JSON allows.
         let bom = "\u{FEFF}"
-        let configuration = try parse(#"\#(bom){"proxy_tls_key": "\u00e9\ud83d\ude00\/\n", "proxy_header_timeout": 2.5e0, "shutdown_grace_period": 1E+1}"#)
+        let configuration = try parse(
+            #"\#(bom){"proxy_tls_key": "\u00e9\ud83d\ude00\/\n", "proxy_header_timeout": 2.5e0, "shutdown_grace_period": 1E+1}"#)
         #expect(configuration.tlsKeyPath == "é😀/\n")
         #expect(configuration.headerTimeout == 2.5)
         #expect(configuration.shutdownGracePeriod == 10)

@@ -1,10 +1,10 @@
 import Foundation
-import NetProxy
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import Testing
+import NetProxy
 import TestSupport
+import Testing
 
 /// Connections end closed and every byte arrives once, however the client ends its side.
 @Suite(.timeLimit(.minutes(5))) struct ConnectionLifetimeTests {

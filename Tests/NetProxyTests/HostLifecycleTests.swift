@@ -1,10 +1,10 @@
 import Foundation
 import Logging
-import NetProxy
 import NIOConcurrencyHelpers
 import NIOCore
-import Testing
+import NetProxy
 import TestSupport
+import Testing
 
 /// Keeps what is logged, with its metadata, for assertions.
 struct RecordingLogHandler: LogHandler {

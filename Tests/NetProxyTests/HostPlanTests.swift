@@ -1,6 +1,6 @@
 import Foundation
-import NetProxy
 import NIOCore
+import NetProxy
 import Testing
 
 @Suite struct HostPlanTests {
@@ -24,15 +24,17 @@ import Testing
 
     /// The module's example: c2s and s2s behind PROXY ports 15222 and 15269.
     @Test func moduleExample() throws {
-        let host = try host("""
+        let host = try host(
+            """
             {"c2s_ports": [], "s2s_ports": [], "proxy_port_mappings": {"15222": "c2s", "15269": "s2s"},
              "proxy_trusted_proxies": ["127.0.0.1", "::1", "10.0.0.0/8"]}
             """)
         #expect(host.warnings == [])
-        #expect(host.plan.map(\.description) == [
-            "PROXY on 127.0.0.1:15222 -> c2s", "PROXY on [::1]:15222 -> c2s",
-            "PROXY on 127.0.0.1:15269 -> s2s", "PROXY on [::1]:15269 -> s2s",
-        ])
+        #expect(
+            host.plan.map(\.description) == [
+                "PROXY on 127.0.0.1:15222 -> c2s", "PROXY on [::1]:15222 -> c2s",
+                "PROXY on 127.0.0.1:15269 -> s2s", "PROXY on [::1]:15269 -> s2s",
+            ])
     }
 
     @Test(arguments: [
@@ -42,15 +44,26 @@ import Testing
         (#"{"interfaces": ["localhost"]}"#, #"interfaces[0]: "localhost" is not an IPv4 or IPv6 address"#),
         (#"{"c2s_ports": [1], "c2s_interfaces": ["::1", "1.2.3"]}"#, #"c2s_interfaces[1]: "1.2.3" is not an IPv4 or IPv6 address"#),
         (#"{"proxy_ports": [1], "proxy_interfaces": ["*"]}"#, #"proxy_interfaces[0]: "*" is not an IPv4 or IPv6 address"#),
-        (#"{"proxy_trusted_proxies": ["10.0.0.1/8"]}"#, #"proxy_trusted_proxies: "10.0.0.1/8": address has bits set beyond the prefix; did you mean 10.0.0.0/8?"#),
-        (#"{"proxy_trusted_proxies": ["127.0.0.1", "lb.example"]}"#, #"proxy_trusted_proxies: "lb.example": "lb.example" is not an IPv4 or IPv6 address"#),
-        (#"{"c2s_ports": [5222], "proxy_port_mappings": {"5222": "s2s"}}"#, "port 5222 on 127.0.0.1 is used twice: c2s on 127.0.0.1:5222 and PROXY on 127.0.0.1:5222 -> s2s"),
+        (
+            #"{"proxy_trusted_proxies": ["10.0.0.1/8"]}"#,
+            #"proxy_trusted_proxies: "10.0.0.1/8": address has bits set beyond the prefix; did you mean 10.0.0.0/8?"#
+        ),
+        (
+            #"{"proxy_trusted_proxies": ["127.0.0.1", "lb.example"]}"#,
+            #"proxy_trusted_proxies: "lb.example": "lb.example" is not an IPv4 or IPv6 address"#
+        ),
+        (
+            #"{"c2s_ports": [5222], "proxy_port_mappings": {"5222": "s2s"}}"#,
+            "port 5222 on 127.0.0.1 is used twice: c2s on 127.0.0.1:5222 and PROXY on 127.0.0.1:5222 -> s2s"
+        ),
         (#"{"c2s_ports": [5222, 5222], "interfaces": ["::1"]}"#, "port 5222 on ::1 is used twice: c2s on [::1]:5222 and c2s on [::1]:5222"),
         (#"{"proxy_ports": [15222], "proxy_port_mappings": {"15269": "s2s"}}"#, "proxy_port_mappings: port 15269 is not in proxy_ports"),
         (#"{"proxy_port_mappings": {"15222": "c2s"}, "proxy_tls_ports": [15269]}"#, "proxy_tls_ports: port 15269 is not a PROXY port"),
         (#"{"proxy_port_mappings": {"15222": "c2s"}, "proxy_tls_ports": [15222]}"#, "proxy_tls_ports needs proxy_tls_certificate and proxy_tls_key"),
-        (#"{"proxy_port_mappings": {"15222": "c2s"}, "proxy_tls_ports": [15222], "proxy_tls_certificate": "/nonexistent.pem", "proxy_tls_key": "/nonexistent.key"}"#,
-         "proxy_tls_certificate: cannot load /nonexistent.pem: failedToLoadCertificate"),
+        (
+            #"{"proxy_port_mappings": {"15222": "c2s"}, "proxy_tls_ports": [15222], "proxy_tls_certificate": "/nonexistent.pem", "proxy_tls_key": "/nonexistent.key"}"#,
+            "proxy_tls_certificate: cannot load /nonexistent.pem: failedToLoadCertificate"
+        ),
         (#"{"proxy_max_header_size": 15}"#, "proxy_max_header_size: 15 is not in 16...65551"),
         (#"{"proxy_header_timeout": 1e300}"#, "proxy_header_timeout: 1e+300 is not a number of seconds from above 0 to 86400"),
         (#"{"shutdown_grace_period": 86401}"#, "shutdown_grace_period: 86401.0 is not a number of seconds from above 0 to 86400"),
@@ -64,11 +77,15 @@ import Testing
     @Test(arguments: [
         (#"{"interfaces": ["x"], "c2_ports": [1]}"#, #"interfaces[0]: "x" is not an IPv4 or IPv6 address"#),
         (#"{"c2_ports": [1], "proxy_port_mappings": {"1": "c3"}}"#, #"c2_ports: unknown service "c2" (known: c2s, s2s)"#),
-        (#"{"proxy_port_mappings": {"1": "c3"}, "metrics_port": 1, "metrics_interfaces": ["x"]}"#,
-         #"proxy_port_mappings: port 1 maps to unknown service "c3" (known: c2s, s2s)"#),
+        (
+            #"{"proxy_port_mappings": {"1": "c3"}, "metrics_port": 1, "metrics_interfaces": ["x"]}"#,
+            #"proxy_port_mappings: port 1 maps to unknown service "c3" (known: c2s, s2s)"#
+        ),
         (#"{"metrics_port": 1, "metrics_interfaces": ["x"], "c2s_ports": [1]}"#, #"metrics_interfaces[0]: "x" is not an IPv4 or IPv6 address"#),
-        (#"{"c2s_ports": [5222, 5222], "proxy_trusted_proxies": ["x"]}"#,
-         "port 5222 on 127.0.0.1 is used twice: c2s on 127.0.0.1:5222 and c2s on 127.0.0.1:5222"),
+        (
+            #"{"c2s_ports": [5222, 5222], "proxy_trusted_proxies": ["x"]}"#,
+            "port 5222 on 127.0.0.1 is used twice: c2s on 127.0.0.1:5222 and c2s on 127.0.0.1:5222"
+        ),
         (#"{"proxy_trusted_proxies": ["x"], "proxy_max_header_size": 15}"#, #"proxy_trusted_proxies: "x": "x" is not an IPv4 or IPv6 address"#),
     ])
     func firstFaultIsReported(json: String, message: String) {
@@ -93,10 +110,11 @@ import Testing
         let unmapped = try host(#"{"proxy_ports": [15222, 15999], "proxy_port_mappings": {"15222": "c2s"}}"#)
         #expect(unmapped.warnings == ["PROXY port 15999 has no entry in proxy_port_mappings: its connections will be closed after the header"])
         let trustAll = try host(#"{"proxy_trusted_proxies": [], "proxy_header_timeout": 1}"#)
-        #expect(trustAll.warnings == [
-            "proxy_trusted_proxies is empty: ANY client may send a PROXY header and claim any address",
-            "proxy_header_timeout is 1.0 s; the PROXY specification asks for at least 3 s",
-        ])
+        #expect(
+            trustAll.warnings == [
+                "proxy_trusted_proxies is empty: ANY client may send a PROXY header and claim any address",
+                "proxy_header_timeout is 1.0 s; the PROXY specification asks for at least 3 s",
+            ])
     }
 
     @Test func portInUseIsReportedAtStart() async throws {

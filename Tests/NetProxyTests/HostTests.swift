@@ -1,12 +1,12 @@
 import Foundation
-import NetProxy
 import NIOCore
 import NIOPosix
 import NIOProxyProtocol
 import NIOSSL
+import NetProxy
 import ProxyProtocol
-import Testing
 import TestSupport
+import Testing
 
 /// A host on loopback with every listener on a free port.
 struct RunningHost {
@@ -37,8 +37,10 @@ func endpoint(_ value: Any?) -> String? {
 }
 
 @Suite(.timeLimit(.minutes(1))) struct HostTests {
-    static let header = ProxyHeader(version: .v2, addresses: .inet(
-        source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)),
+    static let header = ProxyHeader(
+        version: .v2,
+        addresses: .inet(
+            source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)),
         tlvs: [.authority("example.com")])
 
     @Test func whoamiOnAProxyPort() async throws {
@@ -90,14 +92,18 @@ func endpoint(_ value: Any?) -> String? {
         let running = try await RunningHost(#"{"http_ports": [], "proxy_port_mappings": {"0": "http"}}"#)
         let port = running.port(.proxy(service: "http", tls: false))
         let request = "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /again HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        let reply = String(decoding: try await LoopbackClient.exchange(
-            port: port, send: Array("PROXY TCP6 2001:db8::1 ::1 4000 80\r\n\(request)".utf8)), as: UTF8.self)
+        let reply = String(
+            decoding: try await LoopbackClient.exchange(
+                port: port, send: Array("PROXY TCP6 2001:db8::1 ::1 4000 80\r\n\(request)".utf8)), as: UTF8.self)
         let responses = reply.components(separatedBy: "HTTP/1.1 200 OK\r\n").dropFirst()
         #expect(responses.count == 2)
-        #expect(responses.first?.contains("content-type: application/json\r\n") == true || responses.first?.contains("Content-Type: application/json\r\n") == true)
+        #expect(
+            responses.first?.contains("content-type: application/json\r\n") == true
+                || responses.first?.contains("Content-Type: application/json\r\n") == true)
         #expect(reply.contains("\"source\":{\"ip\":\"2001:db8::1\",\"port\":4000}"))
-        let post = String(decoding: try await LoopbackClient.exchange(
-            port: port, send: Array("PROXY UNKNOWN\r\nPOST / HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
+        let post = String(
+            decoding: try await LoopbackClient.exchange(
+                port: port, send: Array("PROXY UNKNOWN\r\nPOST / HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
         #expect(post.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"))
         await running.stop()
     }
@@ -113,7 +119,8 @@ func endpoint(_ value: Any?) -> String? {
     }
 
     @Test func untrustedProxyAndMetrics() async throws {
-        let running = try await RunningHost("""
+        let running = try await RunningHost(
+            """
             {"echo_ports": [], "proxy_port_mappings": {"0": "echo"}, "proxy_trusted_proxies": ["127.0.0.2"], "metrics_port": 0}
             """)
         let port = running.port(.proxy(service: "echo", tls: false))
@@ -124,8 +131,9 @@ func endpoint(_ value: Any?) -> String? {
         let invalid = try await LoopbackClient.exchange(port: port, from: "127.0.0.2", send: Array("GET / HTTP/1.0\r\n\r\n".utf8))
         #expect(invalid == [])
         let metricsPort = running.port(.metrics)
-        let metrics = String(decoding: try await LoopbackClient.exchange(
-            port: metricsPort, send: Array("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
+        let metrics = String(
+            decoding: try await LoopbackClient.exchange(
+                port: metricsPort, send: Array("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n".utf8)), as: UTF8.self)
         #expect(metrics.hasPrefix("HTTP/1.1 200 OK\r\n"))
         #expect(metrics.contains(#"netproxy_connections_accepted_total{listener="proxy"} 3"#))
         #expect(metrics.contains(#"netproxy_connections_rejected_total{reason="untrusted_source"} 1"#))
@@ -154,7 +162,8 @@ func endpoint(_ value: Any?) -> String? {
         let keyPath = directory.appendingPathComponent("key.pem").path
         try certificate.certificatePEM.write(toFile: certPath, atomically: true, encoding: .utf8)
         try certificate.privateKeyPEM.write(toFile: keyPath, atomically: true, encoding: .utf8)
-        let running = try await RunningHost("""
+        let running = try await RunningHost(
+            """
             {"whoami_ports": [], "proxy_port_mappings": {"0": "whoami"}, "proxy_tls_ports": [0],
              "proxy_tls_certificate": "\(certPath)", "proxy_tls_key": "\(keyPath)"}
             """)

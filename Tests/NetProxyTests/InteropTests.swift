@@ -1,10 +1,10 @@
 import Foundation
-import NetProxy
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import Testing
+import NetProxy
 import TestSupport
+import Testing
 
 /// NetProxy's http service behind HAProxy, nginx and curl, asserting the client each reports.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct InteropTests {
@@ -64,7 +64,8 @@ import TestSupport
     ) async throws -> (body: [String: Any], client: String) {
         let running = try await RunningHost(Self.configuration)
         let port = running.port(.proxy(service: "http", tls: false))
-        let (haproxy, frontendPort, log) = try startHAProxy("""
+        let (haproxy, frontendPort, log) = try startHAProxy(
+            """
             global
                 maxconn 100
             defaults
@@ -123,7 +124,12 @@ import TestSupport
         let checked = NIOLockedValueBox(false)
         let checks = NetProxyService(name: "checks") { _, info in
             guard info.proxy?.header.command == .local else { return }
-            if checked.withLockedValue({ seen in defer { seen = true }; return !seen }) { firstCheck.succeed() }
+            if checked.withLockedValue({ seen in
+                defer { seen = true }
+                return !seen
+            }) {
+                firstCheck.succeed()
+            }
         }
         let running = try await RunningHost(
             #"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "checks"}, "proxy_trusted_proxies": ["127.0.0.0/8"]}"#,
@@ -132,7 +138,8 @@ import TestSupport
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         // HAProxy needs a frontend to run at all; nothing connects to it.
-        let (haproxy, _, log) = try startHAProxy("""
+        let (haproxy, _, log) = try startHAProxy(
+            """
             defaults
                 timeout connect 5s
                 timeout client 10s
@@ -168,7 +175,9 @@ import TestSupport
         try (certificate.certificatePEM + "\n" + certificate.privateKeyPEM + "\n").write(to: pem, atomically: true, encoding: .utf8)
         let (body, client) = try await throughHAProxy(
             frontend: "    mode http\n    bind fd@0 ssl crt \(pem.path)\n    unique-id-format %ci:%cp",
-            backend: { "    mode http\n    http-reuse never\n    server s 127.0.0.1:\($0) send-proxy-v2 proxy-v2-options authority,unique-id,crc32c,ssl" },
+            backend: {
+                "    mode http\n    http-reuse never\n    server s 127.0.0.1:\($0) send-proxy-v2 proxy-v2-options authority,unique-id,crc32c,ssl"
+            },
             curl: { ["-k", "--interface", "127.0.0.8", "--resolve", "localhost:\($0):127.0.0.1", "https://localhost:\($0)/"] },
             in: directory)
         #expect(source(body) == client)

@@ -5,21 +5,25 @@ import Testing
 
 @Suite struct EncoderTests {
     @Test func v1Lines() throws {
-        #expect(String(buffer: try ProxyHeader(version: .v1, addresses: inetAddresses).encoded())
-            == "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n")
+        #expect(
+            String(buffer: try ProxyHeader(version: .v1, addresses: inetAddresses).encoded())
+                == "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n")
         let inet6 = ProxyAddresses.inet6(
             source: .init(ProxyIPv6Address("2001:db8:0:0::1")!, port: 0), destination: .init(ProxyIPv6Address("::ffff:10.0.0.1")!, port: 65535))
-        #expect(String(buffer: try ProxyHeader(version: .v1, addresses: inet6).encoded())
-            == "PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 0 65535\r\n")
+        #expect(
+            String(buffer: try ProxyHeader(version: .v1, addresses: inet6).encoded())
+                == "PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 0 65535\r\n")
         #expect(String(buffer: try ProxyHeader.v1Unknown.encoded()) == "PROXY UNKNOWN\r\n")
     }
 
     @Test func v2Bytes() throws {
-        #expect(Array(try ProxyHeader(version: .v2, addresses: inetAddresses).encoded().readableBytesView)
-            == v2Header(family: 0x11, body: inetBlock))
+        #expect(
+            Array(try ProxyHeader(version: .v2, addresses: inetAddresses).encoded().readableBytesView)
+                == v2Header(family: 0x11, body: inetBlock))
         #expect(Array(try ProxyHeader.local.encoded().readableBytesView) == v2Header(command: 0x20, family: 0x00, body: []))
-        #expect(Array(try ProxyHeader(version: .v2, addresses: .unspecified).encoded().readableBytesView)
-            == v2Header(command: 0x21, family: 0x00, body: []))
+        #expect(
+            Array(try ProxyHeader(version: .v2, addresses: .unspecified).encoded().readableBytesView)
+                == v2Header(command: 0x21, family: 0x00, body: []))
         let unix = ProxyHeader(
             version: .v2, addresses: .unix(source: .init(path: "/a"), destination: .init(path: "/b")), transport: .datagram)
         let unixBytes = Array(try unix.encoded().readableBytesView)
@@ -54,14 +58,18 @@ import Testing
         }
         #expect(error(ProxyHeader(version: .v1, command: .local, addresses: .unspecified)) == .init(.v1CannotSendLocal))
         #expect(error(ProxyHeader(version: .v1, addresses: inetAddresses, tlvs: [.noop()])) == .init(.v1CannotSendTLVs))
-        #expect(error(ProxyHeader(version: .v1, addresses: inetAddresses, transport: .datagram))
-            == .init(.v1CannotSend(.inet, .datagram)))
-        #expect(error(ProxyHeader(version: .v1, addresses: .unix(source: .init(path: "a"), destination: .init(path: "b"))))
-            == .init(.v1CannotSend(.unix, .stream)))
-        #expect(error(ProxyHeader(version: .v2, command: .proxy, family: .inet, transport: .unspecified, addresses: .unspecified, tlvs: []))
-            == .init(.familyMismatch(family: .inet, transport: .unspecified, addresses: .unspecified)))
-        #expect(error(ProxyHeader(version: .v2, command: .proxy, family: .inet6, transport: .stream, addresses: inetAddresses, tlvs: []))
-            == .init(.familyMismatch(family: .inet6, transport: .stream, addresses: .inet)))
+        #expect(
+            error(ProxyHeader(version: .v1, addresses: inetAddresses, transport: .datagram))
+                == .init(.v1CannotSend(.inet, .datagram)))
+        #expect(
+            error(ProxyHeader(version: .v1, addresses: .unix(source: .init(path: "a"), destination: .init(path: "b"))))
+                == .init(.v1CannotSend(.unix, .stream)))
+        #expect(
+            error(ProxyHeader(version: .v2, command: .proxy, family: .inet, transport: .unspecified, addresses: .unspecified, tlvs: []))
+                == .init(.familyMismatch(family: .inet, transport: .unspecified, addresses: .unspecified)))
+        #expect(
+            error(ProxyHeader(version: .v2, command: .proxy, family: .inet6, transport: .stream, addresses: inetAddresses, tlvs: []))
+                == .init(.familyMismatch(family: .inet6, transport: .stream, addresses: .inet)))
         let big = ProxyTLV(type: .init(0xE1), bytes: [UInt8](repeating: 0, count: 65535 - 12 - 3))
         #expect(error(ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [big])) == nil)
         #expect(error(ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [big, .noop()])) == .init(.tooLong(length: 65538)))

@@ -3,7 +3,8 @@ import ProxyProtocol
 import Testing
 
 @Suite struct TLVTests {
-    static let sslValue: [UInt8] = [0x07, 0x00, 0x00, 0x00, 0x00]
+    static let sslValue: [UInt8] =
+        [0x07, 0x00, 0x00, 0x00, 0x00]
         + tlvBytes(0x21, Array("TLSv1.3".utf8))
         + tlvBytes(0x22, Array("clïent.example".utf8))
         + tlvBytes(0x23, Array("TLS_AES_256_GCM_SHA384".utf8))
@@ -13,7 +14,8 @@ import Testing
         + tlvBytes(0x27, Array("rsa_pss_rsae_sha256".utf8))
         + tlvBytes(0x28, [0x30, 0x82, 0x01, 0x0A])
 
-    static let allTLVs: [UInt8] = tlvBytes(0x01, Array("h2".utf8))
+    static let allTLVs: [UInt8] =
+        tlvBytes(0x01, Array("h2".utf8))
         + tlvBytes(0x02, Array("exämple.com".utf8))
         + tlvBytes(0x04, [0, 0, 0])
         + tlvBytes(0x05, Array("unique-id-1".utf8))
@@ -135,9 +137,10 @@ import Testing
 
     @Test func builtTLVsMatchTheWire() {
         let tlvs: ProxyTLVs = [.alpn("h2"), .authority("a.example"), .noop(count: 2), .uniqueID([1, 2]), .netns("ns")]
-        #expect(Array(tlvs.bytes.readableBytesView)
-            == tlvBytes(1, Array("h2".utf8)) + tlvBytes(2, Array("a.example".utf8)) + tlvBytes(4, [0, 0])
-            + tlvBytes(5, [1, 2]) + tlvBytes(0x30, Array("ns".utf8)))
+        #expect(
+            Array(tlvs.bytes.readableBytesView)
+                == tlvBytes(1, Array("h2".utf8)) + tlvBytes(2, Array("a.example".utf8)) + tlvBytes(4, [0, 0])
+                + tlvBytes(5, [1, 2]) + tlvBytes(0x30, Array("ns".utf8)))
         var appended = ProxyTLVs()
         #expect(appended.isEmpty)
         appended.append(.authority("x"))

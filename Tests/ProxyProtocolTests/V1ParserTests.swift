@@ -7,15 +7,30 @@ import Testing
 
     static let valid: [(String, ProxyHeader)] = [
         ("PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n", ProxyHeader(version: .v1, addresses: inetAddresses)),
-        ("PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n", ProxyHeader(version: .v1, addresses: .inet(
-            source: .init(ProxyIPv4Address(0, 0, 0, 0), port: 0),
-            destination: .init(ProxyIPv4Address(255, 255, 255, 255), port: 65535)))),
-        ("PROXY TCP6 2001:db8::1 2001:DB8:0:0:0:0:0:2 1 65535\r\n", ProxyHeader(version: .v1, addresses: .inet6(
-            source: .init(ProxyIPv6Address("2001:db8::1")!, port: 1),
-            destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 65535)))),
-        ("PROXY TCP6 ::ffff:192.0.2.1 :: 80 8080\r\n", ProxyHeader(version: .v1, addresses: .inet6(
-            source: .init(ProxyIPv6Address(ipv4Mapped: ProxyIPv4Address(192, 0, 2, 1)), port: 80),
-            destination: .init(ProxyIPv6Address(high: 0, low: 0), port: 8080)))),
+        (
+            "PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n",
+            ProxyHeader(
+                version: .v1,
+                addresses: .inet(
+                    source: .init(ProxyIPv4Address(0, 0, 0, 0), port: 0),
+                    destination: .init(ProxyIPv4Address(255, 255, 255, 255), port: 65535)))
+        ),
+        (
+            "PROXY TCP6 2001:db8::1 2001:DB8:0:0:0:0:0:2 1 65535\r\n",
+            ProxyHeader(
+                version: .v1,
+                addresses: .inet6(
+                    source: .init(ProxyIPv6Address("2001:db8::1")!, port: 1),
+                    destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 65535)))
+        ),
+        (
+            "PROXY TCP6 ::ffff:192.0.2.1 :: 80 8080\r\n",
+            ProxyHeader(
+                version: .v1,
+                addresses: .inet6(
+                    source: .init(ProxyIPv6Address(ipv4Mapped: ProxyIPv4Address(192, 0, 2, 1)), port: 80),
+                    destination: .init(ProxyIPv6Address(high: 0, low: 0), port: 8080)))
+        ),
         ("PROXY UNKNOWN\r\n", .v1Unknown),
         ("PROXY UNKNOWN 192.0.2.1 198.51.100.7 51234 443\r\n", .v1Unknown),
         ("PROXY UNKNOWN anything at all, even  two spaces\r\n", .v1Unknown),
@@ -86,8 +101,10 @@ import Testing
         // CRLF would end at byte 108: one byte too long.
         ("PROXY UNKNOWN " + String(repeating: "x", count: 92) + "\r\n", .headerTooLong(limit: 107), 107),
         // A valid TCP6 line that the 107-byte limit does not allow.
-        ("PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 1 2\r\n",
-         .headerTooLong(limit: 107), 107),
+        (
+            "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 1 2\r\n",
+            .headerTooLong(limit: 107), 107
+        ),
     ]
 
     @Test func invalidHeaders() {
@@ -109,17 +126,21 @@ import Testing
         let v2Only = ProxyHeaderParser(acceptedVersions: .v2)
         #expect(parseError("P", parser: v2Only) == ProxyHeaderError(.versionNotAccepted(.v1), at: 0))
         let short = ProxyHeaderParser(maximumLength: 40)
-        #expect(parseError("PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n", parser: short)
-            == ProxyHeaderError(.headerTooLong(limit: 40), at: 40))
+        #expect(
+            parseError("PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n", parser: short)
+                == ProxyHeaderError(.headerTooLong(limit: 40), at: 40))
         #expect(throws: Never.self) { try parse("PROXY UNKNOWN\r\n", parser: short) }
     }
 
     @Test func errorDescriptionsNameFieldAndOffset() {
-        #expect(parseError("PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n")?.description
-            == "v1 header, byte 11: source address \"1.2.3.04\" is not a valid address for the family")
-        #expect(parseError("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")?.description
-            == "v1 header, byte 30: line must end with CRLF (lone CR or LF)")
-        #expect(parseError("PROXY T\u{1}P4 1.2.3.4 5.6.7.8 1 2\r\n")?.description
-            == "v1 header, byte 6: protocol family \"T\\u{1}P4\" is not TCP4, TCP6 or UNKNOWN")
+        #expect(
+            parseError("PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n")?.description
+                == "v1 header, byte 11: source address \"1.2.3.04\" is not a valid address for the family")
+        #expect(
+            parseError("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")?.description
+                == "v1 header, byte 30: line must end with CRLF (lone CR or LF)")
+        #expect(
+            parseError("PROXY T\u{1}P4 1.2.3.4 5.6.7.8 1 2\r\n")?.description
+                == "v1 header, byte 6: protocol family \"T\\u{1}P4\" is not TCP4, TCP6 or UNKNOWN")
     }
 }

@@ -19,17 +19,27 @@ import Testing
             (v2Header(family: 0x12, body: inetBlock), ProxyHeader(version: .v2, addresses: inetAddresses, transport: .datagram)),
             (v2Header(family: 0x21, body: inet6Block), ProxyHeader(version: .v2, addresses: inet6Addresses)),
             (v2Header(family: 0x22, body: inet6Block), ProxyHeader(version: .v2, addresses: inet6Addresses, transport: .datagram)),
-            (v2Header(family: 0x31, body: unixField(Array("/run/src.sock".utf8)) + unixField(Array("/run/dst.sock".utf8))),
-             ProxyHeader(version: .v2, addresses: .unix(source: .init(path: "/run/src.sock"), destination: .init(path: "/run/dst.sock")))),
+            (
+                v2Header(family: 0x31, body: unixField(Array("/run/src.sock".utf8)) + unixField(Array("/run/dst.sock".utf8))),
+                ProxyHeader(version: .v2, addresses: .unix(source: .init(path: "/run/src.sock"), destination: .init(path: "/run/dst.sock")))
+            ),
             // An abstract name keeps its leading NUL; a path ends at its first NUL.
-            (v2Header(family: 0x32, body: unixField([0] + Array("abstract".utf8)) + unixField(Array("/a\0junk".utf8))),
-             ProxyHeader(version: .v2, addresses: .unix(
-                source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/a")),
-                transport: .datagram)),
+            (
+                v2Header(family: 0x32, body: unixField([0] + Array("abstract".utf8)) + unixField(Array("/a\0junk".utf8))),
+                ProxyHeader(
+                    version: .v2,
+                    addresses: .unix(
+                        source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/a")),
+                    transport: .datagram)
+            ),
             // A 108-byte path without NUL.
-            (v2Header(family: 0x31, body: [UInt8](repeating: 0x61, count: 108) + unixField([0x62])),
-             ProxyHeader(version: .v2, addresses: .unix(
-                source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "b")))),
+            (
+                v2Header(family: 0x31, body: [UInt8](repeating: 0x61, count: 108) + unixField([0x62])),
+                ProxyHeader(
+                    version: .v2,
+                    addresses: .unix(
+                        source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "b")))
+            ),
             // LOCAL: everything after the fixed part is skipped, whatever the family byte says.
             (v2Header(command: 0x20, family: 0x00, body: []), .local),
             (v2Header(command: 0x20, family: 0x11, body: inetBlock), .local),
@@ -38,16 +48,24 @@ import Testing
             // PROXY with UNSPEC family or transport: addresses are ignored.
             (v2Header(family: 0x00, body: []), ProxyHeader(version: .v2, addresses: .unspecified)),
             (v2Header(family: 0x00, body: [9, 9, 9]), ProxyHeader(version: .v2, addresses: .unspecified)),
-            (v2Header(family: 0x10, body: inetBlock),
-             ProxyHeader(version: .v2, command: .proxy, family: .inet, transport: .unspecified, addresses: .unspecified, tlvs: [])),
-            (v2Header(family: 0x01, body: []),
-             ProxyHeader(version: .v2, command: .proxy, family: .unspecified, transport: .stream, addresses: .unspecified, tlvs: [])),
+            (
+                v2Header(family: 0x10, body: inetBlock),
+                ProxyHeader(version: .v2, command: .proxy, family: .inet, transport: .unspecified, addresses: .unspecified, tlvs: [])
+            ),
+            (
+                v2Header(family: 0x01, body: []),
+                ProxyHeader(version: .v2, command: .proxy, family: .unspecified, transport: .stream, addresses: .unspecified, tlvs: [])
+            ),
             // TLVs after the address block.
-            (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, Array("example.com".utf8)) + tlvBytes(0x04, [])),
-             ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [.authority("example.com"), .noop()])),
+            (
+                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, Array("example.com".utf8)) + tlvBytes(0x04, [])),
+                ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [.authority("example.com"), .noop()])
+            ),
             // Bytes between the INET block and len: an empty-valued TLV walk must cover them exactly.
-            (v2Header(family: 0x21, body: inet6Block + tlvBytes(0xF0, [1, 2, 3])),
-             ProxyHeader(version: .v2, addresses: inet6Addresses, tlvs: [ProxyTLV(type: .init(0xF0), bytes: [1, 2, 3])])),
+            (
+                v2Header(family: 0x21, body: inet6Block + tlvBytes(0xF0, [1, 2, 3])),
+                ProxyHeader(version: .v2, addresses: inet6Addresses, tlvs: [ProxyTLV(type: .init(0xF0), bytes: [1, 2, 3])])
+            ),
         ]
     }
 
@@ -94,21 +112,39 @@ import Testing
             (v2Header(family: 0x11, body: inetBlock + [0x01, 0x00]), .v2TruncatedTLVHeader(remaining: 2), 28),
             (v2Header(family: 0x11, body: inetBlock + [0x01]), .v2TruncatedTLVHeader(remaining: 1), 28),
             (v2Header(family: 0x11, body: inetBlock + [0x02, 0x00, 0x05, 0x61, 0x62]), .v2TLVOverrun(type: 0x02, length: 5, remaining: 2), 28),
-            (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x04, []) + [0xE0, 0xFF, 0xFF]), .v2TLVOverrun(type: 0xE0, length: 65535, remaining: 0), 31),
+            (
+                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x04, []) + [0xE0, 0xFF, 0xFF]),
+                .v2TLVOverrun(type: 0xE0, length: 65535, remaining: 0), 31
+            ),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, [0xC3, 0x28])), .v2InvalidTLV(type: 0x02, .invalidUTF8), 28),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, [0xED, 0xA0, 0x80])), .v2InvalidTLV(type: 0x02, .invalidUTF8), 28),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, [0xC0, 0xAF])), .v2InvalidTLV(type: 0x02, .invalidUTF8), 28),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, [0xE2, 0x82])), .v2InvalidTLV(type: 0x02, .invalidUTF8), 28),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x03, [0, 0, 0])), .v2InvalidTLV(type: 0x03, .lengthMustBe(4)), 28),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x03, [0, 0, 0, 0, 0])), .v2InvalidTLV(type: 0x03, .lengthMustBe(4)), 28),
-            (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x05, [UInt8](repeating: 7, count: 129))), .v2InvalidTLV(type: 0x05, .lengthMustBeAtMost(128)), 28),
+            (
+                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x05, [UInt8](repeating: 7, count: 129))),
+                .v2InvalidTLV(type: 0x05, .lengthMustBeAtMost(128)), 28
+            ),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x30, [0x62, 0xC3, 0xA9])), .v2InvalidTLV(type: 0x30, .notASCII), 28),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0])), .v2InvalidTLV(type: 0x20, .lengthMustBeAtLeast(5)), 28),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0, 0x21, 0x00])), .v2TruncatedTLVHeader(remaining: 2), 36),
-            (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0, 0x21, 0x00, 0x09, 0x54])), .v2TLVOverrun(type: 0x21, length: 9, remaining: 1), 36),
-            (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0] + tlvBytes(0x21, [0x54, 0xFF]))), .v2InvalidTLV(type: 0x21, .notASCII), 36),
-            (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0] + tlvBytes(0x23, [0x80]))), .v2InvalidTLV(type: 0x23, .notASCII), 36),
-            (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0] + tlvBytes(0x22, [0xFF]))), .v2InvalidTLV(type: 0x22, .invalidUTF8), 36),
+            (
+                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0, 0x21, 0x00, 0x09, 0x54])),
+                .v2TLVOverrun(type: 0x21, length: 9, remaining: 1), 36
+            ),
+            (
+                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0] + tlvBytes(0x21, [0x54, 0xFF]))),
+                .v2InvalidTLV(type: 0x21, .notASCII), 36
+            ),
+            (
+                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0] + tlvBytes(0x23, [0x80]))),
+                .v2InvalidTLV(type: 0x23, .notASCII), 36
+            ),
+            (
+                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x20, [1, 0, 0, 0, 0] + tlvBytes(0x22, [0xFF]))),
+                .v2InvalidTLV(type: 0x22, .invalidUTF8), 36
+            ),
             (v2Header(family: 0x11, body: inetBlock + tlvBytes(0x03, [0, 0, 0, 0]) + tlvBytes(0x03, [0, 0, 0, 0])), .v2DuplicateCRC32C, 35),
         ]
     }
@@ -146,9 +182,11 @@ import Testing
     }
 
     @Test func errorDescriptions() {
-        #expect(parseError(v2Header(family: 0x11, body: Array(inetBlock[0..<11])))?.description
-            == "v2 header, byte 14: length 11 is shorter than the 12-byte INET address block")
-        #expect(parseError(v2Header(family: 0x11, body: inetBlock + tlvBytes(0x05, [UInt8](repeating: 7, count: 129))))?.description
-            == "v2 header, byte 28: TLV 0x05 (UNIQUE_ID) is invalid: its length must be at most 128")
+        #expect(
+            parseError(v2Header(family: 0x11, body: Array(inetBlock[0..<11])))?.description
+                == "v2 header, byte 14: length 11 is shorter than the 12-byte INET address block")
+        #expect(
+            parseError(v2Header(family: 0x11, body: inetBlock + tlvBytes(0x05, [UInt8](repeating: 7, count: 129))))?.description
+                == "v2 header, byte 28: TLV 0x05 (UNIQUE_ID) is invalid: its length must be at most 128")
     }
 }

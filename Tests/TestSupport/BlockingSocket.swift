@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import Crypto
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// A plain blocking TCP socket, for clients that behave as badly as real ones: half-close,
 /// never read, stream 100 MB. Use it from threads of its own (``BlockingSocket/onThread(_:)``),
@@ -31,12 +32,18 @@ public final class BlockingSocket: @unchecked Sendable {
             }
             if let source {
                 var local = try Self.address(source, port: 0)
-                guard withUnsafePointer(to: &local, { bind(descriptor, UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), Self.length(family)) }) == 0 else {
+                guard
+                    withUnsafePointer(
+                        to: &local, { bind(descriptor, UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), Self.length(family)) }) == 0
+                else {
                     throw Failure(description: "bind \(source): errno \(errno)")
                 }
             }
             var remote = try Self.address(host, port: port)
-            guard withUnsafePointer(to: &remote, { Glibc.connect(descriptor, UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), Self.length(family)) }) == 0 else {
+            guard
+                withUnsafePointer(
+                    to: &remote, { Glibc.connect(descriptor, UnsafeRawPointer($0).assumingMemoryBound(to: sockaddr.self), Self.length(family)) }) == 0
+            else {
                 throw Failure(description: "connect \(host) \(port): errno \(errno)")
             }
         } catch {

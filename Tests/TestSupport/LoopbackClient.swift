@@ -45,4 +45,3 @@ public enum LoopbackClient {
         return collector.bytes
     }
 }
-

@@ -62,7 +62,10 @@ public final class ByteCollector: ChannelInboundHandler, Sendable {
 
     private func finish() {
         let (first, reached) = state.withLockedValue { state -> (Bool, Bool) in
-            defer { state.finished = true; state.reached = true }
+            defer {
+                state.finished = true
+                state.reached = true
+            }
             return (!state.finished, state.reached)
         }
         guard first else { return }

@@ -40,8 +40,9 @@ public struct TestCertificate: Sendable {
     }
 
     public func serverContext() throws -> NIOSSLContext {
-        try NIOSSLContext(configuration: .makeServerConfiguration(
-            certificateChain: [.certificate(certificate)], privateKey: .privateKey(privateKey)))
+        try NIOSSLContext(
+            configuration: .makeServerConfiguration(
+                certificateChain: [.certificate(certificate)], privateKey: .privateKey(privateKey)))
     }
 
     public func clientContext() throws -> NIOSSLContext {

@@ -14,12 +14,16 @@ let benchmarks: @Sendable () -> Void = {
     let parser = ProxyHeaderParser()
     let v1 = ByteBuffer(string: "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n")
     let v1IPv6 = ByteBuffer(string: "PROXY TCP6 2001:db8::1 2001:db8:ffff::22 51234 443\r\n")
-    let inet = ProxyHeader(version: .v2, addresses: .inet(
-        source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
+    let inet = ProxyHeader(
+        version: .v2,
+        addresses: .inet(
+            source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
     let v2 = try! inet.encoded()
     var withTLVs = inet
-    withTLVs.tlvs = [.authority("example.com"), .uniqueID(Array("0123456789abcdef".utf8)),
-                     .ssl(ProxySSLInfo(client: [.ssl], verify: 0, subTLVs: [ProxyTLV(type: .sslVersion, value: ByteBuffer(string: "TLSv1.3"))]))]
+    withTLVs.tlvs = [
+        .authority("example.com"), .uniqueID(Array("0123456789abcdef".utf8)),
+        .ssl(ProxySSLInfo(client: [.ssl], verify: 0, subTLVs: [ProxyTLV(type: .sslVersion, value: ByteBuffer(string: "TLSv1.3"))])),
+    ]
     let v2TLVs = try! withTLVs.encoded(appendingCRC32C: true)
 
     for (name, bytes) in [("v1 TCP4", v1), ("v1 TCP6", v1IPv6), ("v2 INET", v2), ("v2 INET with TLVs and CRC32C", v2TLVs)] {
