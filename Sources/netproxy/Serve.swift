@@ -30,7 +30,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         // Handled from the start: a signal during start-up must neither be lost nor end the process.
-        let signals = SignalPipe.install([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
+        let signals = try SignalPipe.install([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
         let configuration: NetProxyConfiguration
         if let config {
             guard let data = FileManager.default.contents(atPath: config) else {

@@ -20,9 +20,9 @@ nonisolated(unsafe) private var signalPipeWriteEnd: CInt = -1
 /// (the process kept serving). A plain handler works whichever thread the kernel picks.
 enum SignalPipe {
     /// Installs the handler for `signals` and returns the sequence of those received.
-    static func install(_ signals: [CInt]) -> AsyncStream<CInt> {
+    static func install(_ signals: [CInt]) throws(CommandFailure) -> AsyncStream<CInt> {
         var ends: [CInt] = [-1, -1]
-        guard pipe(&ends) == 0 else { fatalError("cannot create the signal pipe: errno \(errno)") }
+        guard pipe(&ends) == 0 else { throw CommandFailure("cannot create the signal pipe: \(String(cString: strerror(errno)))") }
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         // A full pipe must not block the handler; a signal or two may then be dropped.
         _ = fcntl(ends[1], F_SETFL, fcntl(ends[1], F_GETFL) | O_NONBLOCK)

@@ -81,6 +81,19 @@ public final class BlockingSocket: @unchecked Sendable {
         return sent
     }
 
+    /// Sends the chunks `next` makes until `limit` bytes are sent or a send gives up (after the
+    /// send timeout): a client that sends without reading. Returns how many bytes were sent.
+    public func sendUntilBlocked(limit: Int, _ next: () -> [UInt8]) throws -> Int {
+        var sent = 0
+        while sent < limit {
+            let chunk = next()
+            let count = try chunk.withUnsafeBytes { try send($0) }
+            sent += count
+            if count < chunk.count { break }
+        }
+        return sent
+    }
+
     public func send(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { _ = try send($0) }
     }
