@@ -46,8 +46,11 @@ enum SignalPipe {
         for signal in signals {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { number in
+                // The interrupted code may be about to read errno: leave it as it was.
+                let savedErrno = errno
                 var byte = UInt8(truncatingIfNeeded: number)
                 _ = write(signalPipeWriteEnd, &byte, 1)
+                errno = savedErrno
             }
             sigemptyset(&action.sa_mask)
             action.sa_flags = SA_RESTART
