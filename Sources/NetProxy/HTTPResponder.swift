@@ -72,8 +72,12 @@ final class HTTPResponder: ChannelInboundHandler {
         if head.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
         }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        lastResponseSent = done
+        // Recorded before the write: writing the end lets NIOHTTP1 hand over the next pipelined
+        // request at once, and its answer, written inside this call, must stay the last one.
+        let ended = context.eventLoop.makePromise(of: Void.self)
+        lastResponseSent = ended.futureResult
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: ended)
+        let done = ended.futureResult
         if !keepAlive {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }

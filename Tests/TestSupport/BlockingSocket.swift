@@ -19,7 +19,7 @@ public final class BlockingSocket: @unchecked Sendable {
 
     /// Connects to `host:port` (IPv4 or IPv6 literal) from `source` (any port); a small
     /// `receiveBuffer` makes a slow reader whose backlog stays on the server.
-    public init(connectingTo host: String, port: Int, from source: String? = nil, receiveBuffer: Int? = nil) throws {
+    public init(connectingTo host: String, port: Int, from source: String? = nil, receiveBuffer: Int? = nil, sendBuffer: Int? = nil) throws {
         let family = host.contains(":") ? AF_INET6 : AF_INET
         descriptor = socket(family, CInt(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw Failure(description: "socket: errno \(errno)") }
@@ -29,6 +29,9 @@ public final class BlockingSocket: @unchecked Sendable {
             setTimeout(SO_SNDTIMEO, seconds: 60)
             if var size = receiveBuffer.map(CInt.init) {
                 setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<CInt>.size))
+            }
+            if var size = sendBuffer.map(CInt.init) {
+                setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<CInt>.size))
             }
             if let source {
                 var local = try Self.address(source, port: 0)
