@@ -70,7 +70,7 @@ final class AcceptErrorHandler: ChannelInboundHandler {
         if failuresInEpisode == 0 {
             episodeStart = .now()
             if waitingHelps {
-                let limit = Self.descriptorLimit.map { "soft limit \($0.soft), hard limit \($0.hard)" } ?? "limit unknown"
+                let limit = DescriptorLimit.current.map { "soft limit \($0.soft), hard limit \($0.hard)" } ?? "limit unknown"
                 logger.error(
                     "cannot accept on \(listener(context)): \(name) (\(String(cString: strerror(error.errnoCode)))); descriptors: \(limit); pausing accepts for \(Self.pause.nanoseconds / 1_000_000) ms at a time until one succeeds"
                 )
@@ -105,17 +105,4 @@ final class AcceptErrorHandler: ChannelInboundHandler {
         default: return "errno_\(code)"
         }
     }
-
-    /// The process's `RLIMIT_NOFILE`.
-    static var descriptorLimit: (soft: UInt64, hard: UInt64)? {
-        var limit = rlimit()
-        guard getrlimit(resourceNoFile, &limit) == 0 else { return nil }
-        return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
-    }
 }
-
-#if canImport(Glibc)
-    let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-#else
-    let resourceNoFile = RLIMIT_NOFILE
-#endif

@@ -71,21 +71,15 @@ struct Serve: AsyncParsableCommand {
         try await group.run()
     }
 
-    /// Raises the soft descriptor limit to the hard one, as servers do: each connection takes a
-    /// descriptor, and the usual soft default (1024) is far below what one host can serve.
+    /// Raises the soft descriptor limit to the hard one and logs both.
     static func raiseDescriptorLimit(logger: Logger) {
-        var limit = rlimit()
-        guard getrlimit(resourceNoFile, &limit) == 0 else { return }
-        let soft = limit.rlim_cur
-        guard soft < limit.rlim_max else {
-            logger.info("descriptor limit: \(soft) (soft and hard)")
-            return
-        }
-        limit.rlim_cur = limit.rlim_max
-        if setrlimit(resourceNoFile, &limit) == 0 {
-            logger.info("descriptor limit: soft \(soft) raised to the hard limit, \(limit.rlim_max)")
+        guard let before = DescriptorLimit.current else { return }
+        if before.soft >= before.hard {
+            logger.info("descriptor limit: \(before.soft) (soft and hard)")
+        } else if let error = DescriptorLimit.raiseSoftToHard() {
+            logger.warning("descriptor limit: soft \(before.soft), hard \(before.hard); raising the soft limit failed (errno \(error))")
         } else {
-            logger.warning("descriptor limit: soft \(soft), hard \(limit.rlim_max); raising the soft limit failed (errno \(errno))")
+            logger.info("descriptor limit: soft \(before.soft) raised to the hard limit, \(before.hard)")
         }
     }
 
@@ -130,9 +124,3 @@ extension NetProxyHost.BoundListener {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
-
-#if canImport(Glibc)
-    private let resourceNoFile = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-#else
-    private let resourceNoFile = RLIMIT_NOFILE
-#endif
