@@ -6,7 +6,8 @@ extension NetProxyService {
     /// back, closes. It reads only while it can write, so a client that sends without reading
     /// holds at most a few hundred KiB of the server's memory.
     public static let echo = NetProxyService(name: "echo", allowsHalfClosure: true) { channel, _ in
-        try channel.pipeline.syncOperations.addHandler(EchoService())
+        // NIO's BackPressureHandler holds reads back while the channel is not writable.
+        try channel.pipeline.syncOperations.addHandlers(BackPressureHandler(), EchoService())
     }
 
     /// `whoami`: writes one JSON line describing the connection, then closes (once the client
@@ -35,15 +36,12 @@ extension NetProxyService {
     public static let builtins: [NetProxyService] = [.echo, .whoami, .http]
 }
 
-/// Writes back what it reads, with backpressure: while the channel is not writable it holds
-/// reads back, so what it keeps queued is bounded by the write buffer's high watermark plus one
-/// read loop (by default 64 KiB + 4 x 64 KiB).
-final class EchoService: ChannelDuplexHandler {
+/// Writes back what it reads. With `BackPressureHandler` in front it reads only while it can
+/// write, so what it keeps queued is bounded by the write buffer's high watermark plus one read
+/// loop (by default 64 KiB + 4 x 64 KiB).
+final class EchoService: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
-
-    private var readHeldBack = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.write(data, promise: nil)
@@ -51,22 +49,6 @@ final class EchoService: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         context.flush()
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
-            context.read()
-        } else {
-            readHeldBack = true
-        }
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable && readHeldBack {
-            readHeldBack = false
-            context.read()
-        }
-        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
