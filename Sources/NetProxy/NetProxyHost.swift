@@ -225,6 +225,7 @@ public final class NetProxyHost: Service, Sendable {
         for channel in remaining {
             try? await channel.close()
         }
+        refusals.flush()
         // No connection can start an async service any more; end their tasks and wait for them.
         asyncConnections.continuation.finish()
         let tasks = state.withLockedValue { $0.serviceTasks }
@@ -275,7 +276,7 @@ public final class NetProxyHost: Service, Sendable {
             try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
             try pipeline.addHandler(
                 HTTPResponder { [metrics] head in
-                    guard head.method == .GET, head.uri.split(separator: "?").first == "/metrics" else {
+                    guard head.method == .GET || head.method == .HEAD, head.uri.split(separator: "?").first == "/metrics" else {
                         return .init(status: .notFound, contentType: "text/plain; charset=utf-8", body: "not found; try GET /metrics\n")
                     }
                     return .init(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition)

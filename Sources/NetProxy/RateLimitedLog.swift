@@ -3,7 +3,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// Log lines that anyone on the network can cause (refused connections), at most `limit` a
-/// second; the lines dropped are counted and reported with the next line that gets through.
+/// second; the lines dropped are counted and reported with the next line that gets through
+/// (or by ``flush()``).
 /// Counting every refusal is the metrics' job; this keeps an untrusted flood out of the log.
 final class RateLimitedLog: Sendable {
     private struct Window {
@@ -37,7 +38,19 @@ final class RateLimitedLog: Sendable {
             return 0
         }
         guard let suppressed else { return }
-        let note = suppressed > 0 ? " (\(suppressed) similar line(s) suppressed in the previous second)" : ""
+        let note = suppressed > 0 ? " (\(suppressed) similar line(s) suppressed since the last one)" : ""
         logger.warning("\(message())\(note)", metadata: metadata)
+    }
+
+    /// Reports the lines suppressed since the last one written, if any (at shutdown: no later
+    /// line would carry the count).
+    func flush() {
+        let suppressed = window.withLockedValue { window in
+            defer { window.suppressed = 0 }
+            return window.suppressed
+        }
+        if suppressed > 0 {
+            logger.warning("\(suppressed) similar line(s) suppressed since the last one")
+        }
     }
 }

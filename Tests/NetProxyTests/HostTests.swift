@@ -142,6 +142,18 @@ func endpoint(_ value: Any?) -> String? {
         await running.stop()
     }
 
+    /// The metrics endpoint answers HEAD like GET, without the body.
+    @Test func metricsAnswersHead() async throws {
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "metrics_port": 0}"#)
+        let reply = String(
+            decoding: try await LoopbackClient.exchange(
+                port: running.port(.metrics), send: Array("HEAD /metrics HTTP/1.1\r\nConnection: close\r\n\r\n".utf8)),
+            as: UTF8.self)
+        #expect(reply.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(reply.hasSuffix("\r\n\r\n"))
+        await running.stop()
+    }
+
     @Test func localHealthCheck() async throws {
         let running = try await RunningHost(#"{"whoami_ports": [], "proxy_port_mappings": {"0": "whoami"}, "metrics_port": 0}"#)
         let port = running.port(.proxy(service: "whoami", tls: false))
