@@ -164,8 +164,19 @@ public enum ProxyAddressFamily: UInt8, Hashable, Sendable, CustomStringConvertib
 }
 
 extension ProxyAddressFamily {
-    /// The families a version 1 line can name.
-    static let v1Families: [ProxyAddressFamily] = [.inet, .inet6, .unspecified]
+    /// The family a version 1 line names with `bytes`; `nil` for anything else. Compared in
+    /// place: this is on every version 1 parse.
+    init?(v1Name bytes: some Collection<UInt8>) {
+        if bytes.elementsEqual(Self.inet.v1Name.utf8) {
+            self = .inet
+        } else if bytes.elementsEqual(Self.inet6.v1Name.utf8) {
+            self = .inet6
+        } else if bytes.elementsEqual(Self.unspecified.v1Name.utf8) {
+            self = .unspecified
+        } else {
+            return nil
+        }
+    }
 
     /// How a version 1 line names the family: `TCP4`, `TCP6`, or `UNKNOWN` for the others.
     var v1Name: String {

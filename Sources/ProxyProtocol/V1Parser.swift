@@ -58,7 +58,7 @@ struct V1Parser {
             return try incomplete()
         }
         let familyBytes = bytes[family.range]
-        switch ProxyAddressFamily.v1Families.first(where: { familyBytes.elementsEqual($0.v1Name.utf8) }) {
+        switch ProxyAddressFamily(v1Name: familyBytes) {
         case .unspecified:
             // Everything after UNKNOWN up to the CRLF is ignored, as the specification says.
             switch terminator {
