@@ -24,6 +24,15 @@ let package = Package(
             ],
             path: "Benchmarks/CodecBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        // The codec timed as Benchmarks/go-proxyproto times go-proxyproto (codec-compare.sh).
+        .executableTarget(
+            name: "CodecTimings",
+            dependencies: [
+                .product(name: "ProxyProtocol", package: root),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/CodecTimings"
+        ),
     ]
 )

@@ -164,16 +164,17 @@ public enum ProxyAddressFamily: UInt8, Hashable, Sendable, CustomStringConvertib
 }
 
 extension ProxyAddressFamily {
-    /// The family a version 1 line names with `bytes`; `nil` for anything else. Compared in
-    /// place: this is on every version 1 parse.
-    init?(v1Name bytes: some Collection<UInt8>) {
-        if bytes.elementsEqual(Self.inet.v1Name.utf8) {
+    /// The family a version 1 line names with `bytes`; `nil` for anything else. Compared as
+    /// integers: this is on every version 1 parse.
+    init?(v1Name bytes: UnsafeRawBufferPointer) {
+        switch bytes.count {
+        case 4 where bytes.bigEndianUInt32(at: 0) == 0x5443_5034:  // TCP4
             self = .inet
-        } else if bytes.elementsEqual(Self.inet6.v1Name.utf8) {
+        case 4 where bytes.bigEndianUInt32(at: 0) == 0x5443_5036:  // TCP6
             self = .inet6
-        } else if bytes.elementsEqual(Self.unspecified.v1Name.utf8) {
+        case 7 where bytes.bigEndianUInt32(at: 0) == 0x554E_4B4E && bytes.bigEndianUInt32(at: 3) == 0x4E4F_574E:  // UNKNOWN
             self = .unspecified
-        } else {
+        default:
             return nil
         }
     }

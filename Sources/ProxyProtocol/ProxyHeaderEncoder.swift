@@ -28,10 +28,11 @@ extension ProxyHeader {
     }
 
     private func checkFamily() throws(ProxyHeaderEncodingError) {
+        let addressFamily = addresses.family
         let matches =
-            addresses == .unspecified
+            addressFamily == .unspecified
             ? family == .unspecified && transport == .unspecified
-            : family == addresses.family && transport != .unspecified
+            : family == addressFamily && transport != .unspecified
         guard matches else {
             throw ProxyHeaderEncodingError(.familyMismatch(family: family, transport: transport, addresses: addresses.family))
         }
@@ -56,31 +57,52 @@ extension ProxyHeader {
 
     private func encodeV2(into buffer: inout ByteBuffer, appendingCRC32C: Bool) throws(ProxyHeaderEncodingError) -> Int {
         let blockLength = addresses.family.addressBlockLength
-        var checksumOffset = tlvs.checksumValueOffset.map { blockLength + $0 }
+        var checksumOffset = tlvs.isEmpty ? nil : tlvs.checksumValueOffset.map { blockLength + $0 }
         let appendsChecksum = appendingCRC32C && checksumOffset == nil
         let bodyLength = blockLength + tlvs.bytes.readableBytes + (appendsChecksum ? 7 : 0)
         guard bodyLength <= Int(UInt16.max) else { throw ProxyHeaderEncodingError(.tooLong(length: bodyLength)) }
 
         let start = buffer.writerIndex
-        buffer.writeBytes(Self.v2Signature)
-        buffer.writeInteger(0x20 | command.rawValue)
-        buffer.writeInteger(addresses.family.rawValue << 4 | (addresses == .unspecified ? 0 : transport.rawValue))
-        buffer.writeInteger(UInt16(bodyLength))
+        // The fixed part and IP addresses in one write: one capacity check, no per-field calls.
+        let directLength: Int
         switch addresses {
-        case .unspecified:
-            break
-        case .inet(let source, let destination):
-            buffer.writeMultipleIntegers(source.address.rawValue, destination.address.rawValue, source.port, destination.port)
-        case .inet6(let source, let destination):
-            buffer.writeMultipleIntegers(source.address.high, source.address.low, destination.address.high, destination.address.low)
-            buffer.writeMultipleIntegers(source.port, destination.port)
-        case .unix(let source, let destination):
+        case .inet: directLength = Self.v2FixedLength + 12
+        case .inet6: directLength = Self.v2FixedLength + 36
+        case .unspecified, .unix: directLength = Self.v2FixedLength
+        }
+        let familyByte = addresses.family.rawValue << 4 | (addresses.family == .unspecified ? 0 : transport.rawValue)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: directLength) { bytes in
+            bytes.storeBigEndian(UInt64(0x0D0A_0D0A_000D_0A51), at: 0)
+            bytes.storeBigEndian(UInt32(0x5549_540A), at: 8)
+            bytes[12] = 0x20 | command.rawValue
+            bytes[13] = familyByte
+            bytes.storeBigEndian(UInt16(bodyLength), at: 14)
+            switch addresses {
+            case .inet(let source, let destination):
+                bytes.storeBigEndian(source.address.rawValue, at: 16)
+                bytes.storeBigEndian(destination.address.rawValue, at: 20)
+                bytes.storeBigEndian(source.port, at: 24)
+                bytes.storeBigEndian(destination.port, at: 26)
+            case .inet6(let source, let destination):
+                bytes.storeBigEndian(source.address.high, at: 16)
+                bytes.storeBigEndian(source.address.low, at: 24)
+                bytes.storeBigEndian(destination.address.high, at: 32)
+                bytes.storeBigEndian(destination.address.low, at: 40)
+                bytes.storeBigEndian(source.port, at: 48)
+                bytes.storeBigEndian(destination.port, at: 50)
+            case .unspecified, .unix:
+                break
+            }
+            return directLength
+        }
+        if case .unix(let source, let destination) = addresses {
             for address in [source, destination] {
                 var bytes = address.bytes
                 let written = buffer.writeBuffer(&bytes)
                 buffer.writeRepeatingByte(0, count: ProxyUnixAddress.fieldLength - written)
             }
         }
+        guard !tlvs.isEmpty || appendsChecksum else { return buffer.writerIndex - start }
         var tlvBytes = tlvs.bytes
         buffer.writeBuffer(&tlvBytes)
         if appendsChecksum {
@@ -110,5 +132,13 @@ extension ProxyTLVs {
             offset += 3 + tlv.value.readableBytes
         }
         return nil
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    // The callers have reserved the bytes.
+    @inline(__always)
+    func storeBigEndian<Integer: FixedWidthInteger>(_ value: Integer, at offset: Int) {
+        storeBytes(of: value.bigEndian, toByteOffset: offset, as: Integer.self)
     }
 }

@@ -42,9 +42,39 @@ public struct ProxyHeaderParser: Hashable, Sendable {
 
     /// Parses the readable bytes of `buffer` without consuming them.
     public func parse(_ buffer: ByteBuffer) throws(ProxyHeaderError) -> ProxyHeaderParseResult {
-        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else {
-            return .needMoreBytes
+        // One pass over the raw bytes; a version 2 header's TLVs and UNIX addresses are then
+        // slices of the buffer.
+        let scanned = buffer.withUnsafeReadableBytes { bytes in
+            Result { () throws(ProxyHeaderError) -> ScannedHeader? in try scan(bytes) }
         }
+        guard let scanned = try scanned.get() else { return .needMoreBytes }
+        return .complete(scanned.header(in: buffer), length: scanned.length)
+    }
+
+    @inline(__always)
+    private func scan(_ bytes: UnsafeRawBufferPointer) throws(ProxyHeaderError) -> ScannedHeader? {
+        switch try signatureVersion(bytes) {
+        case nil:
+            return nil
+        case .v1:
+            return try V1Parser(bytes: bytes, limit: min(maximumLength, ProxyHeader.maximumV1Length)).parse()
+        case .v2:
+            return try V2Parser.scan(bytes, limit: maximumLength)
+        }
+    }
+
+    /// The accepted version whose signature `bytes` start with; `nil` while the bytes are a valid
+    /// start of one. A complete signature is two compares; the byte-by-byte walk is for short
+    /// input and for naming the first wrong byte.
+    @inline(__always)
+    private func signatureVersion(_ bytes: UnsafeRawBufferPointer) throws(ProxyHeaderError) -> ProxyVersion? {
+        if bytes.count >= 12 && bytes.bigEndianUInt64(at: 0) == 0x0D0A_0D0A_000D_0A51 && bytes.bigEndianUInt32(at: 8) == 0x5549_540A {
+            return try accepted(.v2)
+        }
+        if bytes.count >= 6 && bytes.bigEndianUInt32(at: 0) == 0x5052_4F58 && bytes.bigEndianUInt16(at: 4) == 0x5920 {
+            return try accepted(.v1)
+        }
+        guard let first = bytes.first else { return nil }
         let version: ProxyVersion
         let signature: [UInt8]
         switch first {
@@ -57,25 +87,15 @@ public struct ProxyHeaderParser: Hashable, Sendable {
         default:
             throw ProxyHeaderError(.invalidSignature, at: 0)
         }
-        guard acceptedVersions.contains(version) else {
-            throw ProxyHeaderError(.versionNotAccepted(version), at: 0)
+        _ = try accepted(version)
+        for index in 1..<min(bytes.count, signature.count) where bytes[index] != signature[index] {
+            throw ProxyHeaderError(.invalidSignature, at: index)
         }
-        let available = buffer.readableBytes
-        for index in 1..<min(available, signature.count) {
-            if buffer.getInteger(at: buffer.readerIndex + index, as: UInt8.self) != signature[index] {
-                throw ProxyHeaderError(.invalidSignature, at: index)
-            }
-        }
-        guard available >= signature.count else { return .needMoreBytes }
-        switch version {
-        case .v1:
-            let limit = min(maximumLength, ProxyHeader.maximumV1Length)
-            let result = buffer.withUnsafeReadableBytes { bytes in
-                Result { () throws(ProxyHeaderError) in try V1Parser(bytes: bytes, limit: limit).parse() }
-            }
-            return try result.get()
-        case .v2:
-            return try V2Parser(buffer: buffer, limit: maximumLength).parse()
-        }
+        return bytes.count >= signature.count ? version : nil
+    }
+
+    private func accepted(_ version: ProxyVersion) throws(ProxyHeaderError) -> ProxyVersion {
+        guard acceptedVersions.contains(version) else { throw ProxyHeaderError(.versionNotAccepted(version), at: 0) }
+        return version
     }
 }

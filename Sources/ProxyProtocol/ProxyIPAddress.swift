@@ -144,69 +144,70 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
 
     /// Parses RFC 4291 text without allocating.
     static func parse(_ text: UnsafeRawBufferPointer) -> ProxyIPv6Address? {
-        withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 8) { groups -> ProxyIPv6Address? in
-            var count = 0
-            var compressionAt = -1
-            var index = 0
-            let end = text.count
-            if end >= 2 && text[0] == UInt8(ascii: ":") && text[1] == UInt8(ascii: ":") {
-                compressionAt = 0
-                index = 2
-            } else if end == 0 || text[0] == UInt8(ascii: ":") {
-                return nil
-            }
-            while index < end {
-                let start = index
-                var group: UInt16 = 0
-                while index < end, index - start < 5, let digit = hexDigit(text[index]) {
-                    group = group &<< 4 | UInt16(digit)
-                    index += 1
-                }
-                if index < end && text[index] == UInt8(ascii: ".") {
-                    // A dotted IPv4 tail fills the last two groups.
-                    guard count <= 6,
-                        let v4 = ProxyIPv4Address.parse(UnsafeRawBufferPointer(rebasing: text[start..<end]))
-                    else { return nil }
-                    groups[count] = UInt16(truncatingIfNeeded: v4.rawValue >> 16)
-                    groups[count + 1] = UInt16(truncatingIfNeeded: v4.rawValue)
-                    count += 2
-                    index = end
-                    break
-                }
-                let digits = index - start
-                guard digits >= 1, digits <= 4, count < 8 else { return nil }
-                groups[count] = group
-                count += 1
-                if index == end { break }
-                guard text[index] == UInt8(ascii: ":") else { return nil }
+        // Groups are shifted in from the right; at a "::" the groups so far are set aside, and
+        // at the end they are shifted to the top (every version 1 TCP6 header takes this path).
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        var head = (high: UInt64(0), low: UInt64(0))
+        var count = 0
+        var compressionAt = -1
+        var index = 0
+        let end = text.count
+        func append(_ group: UInt16) {
+            high = high << 16 | low >> 48
+            low = low << 16 | UInt64(group)
+            count += 1
+        }
+        if end >= 2 && text[0] == UInt8(ascii: ":") && text[1] == UInt8(ascii: ":") {
+            compressionAt = 0
+            index = 2
+        } else if end == 0 || text[0] == UInt8(ascii: ":") {
+            return nil
+        }
+        while index < end {
+            let start = index
+            var group: UInt16 = 0
+            while index < end, index - start < 5, let digit = hexDigit(text[index]) {
+                group = group &<< 4 | UInt16(digit)
                 index += 1
-                guard index < end else { return nil }
-                if text[index] == UInt8(ascii: ":") {
-                    guard compressionAt < 0 else { return nil }
-                    compressionAt = count
-                    index += 1
-                }
             }
-            if compressionAt >= 0 {
-                // "::" stands for at least one group of zeros.
-                guard count <= 7 else { return nil }
-                let tail = count - compressionAt
-                for offset in 0..<tail {
-                    groups[7 - offset] = groups[count - 1 - offset]
+            if index < end && text[index] == UInt8(ascii: ".") {
+                // A dotted IPv4 tail fills the last two groups.
+                guard count <= 6, let v4 = ProxyIPv4Address.parse(UnsafeRawBufferPointer(rebasing: text[start..<end])) else {
+                    return nil
                 }
-                for zero in compressionAt..<(8 - tail) {
-                    groups[zero] = 0
-                }
-            } else {
-                guard count == 8 else { return nil }
+                append(UInt16(truncatingIfNeeded: v4.rawValue >> 16))
+                append(UInt16(truncatingIfNeeded: v4.rawValue))
+                break
             }
-            var high: UInt64 = 0
-            var low: UInt64 = 0
-            for index in 0..<4 {
-                high = high << 16 | UInt64(groups[index])
-                low = low << 16 | UInt64(groups[index + 4])
+            let digits = index - start
+            guard digits >= 1, digits <= 4, count < 8 else { return nil }
+            append(group)
+            if index == end { break }
+            guard text[index] == UInt8(ascii: ":") else { return nil }
+            index += 1
+            guard index < end else { return nil }
+            if text[index] == UInt8(ascii: ":") {
+                guard compressionAt < 0 else { return nil }
+                compressionAt = count
+                head = (high, low)
+                (high, low) = (0, 0)
+                index += 1
             }
+        }
+        guard compressionAt >= 0 else {
+            return count == 8 ? ProxyIPv6Address(high: high, low: low) : nil
+        }
+        // "::" stands for at least one group of zeros.
+        guard count <= 7 else { return nil }
+        // The groups before "::" move to the top: shifted left by 16 bits per group after them.
+        let shift = (8 - compressionAt) * 16
+        if shift >= 128 {
             return ProxyIPv6Address(high: high, low: low)
+        } else if shift >= 64 {
+            return ProxyIPv6Address(high: high | head.low << (shift - 64), low: low)
+        } else {
+            return ProxyIPv6Address(high: high | head.high << shift | head.low >> (64 - shift), low: low | head.low << shift)
         }
     }
 }

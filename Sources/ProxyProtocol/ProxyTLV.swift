@@ -146,11 +146,15 @@ public struct ProxyTLV: Hashable, Sendable {
 /// and yields ``ProxyTLV`` values on iteration. Duplicates stay, in order.
 public struct ProxyTLVs: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral {
     /// The TLVs as they are on the wire.
-    public private(set) var bytes: ByteBuffer
+    public var bytes: ByteBuffer { storage ?? ByteBuffer() }
+
+    /// `nil` for none: an empty `ByteBuffer` costs a retain of a shared storage, and most
+    /// headers have no TLVs.
+    private var storage: ByteBuffer?
 
     /// No TLVs.
     public init() {
-        self.bytes = ByteBuffer()
+        self.storage = nil
     }
 
     /// TLVs in the given order.
@@ -159,7 +163,7 @@ public struct ProxyTLVs: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral
         for tlv in tlvs {
             Self.write(tlv, to: &bytes)
         }
-        self.bytes = bytes
+        self.storage = bytes
     }
 
     public init(arrayLiteral elements: ProxyTLV...) {
@@ -168,15 +172,25 @@ public struct ProxyTLVs: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral
 
     /// Wraps bytes already checked by the parser.
     init(validatedBytes: ByteBuffer) {
-        self.bytes = validatedBytes
+        self.storage = validatedBytes
     }
 
     /// Whether there are no TLVs.
-    public var isEmpty: Bool { bytes.readableBytes == 0 }
+    public var isEmpty: Bool { (storage?.readableBytes ?? 0) == 0 }
 
     /// Appends a TLV.
     public mutating func append(_ tlv: ProxyTLV) {
+        var bytes = storage.take() ?? ByteBuffer()
         Self.write(tlv, to: &bytes)
+        storage = bytes
+    }
+
+    public static func == (lhs: ProxyTLVs, rhs: ProxyTLVs) -> Bool {
+        lhs.bytes == rhs.bytes
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bytes)
     }
 
     /// The first TLV of `type`.

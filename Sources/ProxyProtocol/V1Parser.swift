@@ -1,8 +1,9 @@
 /// Parses a version 1 line: `PROXY <family> <src> <dst> <srcport> <dstport>\r\n`.
 ///
 /// The whole line is re-read on every call; it is at most 107 bytes, and re-reading keeps the
-/// parser free of state. Fields that are complete are checked at once, so a bad family is
-/// reported without waiting for the end of the line.
+/// parser free of state. A complete, valid line is read in one pass (``scanValidLine()``);
+/// anything else is read field by field (``parseFields()``), where fields that are complete are
+/// checked at once, so a bad family is reported without waiting for the end of the line.
 struct V1Parser {
     typealias Field = ProxyHeaderError.Field
 
@@ -23,7 +24,104 @@ struct V1Parser {
         case pending
     }
 
-    func parse() throws(ProxyHeaderError) -> ProxyHeaderParseResult {
+    /// The header, or `nil` while the line is a valid start.
+    func parse() throws(ProxyHeaderError) -> ScannedHeader? {
+        if let header = scanValidLine() { return header }
+        return try parseFields()
+    }
+
+    /// A complete and valid `TCP4`, `TCP6` or bare `UNKNOWN` line, in one pass; `nil` for
+    /// anything else, including lines that are valid but unusual (`UNKNOWN` with fields). It
+    /// accepts exactly what ``parseFields()`` accepts, which the tests check.
+    func scanValidLine() -> ScannedHeader? {
+        let end = min(bytes.count, limit)
+        guard end >= 15 else { return nil }
+        var header = ScannedHeader(version: .v1, length: 0)
+        var index = 11
+        switch bytes.bigEndianUInt32(at: 6) {
+        case 0x5443_5034 where bytes[10] == Self.space:  // "TCP4 "
+            guard let source = scanIPv4(&index, end: end, then: Self.space),
+                let destination = scanIPv4(&index, end: end, then: Self.space)
+            else { return nil }
+            header.addresses = .inet
+            header.family = .inet
+            header.source.low = UInt64(source)
+            header.destination.low = UInt64(destination)
+        case 0x5443_5036 where bytes[10] == Self.space:  // "TCP6 "
+            guard let source = scanIPv6(&index, end: end), let destination = scanIPv6(&index, end: end) else { return nil }
+            header.addresses = .inet6
+            header.family = .inet6
+            header.source = source
+            header.destination = destination
+        case 0x554E_4B4E:  // "UNKN"
+            guard bytes.bigEndianUInt32(at: 10) == 0x4F57_4E0D, bytes[14] == Self.lf else { return nil }  // "OWN\r\n"
+            header.length = 15
+            return header
+        default:
+            return nil
+        }
+        guard let sourcePort = scanPort(&index, end: end, then: Self.space),
+            let destinationPort = scanPort(&index, end: end, then: Self.cr),
+            index < end, bytes[index] == Self.lf
+        else { return nil }
+        header.transport = .stream
+        header.sourcePort = sourcePort
+        header.destinationPort = destinationPort
+        header.length = index + 1
+        return header
+    }
+
+    /// Dotted-quad digits up to `terminator`, which is consumed.
+    private func scanIPv4(_ index: inout Int, end: Int, then terminator: UInt8) -> UInt32? {
+        var value: UInt32 = 0
+        for part in 0..<4 {
+            guard let number = scanDecimal(&index, end: end, maximumDigits: 3), number <= 255 else { return nil }
+            value = value << 8 | UInt32(number)
+            guard index < end, bytes[index] == (part == 3 ? terminator : UInt8(ascii: ".")) else { return nil }
+            index += 1
+        }
+        return value
+    }
+
+    /// A port up to `terminator`, which is consumed.
+    private func scanPort(_ index: inout Int, end: Int, then terminator: UInt8) -> UInt16? {
+        guard let number = scanDecimal(&index, end: end, maximumDigits: 5), number <= Int(UInt16.max),
+            index < end, bytes[index] == terminator
+        else { return nil }
+        index += 1
+        return UInt16(number)
+    }
+
+    /// One to `maximumDigits` decimal digits, without a leading zero unless the number is 0.
+    @inline(__always)
+    private func scanDecimal(_ index: inout Int, end: Int, maximumDigits: Int) -> Int? {
+        let start = index
+        var value = 0
+        while index < end, index - start < maximumDigits, let digit = decimalDigit(bytes[index]) {
+            value = value * 10 + Int(digit)
+            index += 1
+        }
+        let digits = index - start
+        guard digits > 0, !(digits > 1 && bytes[start] == UInt8(ascii: "0")) else { return nil }
+        return value
+    }
+
+    /// An IPv6 address up to a space, which is consumed.
+    private func scanIPv6(_ index: inout Int, end: Int) -> ProxyIPv6Address? {
+        let start = index
+        while index < end && bytes[index] != Self.space {
+            index += 1
+        }
+        guard index < end, let address = ProxyIPv6Address.parse(UnsafeRawBufferPointer(rebasing: bytes[start..<index])) else {
+            return nil
+        }
+        index += 1
+        return address
+    }
+
+    /// Reads the line field by field: what ``parse()`` falls back to, for exact errors and for
+    /// lines that are not complete yet.
+    func parseFields() throws(ProxyHeaderError) -> ScannedHeader? {
         let scanEnd = min(bytes.count, limit)
         var textEnd = scanEnd
         var terminator = Terminator.pending
@@ -46,68 +144,69 @@ struct V1Parser {
         }
         let line = Line(bytes: bytes, textEnd: textEnd, terminator: terminator)
 
-        func incomplete() throws(ProxyHeaderError) -> ProxyHeaderParseResult {
+        func incomplete() throws(ProxyHeaderError) -> ScannedHeader? {
             if scanEnd >= limit { throw ProxyHeaderError(.headerTooLong(limit: limit), at: limit) }
-            return .needMoreBytes
+            return nil
         }
-        func complete(_ header: ProxyHeader) -> ProxyHeaderParseResult {
-            .complete(header, length: textEnd + 2)
+        func complete(_ addresses: ScannedHeader.Addresses, _ family: ProxyAddressFamily) -> ScannedHeader {
+            var header = ScannedHeader(version: .v1, length: textEnd + 2)
+            header.addresses = addresses
+            header.family = family
+            header.transport = family == .unspecified ? .unspecified : .stream
+            return header
         }
 
         guard let family = try line.field(.protocolFamily, at: ProxyHeader.v1Signature.count) else {
             return try incomplete()
         }
-        let familyBytes = bytes[family.range]
-        switch ProxyAddressFamily(v1Name: familyBytes) {
+        switch ProxyAddressFamily(v1Name: UnsafeRawBufferPointer(rebasing: bytes[family.range])) {
         case .unspecified:
             // Everything after UNKNOWN up to the CRLF is ignored, as the specification says.
             switch terminator {
-            case .crlf: return complete(.v1Unknown)
+            case .crlf: return complete(.none, .unspecified)
             case .invalid: throw ProxyHeaderError(.v1InvalidLineEnding, at: textEnd)
             case .pending: return try incomplete()
             }
         case .inet:
-            return try parseAddresses(line, after: family, ProxyIPv4Address.parse, complete, incomplete) {
-                .inet(source: .init($0, port: $2), destination: .init($1, port: $3))
+            return try parseAddresses(line, after: family, complete(.inet, .inet), incomplete) { text in
+                ProxyIPv4Address.parse(text).map { ProxyIPv6Address(high: 0, low: UInt64($0.rawValue)) }
             }
         case .inet6:
-            return try parseAddresses(line, after: family, ProxyIPv6Address.parse, complete, incomplete) {
-                .inet6(source: .init($0, port: $2), destination: .init($1, port: $3))
-            }
+            return try parseAddresses(line, after: family, complete(.inet6, .inet6), incomplete, ProxyIPv6Address.parse)
         case .unix, nil:
             throw ProxyHeaderError(.v1UnknownFamily(line.text(family.range)), at: family.range.lowerBound)
         }
     }
 
-    /// Reads and checks the four fields after the family, each as soon as it is complete.
-    private func parseAddresses<Address>(
+    /// Reads and checks the four fields after the family, each as soon as it is complete, into
+    /// `header`. IPv4 addresses are kept in the low 32 bits.
+    private func parseAddresses(
         _ line: Line,
         after family: Line.Token,
-        _ parseAddress: (UnsafeRawBufferPointer) -> Address?,
-        _ complete: (ProxyHeader) -> ProxyHeaderParseResult,
-        _ incomplete: () throws(ProxyHeaderError) -> ProxyHeaderParseResult,
-        _ makeAddresses: (Address, Address, UInt16, UInt16) -> ProxyAddresses
-    ) throws(ProxyHeaderError) -> ProxyHeaderParseResult {
+        _ header: ScannedHeader,
+        _ incomplete: () throws(ProxyHeaderError) -> ScannedHeader?,
+        _ parseAddress: (UnsafeRawBufferPointer) -> ProxyIPv6Address?
+    ) throws(ProxyHeaderError) -> ScannedHeader? {
+        var header = header
         var cursor = try line.next(after: family, expecting: .sourceAddress)
         guard let source = try line.field(.sourceAddress, at: cursor) else { return try incomplete() }
-        let sourceAddress = try line.address(source.range, .sourceAddress, parseAddress)
+        header.source = try line.address(source.range, .sourceAddress, parseAddress)
 
         cursor = try line.next(after: source, expecting: .destinationAddress)
         guard let destination = try line.field(.destinationAddress, at: cursor) else { return try incomplete() }
-        let destinationAddress = try line.address(destination.range, .destinationAddress, parseAddress)
+        header.destination = try line.address(destination.range, .destinationAddress, parseAddress)
 
         cursor = try line.next(after: destination, expecting: .sourcePort)
         guard let sourcePort = try line.field(.sourcePort, at: cursor) else { return try incomplete() }
-        let sourcePortValue = try line.port(sourcePort.range, .sourcePort)
+        header.sourcePort = try line.port(sourcePort.range, .sourcePort)
 
         cursor = try line.next(after: sourcePort, expecting: .destinationPort)
         guard let destinationPort = try line.field(.destinationPort, at: cursor) else { return try incomplete() }
-        let destinationPortValue = try line.port(destinationPort.range, .destinationPort)
+        header.destinationPort = try line.port(destinationPort.range, .destinationPort)
         guard destinationPort.atLineEnd else {
             throw ProxyHeaderError(.v1UnexpectedText, at: destinationPort.range.upperBound)
         }
-        let addresses = makeAddresses(sourceAddress, destinationAddress, sourcePortValue, destinationPortValue)
-        return complete(ProxyHeader(version: .v1, addresses: addresses))
+        return header
     }
 
     /// The text of the line received so far, up to its terminator.
@@ -168,9 +267,9 @@ struct V1Parser {
             return UInt16(value)
         }
 
-        func address<Address>(
-            _ range: Range<Int>, _ field: Field, _ parse: (UnsafeRawBufferPointer) -> Address?
-        ) throws(ProxyHeaderError) -> Address {
+        func address(
+            _ range: Range<Int>, _ field: Field, _ parse: (UnsafeRawBufferPointer) -> ProxyIPv6Address?
+        ) throws(ProxyHeaderError) -> ProxyIPv6Address {
             guard let address = parse(UnsafeRawBufferPointer(rebasing: bytes[range])) else {
                 throw ProxyHeaderError(.v1InvalidAddress(field, text(range)), at: range.lowerBound)
             }

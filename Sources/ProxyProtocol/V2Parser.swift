@@ -2,81 +2,12 @@ import NIOCore
 
 /// Parses a version 2 header: 16 fixed bytes, an address block and TLVs, `16 + len` bytes in all.
 ///
-/// The checks run on the raw bytes in one pass; the header then refers to the received buffer
-/// (TLVs and UNIX paths are slices of it), so nothing is copied.
-struct V2Parser {
-    let buffer: ByteBuffer
-    let limit: Int
-
-    /// Where the parts of a valid header are, relative to its first byte.
-    private struct Layout {
-        var command: ProxyCommand
-        var family: ProxyAddressFamily = .unspecified
-        var transport: ProxyTransport = .unspecified
-        var length: Int
-        var parsesAddresses = false
-        var tlvStart = 0
-    }
-
-    func parse() throws(ProxyHeaderError) -> ProxyHeaderParseResult {
-        let result = buffer.withUnsafeReadableBytes { bytes in
-            Result { () throws(ProxyHeaderError) -> Layout? in try Self.layout(of: bytes, limit: limit) }
-        }
-        guard let layout = try result.get() else { return .needMoreBytes }
-        guard layout.parsesAddresses else {
-            let header = ProxyHeader(
-                version: .v2, command: layout.command, family: layout.family, transport: layout.transport,
-                addresses: .unspecified, tlvs: ProxyTLVs()
-            )
-            return .complete(header, length: layout.length)
-        }
-        let base = buffer.readerIndex
-        let start = base + ProxyHeader.v2FixedLength
-        let addresses: ProxyAddresses
-        switch layout.family {
-        case .inet:
-            addresses = .inet(
-                source: .init(ProxyIPv4Address(rawValue: buffer.getInteger(at: start)!), port: buffer.getInteger(at: start + 8)!),
-                destination: .init(ProxyIPv4Address(rawValue: buffer.getInteger(at: start + 4)!), port: buffer.getInteger(at: start + 10)!)
-            )
-        case .inet6:
-            addresses = .inet6(
-                source: .init(ipv6(at: start), port: buffer.getInteger(at: start + 32)!),
-                destination: .init(ipv6(at: start + 16), port: buffer.getInteger(at: start + 34)!)
-            )
-        case .unix:
-            addresses = .unix(source: unixAddress(at: start), destination: unixAddress(at: start + ProxyUnixAddress.fieldLength))
-        case .unspecified:
-            preconditionFailure("UNSPEC headers carry no addresses")
-        }
-        let tlvs = buffer.getSlice(at: base + layout.tlvStart, length: layout.length - layout.tlvStart)!
-        let header = ProxyHeader(
-            version: .v2, command: .proxy, family: layout.family, transport: layout.transport,
-            addresses: addresses, tlvs: ProxyTLVs(validatedBytes: tlvs)
-        )
-        return .complete(header, length: layout.length)
-    }
-
-    private func ipv6(at index: Int) -> ProxyIPv6Address {
-        ProxyIPv6Address(high: buffer.getInteger(at: index)!, low: buffer.getInteger(at: index + 8)!)
-    }
-
-    /// A UNIX address field without its NUL padding: a path ends at its first NUL; an abstract
-    /// name (first byte NUL) keeps its inner NULs and loses only the trailing ones.
-    private func unixAddress(at index: Int) -> ProxyUnixAddress {
-        let field = buffer.getSlice(at: index, length: ProxyUnixAddress.fieldLength)!
-        let view = field.readableBytesView
-        let length: Int
-        if view.first == 0 {
-            length = (view.lastIndex { $0 != 0 }).map { $0 - view.startIndex + 1 } ?? 0
-        } else {
-            length = (view.firstIndex(of: 0)).map { $0 - view.startIndex } ?? view.count
-        }
-        return ProxyUnixAddress(bytes: field.getSlice(at: field.readerIndex, length: length)!)
-    }
-
+/// Every check and the IP addresses take one pass over the raw bytes; TLVs and UNIX paths are
+/// then slices of the received buffer (``ScannedHeader/header(in:)``), so nothing is copied.
+enum V2Parser {
     /// Checks everything that can be checked; `nil` when more bytes are needed.
-    private static func layout(of bytes: UnsafeRawBufferPointer, limit: Int) throws(ProxyHeaderError) -> Layout? {
+    @inline(__always)
+    static func scan(_ bytes: UnsafeRawBufferPointer, limit: Int) throws(ProxyHeaderError) -> ScannedHeader? {
         guard bytes.count > 12 else { return nil }
         let versionAndCommand = bytes[12]
         guard versionAndCommand >> 4 == 2 else {
@@ -86,7 +17,8 @@ struct V2Parser {
             throw ProxyHeaderError(.v2UnsupportedCommand(versionAndCommand), at: 12)
         }
         guard bytes.count > 13 else { return nil }
-        var layout = Layout(command: command, length: 0)
+        var layout = ScannedHeader(version: .v2, length: 0)
+        layout.command = command
         if command == .proxy {
             // LOCAL ignores the family byte, whatever it says; PROXY needs an assigned one.
             let familyByte = bytes[13]
@@ -112,11 +44,31 @@ struct V2Parser {
                 .v2AddressBlockTooShort(family: layout.family, required: blockLength, length: bodyLength), at: 14
             )
         }
-        layout.parsesAddresses = true
-        layout.tlvStart = ProxyHeader.v2FixedLength + blockLength
+        let block = ProxyHeader.v2FixedLength
+        switch layout.family {
+        case .inet:
+            layout.addresses = .inet
+            layout.source.low = UInt64(bytes.bigEndianUInt32(at: block))
+            layout.destination.low = UInt64(bytes.bigEndianUInt32(at: block + 4))
+            layout.sourcePort = bytes.bigEndianUInt16(at: block + 8)
+            layout.destinationPort = bytes.bigEndianUInt16(at: block + 10)
+        case .inet6:
+            layout.addresses = .inet6
+            layout.source = bytes.ipv6Address(at: block)
+            layout.destination = bytes.ipv6Address(at: block + 16)
+            layout.sourcePort = bytes.bigEndianUInt16(at: block + 32)
+            layout.destinationPort = bytes.bigEndianUInt16(at: block + 34)
+        case .unix:
+            layout.addresses = .unix
+        case .unspecified:
+            preconditionFailure("UNSPEC headers carry no addresses")
+        }
+        let tlvStart = block + blockLength
+        guard tlvStart < layout.length else { return layout }
+        layout.tlvStart = tlvStart
         let header = UnsafeRawBufferPointer(rebasing: bytes[0..<layout.length])
         var checksumOffset: Int?
-        try TLVWalker(header: header).walk(layout.tlvStart..<layout.length, nested: false, checksumOffset: &checksumOffset)
+        try TLVWalker(header: header).walk(tlvStart..<layout.length, nested: false, checksumOffset: &checksumOffset)
         if let checksumOffset {
             let received = header.bigEndianUInt32(at: checksumOffset)
             var crc = CRC32C()
@@ -208,11 +160,20 @@ private struct TLVWalker {
 }
 
 extension UnsafeRawBufferPointer {
+    // The callers have checked the bounds.
     func bigEndianUInt16(at offset: Int) -> UInt16 {
-        UInt16(self[offset]) << 8 | UInt16(self[offset + 1])
+        UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
     func bigEndianUInt32(at offset: Int) -> UInt32 {
-        UInt32(bigEndianUInt16(at: offset)) << 16 | UInt32(bigEndianUInt16(at: offset + 2))
+        UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    func bigEndianUInt64(at offset: Int) -> UInt64 {
+        UInt64(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+
+    func ipv6Address(at offset: Int) -> ProxyIPv6Address {
+        ProxyIPv6Address(high: bigEndianUInt64(at: offset), low: bigEndianUInt64(at: offset + 8))
     }
 }
