@@ -36,9 +36,13 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
     private let configuration: ProxyProtocolConfiguration
     private let onRefusal: (@Sendable (ProxyProtocolError) -> Void)?
     private var stateMachine: ProxyHeaderStateMachine
-    private var timeout: Scheduled<Void>?
+    private var timeout: NIOScheduledCallback?
     private var heldBackActive = false
+    private var eventLoop: EventLoop?
+    /// Made only when someone asks for ``connectionInfo``: most servers never do, and a promise
+    /// per connection is an allocation each.
     private var promise: EventLoopPromise<ProxiedConnectionInfo>?
+    private var outcome: Result<ProxiedConnectionInfo, ProxyProtocolError>?
 
     /// Creates a handler.
     ///
@@ -58,14 +62,22 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
     ///
     /// Available once the handler is in a pipeline.
     public var connectionInfo: EventLoopFuture<ProxiedConnectionInfo> {
-        guard let promise else {
+        guard let eventLoop else {
             preconditionFailure("ProxyProtocolServerHandler.connectionInfo is available once the handler is in a pipeline")
         }
-        return promise.futureResult
+        if let promise { return promise.futureResult }
+        switch outcome {
+        case .success(let info): return eventLoop.makeSucceededFuture(info)
+        case .failure(let error): return eventLoop.makeFailedFuture(error)
+        case nil:
+            let promise = eventLoop.makePromise(of: ProxiedConnectionInfo.self)
+            self.promise = promise
+            return promise.futureResult
+        }
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        promise = context.eventLoop.makePromise()
+        eventLoop = context.eventLoop
         if context.channel.isActive {
             perform(stateMachine.channelActive(peer: context.channel.remoteAddress), context: context)
         }
@@ -128,10 +140,9 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
         case .none:
             break
         case .startReading:
-            let headerTimeout = configuration.headerTimeout
-            timeout = context.eventLoop.assumeIsolated().scheduleTask(in: headerTimeout) { [self] in
-                perform(stateMachine.timedOut(), context: context)
-            }
+            // A callback rather than a scheduled closure: no promise and no closure to allocate.
+            timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
+                in: configuration.headerTimeout, handler: HeaderTimeout(handler: self, context: context))
             context.read()
         case .readMore:
             context.read()
@@ -142,6 +153,7 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
                 headerTimeout: reason == .headerTimeout ? configuration.headerTimeout : nil
             )
             onRefusal?(error)
+            outcome = .failure(error)
             promise?.fail(error)
             context.close(promise: nil)
         case .accept(let header, let length, let remainder):
@@ -165,6 +177,7 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
         } catch {
             return perform(stateMachine.pipelineFailed(error), context: context)
         }
+        outcome = .success(info)
         promise?.succeed(info)
         if heldBackActive { context.fireChannelActive() }
         context.fireUserInboundEventTriggered(info)
@@ -177,3 +190,15 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
 
 @available(*, unavailable)
 extension ProxyProtocolServerHandler: Sendable {}
+
+extension ProxyProtocolServerHandler {
+    /// Refuses the connection when the header timeout fires.
+    private struct HeaderTimeout: NIOScheduledCallbackHandler {
+        let handler: ProxyProtocolServerHandler
+        let context: ChannelHandlerContext
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            handler.perform(handler.stateMachine.timedOut(), context: context)
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 #if canImport(Glibc)
@@ -24,15 +25,45 @@ final class AcceptErrorHandler: ChannelInboundHandler {
     /// How long a listener stops accepting after running out of resources.
     static let pause = TimeAmount.milliseconds(500)
 
+    /// A run of failed accepts on a listener, shared by its sockets (one per event loop), so
+    /// that the run is logged once however many of them fail.
+    final class Episode: Sendable {
+        private struct State {
+            var failures = 0
+            var start = NIODeadline.now()
+        }
+
+        private let state = NIOLockedValueBox(State())
+
+        /// Counts a failure; `true` for the first of a run.
+        func failed() -> Bool {
+            state.withLockedValue { state in
+                defer { state.failures += 1 }
+                if state.failures == 0 { state.start = .now() }
+                return state.failures == 0
+            }
+        }
+
+        /// Ends the run, if there is one: how many accepts failed, and for how long.
+        func ended() -> (failures: Int, duration: TimeAmount)? {
+            state.withLockedValue { state in
+                guard state.failures > 0 else { return nil }
+                defer { state.failures = 0 }
+                return (state.failures, .now() - state.start)
+            }
+        }
+    }
+
     private let plan: ListenerPlan
     private let logger: Logger
     private let metrics: HostMetrics
-    private var failuresInEpisode = 0
-    private var episodeStart = NIODeadline.now()
+    private let episode: Episode
+    private var inEpisode = false
     private var resume: Scheduled<Void>?
 
-    init(listener: ListenerPlan, logger: Logger, metrics: HostMetrics) {
+    init(listener: ListenerPlan, episode: Episode, logger: Logger, metrics: HostMetrics) {
         self.plan = listener
+        self.episode = episode
         self.logger = logger
         self.metrics = metrics
     }
@@ -54,10 +85,13 @@ final class AcceptErrorHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if failuresInEpisode > 0 {
-            let milliseconds = (NIODeadline.now() - episodeStart).nanoseconds / 1_000_000
-            logger.notice("accepting again on \(listener(context)) after \(failuresInEpisode) failed accept(s) over \(milliseconds) ms")
-            failuresInEpisode = 0
+        // Only a socket that saw failures asks, so a busy listener takes no lock per connection.
+        if inEpisode {
+            inEpisode = false
+            if let (failures, duration) = episode.ended() {
+                logger.notice(
+                    "accepting again on \(listener(context)) after \(failures) failed accept(s) over \(duration.nanoseconds / 1_000_000) ms")
+            }
         }
         context.fireChannelRead(data)
     }
@@ -67,8 +101,8 @@ final class AcceptErrorHandler: ChannelInboundHandler {
         let name = Self.errnoName(error.errnoCode)
         let waitingHelps = [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errnoCode)
         metrics.acceptFailed(errno: name)
-        if failuresInEpisode == 0 {
-            episodeStart = .now()
+        inEpisode = true
+        if episode.failed() {
             if waitingHelps {
                 let limit = DescriptorLimit.current.map { "soft limit \($0.soft), hard limit \($0.hard)" } ?? "limit unknown"
                 logger.error(
@@ -78,7 +112,6 @@ final class AcceptErrorHandler: ChannelInboundHandler {
                 logger.warning("accept failed on \(listener(context)): \(name) (\(String(cString: strerror(error.errnoCode))))")
             }
         }
-        failuresInEpisode += 1
         if waitingHelps && resume == nil {
             pauseAccepting(context: context)
         }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import ProxyProtocol
 
 extension NetProxyService {
     /// `echo`: sends back every byte; once the client half-closes and everything has been sent
@@ -86,7 +87,9 @@ final class WhoamiService: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let line = ByteBuffer(string: info.json + "\n")
+        var line = context.channel.allocator.buffer(capacity: 512)
+        info.writeJSON(into: &line)
+        line.writeJSONByte("\n")
         context.writeAndFlush(wrapOutboundOut(line)).assumeIsolated().whenComplete { [self] result in
             lineSent = true
             guard case .success = result, !inputClosed else { return context.close(promise: nil) }

@@ -30,17 +30,31 @@ public struct ConnectionInfo: Hashable, Sendable {
         self.proxy = proxy
     }
 
-    /// The JSON object the built-in services print: `service`, `port`, `peer`, `source`,
-    /// `destination` and `proxy` (null, or the header object `netproxy decode` prints).
-    package var jsonValue: JSONValue {
-        .object([
-            ("service", .string(service)),
-            ("port", .int(port)),
-            ("peer", peer.jsonValue),
-            ("source", source.jsonValue),
-            ("destination", destination?.jsonValue ?? .null),
-            ("proxy", proxy.map { $0.header.jsonValue(headerLength: $0.headerLength) } ?? .null),
-        ])
+    /// Writes the JSON object the built-in services print, straight into `buffer`: `service`,
+    /// `port`, `peer`, `source`, `destination` and `proxy` (null, or the header object
+    /// `netproxy decode` prints).
+    package func writeJSON(into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("{\"service\":")
+        buffer.writeJSONString(service)
+        buffer.writeStaticString(",\"port\":")
+        buffer.writeJSONInteger(port)
+        buffer.writeStaticString(",\"peer\":")
+        peer.writeJSON(into: &buffer)
+        buffer.writeStaticString(",\"source\":")
+        source.writeJSON(into: &buffer)
+        buffer.writeStaticString(",\"destination\":")
+        if let destination {
+            destination.writeJSON(into: &buffer)
+        } else {
+            buffer.writeStaticString("null")
+        }
+        buffer.writeStaticString(",\"proxy\":")
+        if let proxy {
+            proxy.header.writeJSON(headerLength: proxy.headerLength, into: &buffer)
+        } else {
+            buffer.writeStaticString("null")
+        }
+        buffer.writeJSONByte("}")
     }
 
     /// Logger metadata naming the connection: `service`, `client` and, on a PROXY port, `proxy`.
@@ -52,13 +66,20 @@ public struct ConnectionInfo: Hashable, Sendable {
 
     /// The connection as one line of JSON: `service`, `port`, `peer`, `source`, `destination`
     /// and `proxy` (null, or the header object `netproxy decode` prints).
-    public var json: String { jsonValue.serialized }
+    public var json: String {
+        var buffer = ByteBuffer()
+        writeJSON(into: &buffer)
+        return String(buffer: buffer)
+    }
 }
 
 extension SocketAddress {
-    /// `{"ip", "port"}` (IPv6 in RFC 5952 form) or `{"path"}`.
-    package var jsonValue: JSONValue {
-        if let endpoint = proxyEndpoint { return endpoint.jsonValue }
-        return .object([("path", .string(pathname ?? description))])
+    /// Writes `{"ip", "port"}` (IPv6 in RFC 5952 form) or `{"path"}`.
+    package func writeJSON(into buffer: inout ByteBuffer) {
+        if let endpoint = proxyEndpoint {
+            endpoint.writeJSON(into: &buffer)
+        } else {
+            JSONValue.object([("path", .string(pathname ?? description))]).write(to: &buffer)
+        }
     }
 }

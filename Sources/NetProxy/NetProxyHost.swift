@@ -8,6 +8,14 @@ import NIOSSL
 import Prometheus
 import ServiceLifecycle
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Runs named services on regular ports and on PROXY ports, the way Prosody's mod_net_proxy
 /// does.
 ///
@@ -24,6 +32,11 @@ import ServiceLifecycle
 /// on `proxy_tls_ports`). On graceful shutdown the host stops accepting, closes connections
 /// still waiting for a header, and lets the others drain for the grace period.
 public final class NetProxyHost: Service, Sendable {
+    /// The accept queue's length. SwiftNIO's default, 128, overflows under bursts of new
+    /// connections, and each overflow costs the client a SYN retransmission (a second or more);
+    /// the kernel caps it at `net.core.somaxconn`.
+    static let listenBacklog: Int32 = 1024
+
     /// A listener and the address it is bound to.
     public struct BoundListener: Hashable, Sendable {
         /// What the listener is for.
@@ -63,6 +76,8 @@ public final class NetProxyHost: Service, Sendable {
     private let group: EventLoopGroup
     private let metrics: HostMetrics
     private let refusals: RateLimitedLog
+    /// Counts and logs a refused PROXY connection; one closure for all of them.
+    private let onRefusal: @Sendable (ProxyProtocolError) -> Void
     private let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
     private let state = NIOLockedValueBox(State())
 
@@ -92,8 +107,14 @@ public final class NetProxyHost: Service, Sendable {
         self.tlsContext = try Self.makeTLSContext(configuration)
         self.logger = logger
         self.group = eventLoopGroup
-        self.metrics = HostMetrics(registry: metricsRegistry)
-        self.refusals = RateLimitedLog(logger: logger)
+        let metrics = HostMetrics(registry: metricsRegistry)
+        let refusals = RateLimitedLog(logger: logger)
+        self.metrics = metrics
+        self.refusals = refusals
+        self.onRefusal = { error in
+            metrics.rejected(reason: error.reason.name)
+            refusals.warning("refused \(error)")
+        }
     }
 
     private static func makeTLSContext(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> NIOSSLContext? {
@@ -149,11 +170,11 @@ public final class NetProxyHost: Service, Sendable {
         }
         do {
             for listener in plan {
-                let channel = try await bind(listener)
-                var bound = BoundListener(plan: listener, address: channel.localAddress!)
+                let channels = try await bind(listener)
+                var bound = BoundListener(plan: listener, address: channels[0].localAddress!)
                 bound.plan.port = bound.address.port ?? listener.port
                 state.withLockedValue {
-                    $0.serverChannels.append(channel)
+                    $0.serverChannels.append(contentsOf: channels)
                     $0.listeners.append(bound)
                 }
                 logger.info("listening: \(bound.plan)")
@@ -234,28 +255,57 @@ public final class NetProxyHost: Service, Sendable {
         state.withLockedValue { $0.lifecycle = .stopped }
     }
 
-    private func bind(_ listener: ListenerPlan) async throws -> Channel {
+    /// A listening socket per event loop, all on the listener's port with `SO_REUSEPORT`, each
+    /// with its own loop as the child group.
+    ///
+    /// SwiftNIO puts a server channel on one loop and hands each accepted connection to a loop of
+    /// the group, which for a connection on another thread means waking that thread and a trip
+    /// through its task queue. Here the kernel spreads new connections over the loops' sockets,
+    /// and a connection stays on the thread that accepted it.
+    ///
+    /// `SO_REUSEPORT` would also let a second process of the same user bind the port and take
+    /// part of its connections (a host started twice by mistake). So the port is first bound
+    /// without it: that fails if anyone listens there, with `SO_REUSEPORT` or not.
+    private func bind(_ listener: ListenerPlan) async throws -> [Channel] {
+        var channels: [Channel] = []
         do {
-            return try await ServerBootstrap(group: group)
+            let probe = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .serverChannelInitializer { [logger, metrics] channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            AcceptErrorHandler(listener: listener, logger: logger, metrics: metrics)
-                        )
-                    }
-                }
-                .childChannelOption(.allowRemoteHalfClosure, value: allowsHalfClosure(listener))
-                .childChannelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try self.setUp(channel, for: listener)
-                    }
-                }
                 .bind(host: listener.host, port: listener.port)
                 .get()
+            let port = probe.localAddress?.port ?? listener.port
+            try await probe.close()
+            let episode = AcceptErrorHandler.Episode()
+            for loop in group.makeIterator() {
+                channels.append(try await bootstrap(listener, on: loop, episode: episode).bind(host: listener.host, port: port).get())
+            }
+            return channels
         } catch {
+            for channel in channels {
+                try? await channel.close()
+            }
             throw NetProxyConfigurationError("cannot listen for \(listener): \(error)")
         }
+    }
+
+    private func bootstrap(_ listener: ListenerPlan, on loop: EventLoop, episode: AcceptErrorHandler.Episode) -> ServerBootstrap {
+        ServerBootstrap(group: loop)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+            .serverChannelOption(.backlog, value: Self.listenBacklog)
+            .serverChannelInitializer { [logger, metrics] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptErrorHandler(listener: listener, episode: episode, logger: logger, metrics: metrics)
+                    )
+                }
+            }
+            .childChannelOption(.allowRemoteHalfClosure, value: allowsHalfClosure(listener))
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try self.setUp(channel, for: listener)
+                }
+            }
     }
 
     /// Whether connections on `listener` see the client's half-close: only where the service asked
@@ -287,12 +337,8 @@ public final class NetProxyHost: Service, Sendable {
                 ServiceDispatcher(service: services[name], logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
         case .proxy(let name, let tls):
             metrics.accepted(proxyListener: true)
-            let proxy = ProxyProtocolServerHandler(configuration: proxyConfiguration) { [metrics, refusals] error in
-                metrics.rejected(reason: error.reason.name)
-                refusals.warning("refused \(error)")
-            }
-            try pipeline.addHandler(proxy)
-            proxy.connectionInfo.whenSuccess { [metrics] info in metrics.proxied(info.header) }
+            // Accepted headers are counted by the dispatcher, which looks the header up anyway.
+            try pipeline.addHandler(ProxyProtocolServerHandler(configuration: proxyConfiguration, onRefusal: onRefusal))
             if tls, let tlsContext {
                 try pipeline.addHandler(NIOSSLServerHandler(context: tlsContext))
             }

@@ -35,6 +35,7 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
         let proxy = context.pipeline.syncOperations.proxiedConnectionInfo
         let source = proxy?.source ?? peer
         let port = channel.localAddress?.port ?? 0
+        if let proxy { metrics.proxied(proxy.header) }
         guard let service else {
             logger.warning("closing connection on unmapped PROXY port \(port): proxy \(peer.displayText), client \(source.displayText)")
             metrics.rejected(reason: "unmapped_port")
@@ -63,13 +64,15 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        // Per connection, so at debug: at the default level a busy host would spend more on its
+        // log than on its connections.
         if let proxy {
-            logger.info(
+            logger.debug(
                 "connection handed to \(service.name) on port \(port): proxy \(peer.displayText), client \(source.displayText)\(proxy.carriesAddresses ? "" : " (\(proxy.header.command == .local ? "LOCAL" : "no addresses in header"))")",
                 metadata: info.loggerMetadata
             )
         } else {
-            logger.info("connection handed to \(service.name) on port \(port): client \(source.displayText)", metadata: info.loggerMetadata)
+            logger.debug("connection handed to \(service.name) on port \(port): client \(source.displayText)", metadata: info.loggerMetadata)
         }
         context.fireChannelActive()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

@@ -1,4 +1,8 @@
-/// A small JSON document model, so every part of the package prints headers the same way.
+import NIOCore
+
+/// A small JSON document model, for the parts printed rarely (TLVs, `netproxy decode`). The
+/// per-connection JSON is written straight into a buffer with the `ByteBuffer` methods below,
+/// which this model uses too, so both print the same way.
 package enum JSONValue: Sendable {
     case null
     case bool(Bool)
@@ -10,50 +14,89 @@ package enum JSONValue: Sendable {
 
     /// Compact JSON text.
     package var serialized: String {
-        var text = ""
-        write(to: &text)
-        return text
+        var buffer = ByteBuffer()
+        write(to: &buffer)
+        return String(buffer: buffer)
     }
 
-    private func write(to text: inout String) {
+    /// Writes compact JSON text.
+    package func write(to buffer: inout ByteBuffer) {
         switch self {
-        case .null: text += "null"
-        case .bool(let value): text += value ? "true" : "false"
-        case .int(let value): text += String(value)
-        case .string(let value): Self.writeString(value, to: &text)
+        case .null: buffer.writeStaticString("null")
+        case .bool(let value): buffer.writeStaticString(value ? "true" : "false")
+        case .int(let value): buffer.writeJSONInteger(value)
+        case .string(let value): buffer.writeJSONString(value)
         case .array(let values):
-            text += "["
+            buffer.writeJSONByte("[")
             for (index, value) in values.enumerated() {
-                if index > 0 { text += "," }
-                value.write(to: &text)
+                if index > 0 { buffer.writeJSONByte(",") }
+                value.write(to: &buffer)
             }
-            text += "]"
+            buffer.writeJSONByte("]")
         case .object(let members):
-            text += "{"
+            buffer.writeJSONByte("{")
             for (index, (key, value)) in members.enumerated() {
-                if index > 0 { text += "," }
-                Self.writeString(key, to: &text)
-                text += ":"
-                value.write(to: &text)
+                if index > 0 { buffer.writeJSONByte(",") }
+                buffer.writeJSONString(key)
+                buffer.writeJSONByte(":")
+                value.write(to: &buffer)
             }
-            text += "}"
+            buffer.writeJSONByte("}")
+        }
+    }
+}
+
+extension ByteBuffer {
+    /// One ASCII character of JSON syntax.
+    @inline(__always)
+    package mutating func writeJSONByte(_ character: Unicode.Scalar) {
+        writeInteger(UInt8(ascii: character))
+    }
+
+    /// A decimal integer, without going through `String`.
+    package mutating func writeJSONInteger(_ value: Int) {
+        if value < 0 { writeJSONByte("-") }
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for 20 digits
+        let count = withUnsafeMutableBytes(of: &digits) { scratch -> Int in
+            var index = scratch.count
+            repeat {
+                index -= 1
+                scratch[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            return scratch.count - index
+        }
+        withUnsafeBytes(of: &digits) { scratch in
+            _ = writeBytes(UnsafeRawBufferPointer(rebasing: scratch[(scratch.count - count)...]))
         }
     }
 
-    private static func writeString(_ value: String, to text: inout String) {
-        text += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
-                text += "\\u00" + hex(UInt8(scalar.value))
-            default: text.unicodeScalars.append(scalar)
+    /// A JSON string: quotes, backslashes and control characters (and DEL) escaped.
+    package mutating func writeJSONString(_ value: String) {
+        var value = value
+        value.withUTF8 { utf8 in writeJSONString(utf8: UnsafeRawBufferPointer(utf8)) }
+    }
+
+    /// A JSON string from UTF-8 bytes; runs that need no escaping are copied in one go.
+    package mutating func writeJSONString(utf8: UnsafeRawBufferPointer) {
+        writeJSONByte("\"")
+        var runStart = 0
+        for (index, byte) in utf8.enumerated() where byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F {
+            writeBytes(UnsafeRawBufferPointer(rebasing: utf8[runStart..<index]))
+            switch byte {
+            case 0x22: writeStaticString("\\\"")
+            case 0x5C: writeStaticString("\\\\")
+            case 0x0A: writeStaticString("\\n")
+            case 0x0D: writeStaticString("\\r")
+            case 0x09: writeStaticString("\\t")
+            default:
+                writeStaticString("\\u00")
+                writeString(hex(byte))
             }
+            runStart = index + 1
         }
-        text += "\""
+        writeBytes(UnsafeRawBufferPointer(rebasing: utf8[runStart...]))
+        writeJSONByte("\"")
     }
 }

@@ -1,48 +1,63 @@
 import NIOCore
 
 extension ProxyHeader {
-    /// The header as the JSON object that `netproxy decode` and the built-in services print.
+    /// Writes the header as the JSON object that `netproxy decode` and the built-in services
+    /// print, straight into `buffer` (this is on every connection of the built-in services).
     ///
     /// Keys: `version`, `command`, `family` (v1: `TCP4`/`TCP6`/`UNKNOWN`), `transport` (null for
     /// v1), `source` and `destination` (`{"ip","port"}`, `{"path"}` or null), `tlvs`, and
     /// `header_length`.
-    package func jsonValue(headerLength: Int) -> JSONValue {
-        let familyName: String
-        let transportName: JSONValue
+    package func writeJSON(headerLength: Int, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("{\"version\":")
+        buffer.writeJSONInteger(version.rawValue)
+        buffer.writeStaticString(",\"command\":")
+        buffer.writeStaticString(command == .proxy ? "\"PROXY\"" : "\"LOCAL\"")
+        buffer.writeStaticString(",\"family\":")
         switch version {
         case .v1:
-            familyName = addresses.family.v1Name
-            transportName = .null
+            buffer.writeJSONString(addresses.family.v1Name)
+            buffer.writeStaticString(",\"transport\":null")
         case .v2:
-            familyName = family.description
-            transportName = .string(transport.description)
+            buffer.writeJSONString(family.description)
+            buffer.writeStaticString(",\"transport\":")
+            buffer.writeJSONString(transport.description)
         }
-        let (source, destination): (JSONValue, JSONValue)
+        buffer.writeStaticString(",\"source\":")
         switch addresses {
         case .unspecified:
-            (source, destination) = (.null, .null)
+            buffer.writeStaticString("null,\"destination\":null")
         case .inet, .inet6:
-            (source, destination) = (addresses.source!.jsonValue, addresses.destination!.jsonValue)
-        case .unix(let s, let d):
-            (source, destination) = (.object([("path", .string(s.path))]), .object([("path", .string(d.path))]))
+            addresses.source!.writeJSON(into: &buffer)
+            buffer.writeStaticString(",\"destination\":")
+            addresses.destination!.writeJSON(into: &buffer)
+        case .unix(let source, let destination):
+            JSONValue.object([("path", .string(source.path))]).write(to: &buffer)
+            buffer.writeStaticString(",\"destination\":")
+            JSONValue.object([("path", .string(destination.path))]).write(to: &buffer)
         }
-        return .object([
-            ("version", .int(version.rawValue)),
-            ("command", .string(command.description)),
-            ("family", .string(familyName)),
-            ("transport", transportName),
-            ("source", source),
-            ("destination", destination),
-            ("tlvs", .array(tlvs.map(\.jsonValue))),
-            ("header_length", .int(headerLength)),
-        ])
+        buffer.writeStaticString(",\"tlvs\":")
+        if tlvs.isEmpty {
+            buffer.writeStaticString("[]")
+        } else {
+            JSONValue.array(tlvs.map(\.jsonValue)).write(to: &buffer)
+        }
+        buffer.writeStaticString(",\"header_length\":")
+        buffer.writeJSONInteger(headerLength)
+        buffer.writeJSONByte("}")
     }
 }
 
 extension ProxyEndpoint {
-    /// `{"ip": ..., "port": ...}`, IPv6 in RFC 5952 form.
-    package var jsonValue: JSONValue {
-        .object([("ip", .string(address.description)), ("port", .int(Int(port)))])
+    /// Writes `{"ip": ..., "port": ...}`, IPv6 in RFC 5952 form.
+    package func writeJSON(into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("{\"ip\":\"")
+        switch address {
+        case .v4(let v4): v4.writeText(into: &buffer)
+        case .v6(let v6): v6.writeText(into: &buffer)
+        }
+        buffer.writeStaticString("\",\"port\":")
+        buffer.writeJSONInteger(Int(port))
+        buffer.writeJSONByte("}")
     }
 }
 

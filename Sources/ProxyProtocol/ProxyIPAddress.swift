@@ -1,3 +1,5 @@
+import NIOCore
+
 /// An IPv4 address, stored as its 32 bits in host order.
 ///
 /// Parsing is strict: four decimal parts from 0 to 255, no leading zeros, nothing else.
@@ -31,8 +33,21 @@ public struct ProxyIPv4Address: Hashable, Sendable, Comparable, CustomStringConv
     }
 
     public var description: String {
-        let (a, b, c, d) = bytes
-        return "\(a).\(b).\(c).\(d)"
+        var text = ByteBuffer()
+        writeText(into: &text)
+        return String(buffer: text)
+    }
+
+    /// Writes the dotted-decimal text, without going through `String` (this is on every
+    /// connection's JSON).
+    package func writeText(into buffer: inout ByteBuffer) {
+        for shift in stride(from: 24, through: 0, by: -8) {
+            let part = UInt8(truncatingIfNeeded: rawValue >> UInt32(shift))
+            if part >= 100 { buffer.writeInteger(UInt8(ascii: "0") + part / 100) }
+            if part >= 10 { buffer.writeInteger(UInt8(ascii: "0") + part / 10 % 10) }
+            buffer.writeInteger(UInt8(ascii: "0") + part % 10)
+            if shift > 0 { buffer.writeInteger(UInt8(ascii: ".")) }
+        }
     }
 
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
@@ -107,7 +122,19 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
     }
 
     public var description: String {
-        if let v4 = ipv4Mapped { return "::ffff:\(v4)" }
+        var text = ByteBuffer()
+        writeText(into: &text)
+        return String(buffer: text)
+    }
+
+    /// Writes the RFC 5952 text, without going through `String` (this is on every connection's
+    /// JSON).
+    package func writeText(into buffer: inout ByteBuffer) {
+        if let v4 = ipv4Mapped {
+            buffer.writeStaticString("::ffff:")
+            v4.writeText(into: &buffer)
+            return
+        }
         // RFC 5952: compress the longest run of two or more zero groups, the first one on a tie.
         var bestStart = -1
         var bestLength = 1
@@ -123,19 +150,27 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
                 runStart = -1
             }
         }
-        var text = ""
         var index = 0
+        var afterSeparator = true
         while index < 8 {
             if index == bestStart {
-                text += "::"
+                buffer.writeStaticString("::")
+                afterSeparator = true
                 index += bestLength
                 continue
             }
-            if !text.isEmpty && !text.hasSuffix(":") { text += ":" }
-            text += String(group(index), radix: 16)
+            if !afterSeparator { buffer.writeInteger(UInt8(ascii: ":")) }
+            let group = group(index)
+            var started = false
+            for shift in stride(from: 12, through: 0, by: -4) {
+                let digit = UInt8(truncatingIfNeeded: group >> UInt16(shift)) & 0xF
+                if digit == 0 && !started && shift > 0 { continue }
+                started = true
+                buffer.writeInteger(digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10)
+            }
+            afterSeparator = false
             index += 1
         }
-        return text
     }
 
     public static func < (lhs: Self, rhs: Self) -> Bool {

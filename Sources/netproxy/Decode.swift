@@ -30,7 +30,7 @@ struct Decode: ParsableCommand {
             data = FileHandle.standardInput.readDataToEndOfFile()
         }
         let bytes = hex ? try HexText.decode(String(decoding: data, as: UTF8.self)) : Array(data)
-        print(try HeaderReport.decode(ByteBuffer(bytes: bytes)).serialized)
+        print(try HeaderReport.decode(ByteBuffer(bytes: bytes)))
     }
 }
 
@@ -57,7 +57,7 @@ enum HexText {
 
 /// The JSON that `decode` prints for the bytes it read.
 enum HeaderReport {
-    static func decode(_ input: ByteBuffer) throws(CommandFailure) -> JSONValue {
+    static func decode(_ input: ByteBuffer) throws(CommandFailure) -> String {
         let result: ProxyHeaderParseResult
         do {
             result = try ProxyHeaderParser().parse(input)
@@ -68,11 +68,14 @@ enum HeaderReport {
         case .needMoreBytes:
             throw CommandFailure("incomplete header: \(input.readableBytes) byte(s) are the start of a valid header but it does not end")
         case .complete(let header, let length):
-            guard case .object(var members) = header.jsonValue(headerLength: length) else {
-                preconditionFailure("a header is a JSON object")
-            }
-            members.append(("trailing_bytes", .int(input.readableBytes - length)))
-            return .object(members)
+            // The header's object with one more member: its closing brace makes way for it.
+            var json = ByteBuffer()
+            header.writeJSON(headerLength: length, into: &json)
+            json.moveWriterIndex(to: json.writerIndex - 1)
+            json.writeStaticString(",\"trailing_bytes\":")
+            json.writeJSONInteger(input.readableBytes - length)
+            json.writeJSONByte("}")
+            return String(buffer: json)
         }
     }
 }

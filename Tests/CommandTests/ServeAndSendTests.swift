@@ -6,7 +6,10 @@ import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct ServeCommandTests {
     @Test func servesAConfigFileAndStopsOnSIGINT() async throws {
-        let serve = try ServeProcess(config: #"{"interfaces": ["127.0.0.1"], "whoami_ports": [0], "proxy_port_mappings": {"0": "http"}}"#)
+        // Connections are logged at debug.
+        let serve = try ServeProcess(
+            config: #"{"interfaces": ["127.0.0.1"], "whoami_ports": [0], "proxy_port_mappings": {"0": "http"}}"#,
+            extraArguments: ["--log-level", "debug"])
         #expect(serve.banner.hasPrefix("netproxy is listening:\n  whoami                 127.0.0.1:"))
         let httpPort = try #require(serve.port("http (PROXY)"))
         #expect(serve.banner.hasSuffix("Try:\n  curl --haproxy-protocol http://127.0.0.1:\(httpPort)/\n"))
