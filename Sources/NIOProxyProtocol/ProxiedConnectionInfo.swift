@@ -1,6 +1,14 @@
 import NIOCore
 import ProxyProtocol
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// What a connection's PROXY header says, and the addresses to use for it.
 public struct ProxiedConnectionInfo: Hashable, Sendable {
     /// The header as received.
@@ -62,12 +70,24 @@ extension SocketAddress {
 
     /// The socket address of an IP endpoint from a header.
     public init(_ endpoint: ProxyEndpoint) throws {
-        var packed = ByteBuffer()
+        // Built in place: this runs twice for every proxied connection.
         switch endpoint.address {
-        case .v4(let v4): packed.writeInteger(v4.rawValue)
-        case .v6(let v6): packed.writeMultipleIntegers(v6.high, v6.low)
+        case .v4(let v4):
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(endpoint.port).bigEndian
+            address.sin_addr.s_addr = v4.rawValue.bigEndian
+            self.init(address, host: "")
+        case .v6(let v6):
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_port = in_port_t(endpoint.port).bigEndian
+            withUnsafeMutableBytes(of: &address.sin6_addr) { bytes in
+                bytes.storeBytes(of: v6.high.bigEndian, toByteOffset: 0, as: UInt64.self)
+                bytes.storeBytes(of: v6.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+            }
+            self.init(address, host: "")
         }
-        try self.init(packedIPAddress: packed, port: Int(endpoint.port))
     }
 
     /// The IP endpoint of a socket address; `nil` for UNIX sockets.

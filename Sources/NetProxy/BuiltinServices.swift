@@ -68,8 +68,11 @@ final class EchoService: ChannelInboundHandler {
 
 /// Writes the connection's JSON line, then closes without a reset: closing a socket with
 /// unread bytes from the client sends a RST, which can discard the line before the client
-/// reads it. So it ends its output first and closes when the client has closed too (or after
-/// ``linger``), reading and dropping whatever the client sends meanwhile.
+/// reads it. So it ends its output once the line is written and closes when the client has
+/// closed too (or after ``linger``), reading and dropping whatever the client sends meanwhile.
+///
+/// The output is closed only once the line's write has completed: a handler in between (TLS)
+/// may still hold the line when the socket's own writes are done.
 final class WhoamiService: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -80,7 +83,7 @@ final class WhoamiService: ChannelInboundHandler {
     let info: ConnectionInfo
     private var lineSent = false
     private var inputClosed = false
-    private var lingering: Scheduled<Void>?
+    private var lingering: NIOScheduledCallback?
 
     init(info: ConnectionInfo) {
         self.info = info
@@ -94,9 +97,8 @@ final class WhoamiService: ChannelInboundHandler {
             lineSent = true
             guard case .success = result, !inputClosed else { return context.close(promise: nil) }
             context.close(mode: .output, promise: nil)
-            lingering = context.eventLoop.assumeIsolated().scheduleTask(in: Self.linger) {
-                context.close(promise: nil)
-            }
+            // A callback rather than a scheduled closure: no promise and no closure to allocate.
+            lingering = try? context.eventLoop.assumeIsolated().scheduleCallback(in: Self.linger, handler: Linger(context: context))
         }
     }
 
@@ -119,6 +121,15 @@ final class WhoamiService: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
+    }
+
+    /// Closes a connection whose client has not closed within ``linger``.
+    private struct Linger: NIOScheduledCallbackHandler {
+        let context: ChannelHandlerContext
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            context.close(promise: nil)
+        }
     }
 }
 
