@@ -179,6 +179,7 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
 
     /// Parses RFC 4291 text without allocating.
     static func parse(_ text: UnsafeRawBufferPointer) -> ProxyIPv6Address? {
+        // Index arithmetic wraps (&+): the bounds make overflow impossible, and the checks cost.
         // Groups are shifted in from the right; at a "::" the groups so far are set aside, and
         // at the end they are shifted to the top (every version 1 TCP6 header takes this path).
         var high: UInt64 = 0
@@ -191,7 +192,7 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
         func append(_ group: UInt16) {
             high = high << 16 | low >> 48
             low = low << 16 | UInt64(group)
-            count += 1
+            count &+= 1
         }
         if end >= 2 && text[0] == UInt8(ascii: ":") && text[1] == UInt8(ascii: ":") {
             compressionAt = 0
@@ -202,9 +203,9 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
         while index < end {
             let start = index
             var group: UInt16 = 0
-            while index < end, index - start < 5, let digit = hexDigit(text[index]) {
+            while index < end, index &- start < 5, let digit = hexDigit(text[index]) {
                 group = group &<< 4 | UInt16(digit)
-                index += 1
+                index &+= 1
             }
             if index < end && text[index] == UInt8(ascii: ".") {
                 // A dotted IPv4 tail fills the last two groups.
@@ -215,19 +216,19 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
                 append(UInt16(truncatingIfNeeded: v4.rawValue))
                 break
             }
-            let digits = index - start
+            let digits = index &- start
             guard digits >= 1, digits <= 4, count < 8 else { return nil }
             append(group)
             if index == end { break }
             guard text[index] == UInt8(ascii: ":") else { return nil }
-            index += 1
+            index &+= 1
             guard index < end else { return nil }
             if text[index] == UInt8(ascii: ":") {
                 guard compressionAt < 0 else { return nil }
                 compressionAt = count
                 head = (high, low)
                 (high, low) = (0, 0)
-                index += 1
+                index &+= 1
             }
         }
         guard compressionAt >= 0 else {

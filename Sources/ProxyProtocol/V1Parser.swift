@@ -78,7 +78,7 @@ struct V1Parser {
             guard let number = scanDecimal(&index, end: end, maximumDigits: 3), number <= 255 else { return nil }
             value = value << 8 | UInt32(number)
             guard index < end, bytes[index] == (part == 3 ? terminator : UInt8(ascii: ".")) else { return nil }
-            index += 1
+            index &+= 1
         }
         return value
     }
@@ -88,7 +88,7 @@ struct V1Parser {
         guard let number = scanDecimal(&index, end: end, maximumDigits: 5), number <= Int(UInt16.max),
             index < end, bytes[index] == terminator
         else { return nil }
-        index += 1
+        index &+= 1
         return UInt16(number)
     }
 
@@ -97,11 +97,11 @@ struct V1Parser {
     private func scanDecimal(_ index: inout Int, end: Int, maximumDigits: Int) -> Int? {
         let start = index
         var value = 0
-        while index < end, index - start < maximumDigits, let digit = decimalDigit(bytes[index]) {
-            value = value * 10 + Int(digit)
-            index += 1
+        while index < end, index &- start < maximumDigits, let digit = decimalDigit(bytes[index]) {
+            value = value &* 10 &+ Int(digit)
+            index &+= 1
         }
-        let digits = index - start
+        let digits = index &- start
         guard digits > 0, !(digits > 1 && bytes[start] == UInt8(ascii: "0")) else { return nil }
         return value
     }
@@ -109,14 +109,28 @@ struct V1Parser {
     /// An IPv6 address up to a space, which is consumed.
     private func scanIPv6(_ index: inout Int, end: Int) -> ProxyIPv6Address? {
         let start = index
-        while index < end && bytes[index] != Self.space {
-            index += 1
-        }
+        index = firstSpace(from: index, end: end)
         guard index < end, let address = ProxyIPv6Address.parse(UnsafeRawBufferPointer(rebasing: bytes[start..<index])) else {
             return nil
         }
-        index += 1
+        index &+= 1
         return address
+    }
+
+    /// The offset of the first space at or after `start`, or `end`. Eight bytes at a time: the
+    /// lowest byte of a word that is a space sets the lowest flag bit (higher flags may be false).
+    private func firstSpace(from start: Int, end: Int) -> Int {
+        var index = start
+        while index &+ 8 <= end {
+            let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)) ^ 0x2020_2020_2020_2020
+            let flags = (word &- 0x0101_0101_0101_0101) & ~word & 0x8080_8080_8080_8080
+            if flags != 0 { return index &+ flags.trailingZeroBitCount / 8 }
+            index &+= 8
+        }
+        while index < end && bytes[index] != Self.space {
+            index &+= 1
+        }
+        return index
     }
 
     /// Reads the line field by field: what ``parse()`` falls back to, for exact errors and for
