@@ -14,11 +14,17 @@ let benchmarks: @Sendable () -> Void = {
     let parser = ProxyHeaderParser()
     let v1 = ByteBuffer(string: "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n")
     let v1IPv6 = ByteBuffer(string: "PROXY TCP6 2001:db8::1 2001:db8:ffff::22 51234 443\r\n")
+    let v1Unknown = ByteBuffer(string: "PROXY UNKNOWN\r\n")
     let inet = ProxyHeader(
         version: .v2,
         addresses: .inet(
             source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
     let v2 = try! inet.encoded()
+    let inet6 = ProxyHeader(
+        version: .v2,
+        addresses: .inet6(
+            source: .init(ProxyIPv6Address("2001:db8::1")!, port: 51234), destination: .init(ProxyIPv6Address("2001:db8:ffff::22")!, port: 443)))
+    let v2IPv6 = try! inet6.encoded()
     var withTLVs = inet
     withTLVs.tlvs = [
         .authority("example.com"), .uniqueID(Array("0123456789abcdef".utf8)),
@@ -26,7 +32,10 @@ let benchmarks: @Sendable () -> Void = {
     ]
     let v2TLVs = try! withTLVs.encoded(appendingCRC32C: true)
 
-    for (name, bytes) in [("v1 TCP4", v1), ("v1 TCP6", v1IPv6), ("v2 INET", v2), ("v2 INET with TLVs and CRC32C", v2TLVs)] {
+    for (name, bytes) in [
+        ("v1 TCP4", v1), ("v1 TCP6", v1IPv6), ("v1 UNKNOWN", v1Unknown), ("v2 INET", v2), ("v2 INET6", v2IPv6),
+        ("v2 INET with TLVs and CRC32C", v2TLVs),
+    ] {
         Benchmark("parse \(name)") { benchmark in
             for _ in benchmark.scaledIterations {
                 blackHole(try parser.parse(bytes))
