@@ -300,9 +300,11 @@ public final class NetProxyHost: Service, Sendable {
                     )
                 }
             }
-            .childChannelOption(.allowRemoteHalfClosure, value: allowsHalfClosure(listener))
-            .childChannelInitializer { [self] channel in
+            .childChannelInitializer { [self, halfClosure = allowsHalfClosure(listener)] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Set here rather than as a child channel option, which the bootstrap applies
+                    // through a chain of futures for every connection.
+                    if halfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }
                     try self.setUp(channel, for: listener)
                 }
             }
