@@ -179,6 +179,11 @@ public final class NetProxyHost: Service, Sendable {
                 }
                 logger.info("listening: \(bound.plan)")
             }
+            let shared = ForeignListeners.shared(among: listeners.map(\.address))
+            guard shared.isEmpty else {
+                throw NetProxyConfigurationError(
+                    "another process listens on \(shared.map { "\($0)" }.joined(separator: ", ")) too (started at the same time?)")
+            }
         } catch {
             await shutdown(gracePeriod: .zero)
             throw error

@@ -1,0 +1,81 @@
+import Foundation
+import NIOCore
+
+/// Listening sockets of other processes on the host's addresses.
+///
+/// The host listens with `SO_REUSEPORT` (a socket per event loop), which Linux lets any process
+/// of the same user share. A bind without it before the host's own binds catches an address
+/// that is already taken, but not a second host started at the same moment: both would pass
+/// that check and split the connections. So once bound, the host looks in `/proc/net/tcp{,6}`
+/// for listening sockets on its ports, on the same address or a wildcard, that are not among its
+/// own descriptors.
+///
+/// Later arrivals are not caught: sharing a port with a process of the same user is what
+/// `SO_REUSEPORT` allows, as it does for HAProxy, Envoy and nginx's `reuseport`.
+enum ForeignListeners {
+    /// The addresses among `addresses` where another process listens too; empty where `/proc`
+    /// cannot tell.
+    static func shared(among addresses: [SocketAddress]) -> [SocketAddress] {
+        guard let own = ownSocketInodes() else { return [] }
+        var foreign: [(address: Substring, port: Int)] = []
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                // sl local_address rem_address st ... inode; the local address is ADDRESS:PORT
+                // in hex, the address as the kernel's 32-bit words; 0A is LISTEN.
+                let fields = line.split(separator: " ")
+                guard fields.count > 9, fields[3] == "0A", let colon = fields[1].lastIndex(of: ":"),
+                    let port = Int(fields[1][fields[1].index(after: colon)...], radix: 16),
+                    let inode = UInt64(fields[9]), !own.contains(inode)
+                else { continue }
+                foreign.append((fields[1][..<colon], port))
+            }
+        }
+        return addresses.filter { address in
+            guard let port = address.port, let words = procWords(address) else { return false }
+            return foreign.contains { other in
+                other.port == port && (other.address == words || isWildcard(other.address) || isWildcard(Substring(words)))
+            }
+        }
+    }
+
+    /// The address as `/proc/net/tcp{,6}` prints it: each 32-bit word of the address, as stored,
+    /// in eight hex digits.
+    private static func procWords(_ address: SocketAddress) -> String? {
+        func words(_ bytes: UnsafeRawBufferPointer) -> String {
+            stride(from: 0, to: bytes.count, by: 4).map { offset in
+                let word = String(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self), radix: 16, uppercase: true)
+                return String(repeating: "0", count: 8 - word.count) + word
+            }.joined()
+        }
+        switch address {
+        case .v4(let v4):
+            var raw = v4.address.sin_addr
+            return withUnsafeBytes(of: &raw, words)
+        case .v6(let v6):
+            var raw = v6.address.sin6_addr
+            return withUnsafeBytes(of: &raw, words)
+        case .unixDomainSocket:
+            return nil
+        }
+    }
+
+    private static func isWildcard(_ words: Substring) -> Bool {
+        words.allSatisfy { $0 == "0" }
+    }
+
+    /// The inodes of this process's sockets (`socket:[N]` in `/proc/self/fd`).
+    private static func ownSocketInodes() -> Set<UInt64>? {
+        let directory = "/proc/self/fd"
+        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return nil }
+        var inodes: Set<UInt64> = []
+        for descriptor in descriptors {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\(descriptor)"),
+                target.hasPrefix("socket:["), target.hasSuffix("]"),
+                let inode = UInt64(target.dropFirst("socket:[".count).dropLast())
+            else { continue }
+            inodes.insert(inode)
+        }
+        return inodes
+    }
+}
