@@ -269,20 +269,27 @@ public final class NetProxyHost: Service, Sendable {
     /// and a connection stays on the thread that accepted it.
     ///
     /// `SO_REUSEPORT` would also let a second process of the same user bind the port and take
-    /// part of its connections (a host started twice by mistake). So the port is first bound
-    /// without it: that fails if anyone listens there, with `SO_REUSEPORT` or not.
+    /// part of its connections (a host started twice by mistake). So a fixed port is first bound
+    /// without it, which fails if anyone listens there, with `SO_REUSEPORT` or not; and
+    /// ``start()`` looks for other processes' sockets once everything is bound
+    /// (``ForeignListeners``). Port 0 needs no probe: the first socket takes a free port, and
+    /// the others join it.
     private func bind(_ listener: ListenerPlan) async throws -> [Channel] {
         var channels: [Channel] = []
         do {
-            let probe = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .bind(host: listener.host, port: listener.port)
-                .get()
-            let port = probe.localAddress?.port ?? listener.port
-            try await probe.close()
+            var port = listener.port
+            if port != 0 {
+                let probe = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .bind(host: listener.host, port: port)
+                    .get()
+                try await probe.close()
+            }
             let episode = AcceptErrorHandler.Episode()
             for loop in group.makeIterator() {
-                channels.append(try await bootstrap(listener, on: loop, episode: episode).bind(host: listener.host, port: port).get())
+                let channel = try await bootstrap(listener, on: loop, episode: episode).bind(host: listener.host, port: port).get()
+                channels.append(channel)
+                port = channel.localAddress?.port ?? port
             }
             return channels
         } catch {
