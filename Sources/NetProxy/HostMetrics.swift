@@ -80,6 +80,26 @@ struct HostMetrics: Sendable {
         counter.increment()
     }
 
+    /// The values of the `reason` label of forward failures, exported from zero.
+    static let forwardFailureReasons = ["refused", "timeout", "unreachable", "resolve", "transparent", "other"]
+
+    /// Makes a forward service's failure counters, so they are exported from zero.
+    func registerForwardService(_ name: String) {
+        for reason in Self.forwardFailureReasons {
+            _ = forwardFailures(service: name, reason: reason)
+        }
+    }
+
+    /// A forward service could not connect to its target.
+    func forwardFailed(service: String, reason: String) {
+        forwardFailures(service: service, reason: reason).increment()
+    }
+
+    private func forwardFailures(service: String, reason: String) -> CoreMetrics.Counter {
+        CoreMetrics.Counter(
+            label: "netproxy_forward_failures_total", dimensions: [("service", service), ("reason", reason)], factory: factory)
+    }
+
     /// The Prometheus text exposition of every counter.
     var exposition: String { registry.emitToString() }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ProxyProtocol
 
 /// The host's configuration, with the keys and conventions of Prosody's mod_net_proxy.
 ///
@@ -45,6 +46,8 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     public var metricsInterfaces: [String]?
     /// `shutdown_grace_period`, in seconds: how long connections may drain on SIGINT/SIGTERM.
     public var shutdownGracePeriod: Double = 10
+    /// `forward_services`: services that relay connections to another server, by name.
+    public var forwardServices: [String: ForwardServiceConfiguration] = [:]
 
     /// The defaults: no services, loopback interfaces, loopback trusted.
     public init() {}
@@ -82,6 +85,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case "metrics_port": metricsPort = try value.port(key)
             case "metrics_interfaces": metricsInterfaces = try value.strings(key)
             case "shutdown_grace_period": shutdownGracePeriod = try value.seconds(key)
+            case "forward_services": forwardServices = try value.forwardServices(key)
             case _ where key.hasSuffix("_ports") && key.count > 6:
                 servicePorts[String(key.dropLast(6))] = try value.ports(key)
             case _ where key.hasSuffix("_interfaces") && key.count > 11:
@@ -162,6 +166,78 @@ enum JSONInput {
             result[port] = try object[portText]!.string("\(key).\(portText)")
         }
         return result
+    }
+}
+
+extension JSONInput {
+    /// `forward_services`: name -> `{"target", "send_proxy", "pass_tlvs", "crc32c", "transparent",
+    /// "connect_timeout"}`.
+    func forwardServices(_ key: String) throws(NetProxyConfigurationError) -> [String: ForwardServiceConfiguration] {
+        guard case .object(let entries) = self else { throw NetProxyConfigurationError("\(key): expected an object of service name to target") }
+        var services: [String: ForwardServiceConfiguration] = [:]
+        for name in entries.keys.sorted() {
+            let path = "\(key).\(name)"
+            guard case .object(let fields) = entries[name]! else { throw NetProxyConfigurationError("\(path): expected an object") }
+            guard let target = fields["target"] else { throw NetProxyConfigurationError("\(path): \"target\" is missing") }
+            let (host, port) = try ForwardServiceConfiguration.parseTarget(try target.string("\(path).target"), "\(path).target")
+            var service = ForwardServiceConfiguration(targetHost: host, targetPort: port)
+            for field in fields.keys.sorted() {
+                let value = fields[field]!
+                let fieldPath = "\(path).\(field)"
+                switch field {
+                case "target": break
+                case "send_proxy":
+                    let text = try value.string(fieldPath)
+                    guard let header = ForwardServiceConfiguration.ProxyHeaderToSend(rawValue: text) else {
+                        throw NetProxyConfigurationError("\(fieldPath): \"\(text)\" is not none, v1 or v2")
+                    }
+                    service.sendProxy = header
+                case "pass_tlvs": service.passTLVs = try value.bool(fieldPath)
+                case "crc32c": service.crc32c = try value.bool(fieldPath)
+                case "transparent": service.transparent = try value.bool(fieldPath)
+                case "connect_timeout": service.connectTimeout = try value.seconds(fieldPath)
+                default: throw NetProxyConfigurationError("\(path): unknown key \"\(field)\"")
+                }
+            }
+            if service.sendProxy != .v2 && (service.passTLVs || service.crc32c) {
+                throw NetProxyConfigurationError(
+                    "\(path): pass_tlvs and crc32c need send_proxy \"v2\" (send_proxy is \"\(service.sendProxy.rawValue)\")")
+            }
+            services[name] = service
+        }
+        return services
+    }
+
+    func bool(_ key: String) throws(NetProxyConfigurationError) -> Bool {
+        guard case .bool(let value) = self else { throw NetProxyConfigurationError("\(key): expected true or false") }
+        return value
+    }
+}
+
+extension ForwardServiceConfiguration {
+    /// `host:port` or `[IPv6]:port`; the error names `key`.
+    static func parseTarget(_ text: String, _ key: String) throws(NetProxyConfigurationError) -> (String, Int) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw NetProxyConfigurationError("\(key): \"\(text)\" is not [IPv6]:port")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+            guard ProxyIPv6Address(host) != nil else { throw NetProxyConfigurationError("\(key): \"\(host)\" is not an IPv6 address") }
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else {
+                throw NetProxyConfigurationError("\(key): \"\(text)\" is not host:port (IPv6 addresses go in brackets)")
+            }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty else { throw NetProxyConfigurationError("\(key): \"\(text)\" has no host") }
+        guard let port = Int(portText), String(port) == portText, (1...65535).contains(port) else {
+            throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (1-65535)")
+        }
+        return (String(host), port)
     }
 }
 

@@ -94,6 +94,15 @@ public final class NetProxyHost: Service, Sendable {
             guard byName[service.name] == nil else { throw NetProxyConfigurationError("service \"\(service.name)\" is registered twice") }
             byName[service.name] = service
         }
+        let metrics = HostMetrics(registry: metricsRegistry)
+        let refusals = RateLimitedLog(logger: logger)
+        for name in configuration.forwardServices.keys.sorted() {
+            guard byName[name] == nil else {
+                throw NetProxyConfigurationError("forward_services.\(name): the name is taken by another service")
+            }
+            byName[name] = .forward(name: name, configuration.forwardServices[name]!, metrics: metrics, log: refusals)
+            metrics.registerForwardService(name)
+        }
         let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
         self.configuration = configuration
         self.warnings = plan.warnings
@@ -107,8 +116,6 @@ public final class NetProxyHost: Service, Sendable {
         self.tlsContext = try Self.makeTLSContext(configuration)
         self.logger = logger
         self.group = eventLoopGroup
-        let metrics = HostMetrics(registry: metricsRegistry)
-        let refusals = RateLimitedLog(logger: logger)
         self.metrics = metrics
         self.refusals = refusals
         self.onRefusal = { error in

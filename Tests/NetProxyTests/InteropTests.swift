@@ -198,39 +198,14 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         let listener = try ListeningSocket()
         defer { listener.close() }
-        let module = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/share/nginx/modules/ngx_stream_module.so"]
-            .first { FileManager.default.fileExists(atPath: $0) }
-        let config = """
-            \(module.map { "load_module \($0);" } ?? "")
-            daemon off;
-            worker_processes 1;
-            pid \(directory.path)/nginx.pid;
-            error_log \(directory.path)/error.log;
-            events { worker_connections 64; }
-            stream {
-                server {
-                    listen 127.0.0.1:\(listener.port);
-                    proxy_pass 127.0.0.1:\(port);
-                    proxy_protocol on;
-                }
-            }
-
-            """
-        let file = directory.appendingPathComponent("nginx.conf")
-        try config.write(to: file, atomically: true, encoding: .utf8)
-        // nginx adopts a socket named in NGINX (as on a binary upgrade) for the `listen` with the
-        // same address and port, and closes any it does not match. With a master process only:
-        // 1.22 without one crashes on an inherited socket (fixed in 1.23.3), and the master
-        // relays SIGTERM to its worker.
-        let nginx = try Peer.start(
-            try Peer.require("nginx"), ["-c", file.path, "-p", directory.path],
-            standardInput: listener.descriptor, environment: ["NGINX": "0;"], output: directory.appendingPathComponent("nginx.out"))
+        let nginx = try Peer.startNginxStream(
+            server: "        proxy_pass 127.0.0.1:\(port);\n        proxy_protocol on;", listener: listener, in: directory)
         listener.close()
         defer { Peer.stop(nginx, signal: SIGTERM) }
         let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(listener.port)/"])
         #expect(source(body) == client)
         #expect(proxy(body)["version"] as? Int == 1)
-        #expect(nginx.isRunning, "nginx: \((try? String(contentsOf: directory.appendingPathComponent("error.log"), encoding: .utf8)) ?? "")")
+        #expect(nginx.isRunning, "nginx: \(Peer.nginxErrors(in: directory))")
         await running.stop()
     }
 }

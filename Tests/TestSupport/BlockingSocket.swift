@@ -61,6 +61,20 @@ public final class BlockingSocket: @unchecked Sendable {
         close()
     }
 
+    /// The local port (IPv4 or IPv6), once connected.
+    public var localPort: Int? {
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let result = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        guard result == 0 else { return nil }
+        return withUnsafeBytes(of: &address) { bytes in
+            // sin_port and sin6_port are both at offset 2, in network order.
+            Int(UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+        }
+    }
+
     /// Closes the socket now (once).
     public func close() {
         guard !isClosed else { return }

@@ -89,6 +89,43 @@ public enum Peer {
         return (body, String(lines.last ?? ""))
     }
 
+    /// Starts nginx with one `stream` server block, `server`, whose `listen` is on `listener`'s
+    /// address and port (with `proxy_protocol` when `readsProxyProtocol`): nginx adopts the inherited socket (`NGINX=0;`, as on a binary upgrade).
+    /// With a master process only: nginx 1.22 without one crashes on an inherited socket (fixed
+    /// in 1.23.3), and the master relays SIGTERM to its worker. Stop it with
+    /// `Peer.stop(nginx, signal: SIGTERM)`.
+    public static func startNginxStream(
+        server: String, readsProxyProtocol: Bool = false, listener: ListeningSocket, in directory: URL
+    ) throws -> Process {
+        let module = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/share/nginx/modules/ngx_stream_module.so"]
+            .first { FileManager.default.fileExists(atPath: $0) }
+        let config = """
+            \(module.map { "load_module \($0);" } ?? "")
+            daemon off;
+            worker_processes 1;
+            pid \(directory.path)/nginx.pid;
+            error_log \(directory.path)/error.log;
+            events { worker_connections 64; }
+            stream {
+                server {
+                    listen 127.0.0.1:\(listener.port)\(readsProxyProtocol ? " proxy_protocol" : "");
+            \(server)
+                }
+            }
+
+            """
+        let file = directory.appendingPathComponent("nginx.conf")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        return try start(
+            try require("nginx"), ["-c", file.path, "-p", directory.path],
+            standardInput: listener.descriptor, environment: ["NGINX": "0;"], output: directory.appendingPathComponent("nginx.out"))
+    }
+
+    /// nginx's error log in `directory`, for a failure message.
+    public static func nginxErrors(in directory: URL) -> String {
+        (try? String(contentsOf: directory.appendingPathComponent("error.log"), encoding: .utf8)) ?? ""
+    }
+
     public static func temporaryDirectory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-interop-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -1,0 +1,230 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ProxyProtocol
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A `forward_services` entry: where to relay connections, and how to tell the target who the
+/// client is.
+public struct ForwardServiceConfiguration: Hashable, Sendable {
+    /// What the target is told about the client.
+    public enum ProxyHeaderToSend: String, Hashable, Sendable {
+        /// Nothing: a plain relay.
+        case none
+        /// A version 1 (text) header first.
+        case v1
+        /// A version 2 (binary) header first.
+        case v2
+    }
+
+    /// `target`: `host:port`, `[IPv6]:port`, or a name resolved at each connection.
+    public var targetHost: String
+    /// The target's port.
+    public var targetPort: Int
+    /// `send_proxy`.
+    public var sendProxy: ProxyHeaderToSend = .none
+    /// `pass_tlvs`: the received header's TLVs go into the v2 header (a CRC32C among them is
+    /// dropped; `crc32c` computes a new one).
+    public var passTLVs = false
+    /// `crc32c`: the v2 header carries a CRC32C.
+    public var crc32c = false
+    /// `transparent`: connect from the client's own address and port (`IP_TRANSPARENT`; Linux,
+    /// needs `CAP_NET_ADMIN` and routing that sends the replies back to this host).
+    public var transparent = false
+    /// `connect_timeout`, in seconds.
+    public var connectTimeout: Double = 5
+
+    /// A target with the defaults: no header, not transparent, 5 s to connect.
+    public init(targetHost: String, targetPort: Int) {
+        self.targetHost = targetHost
+        self.targetPort = targetPort
+    }
+
+    /// The target as the configuration writes it.
+    public var target: String {
+        targetHost.contains(":") ? "[\(targetHost)]:\(targetPort)" : "\(targetHost):\(targetPort)"
+    }
+}
+
+extension NetProxyService {
+    /// A service that relays each connection to `configuration`'s target.
+    static func forward(
+        name: String, _ configuration: ForwardServiceConfiguration, metrics: HostMetrics, log: RateLimitedLog
+    ) -> NetProxyService {
+        NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
+            // Nothing more is read from the client until the target is connected.
+            try channel.syncOptions?.setOption(.autoRead, value: false)
+            try channel.pipeline.syncOperations.addHandler(
+                ForwardConnector(name: name, configuration: configuration, info: info, metrics: metrics, log: log))
+        }
+    }
+}
+
+/// Connects to the target when the client's connection is handed over, then puts a relay
+/// between the two and leaves. Bytes and a half-close that arrive meanwhile are kept and passed
+/// on in order.
+final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let name: String
+    private let configuration: ForwardServiceConfiguration
+    private let info: ConnectionInfo
+    private let metrics: HostMetrics
+    private let log: RateLimitedLog
+    private var received: [ByteBuffer] = []
+    private var inputClosed = false
+
+    init(name: String, configuration: ForwardServiceConfiguration, info: ConnectionInfo, metrics: HostMetrics, log: RateLimitedLog) {
+        self.name = name
+        self.configuration = configuration
+        self.info = info
+        self.metrics = metrics
+        self.log = log
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let (clientSide, targetSide) = RelayHandler.pair()
+        var bootstrap = ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(.fractionalSeconds(configuration.connectTimeout))
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(targetSide) }
+            }
+        if configuration.transparent {
+            switch Self.transparentSource(info.source) {
+            case .success(let (source, option)):
+                bootstrap = bootstrap.channelOption(option, value: 1).bind(to: source)
+            case .failure(let reason):
+                return fail(context: context, reason: "transparent", detail: reason.description)
+            }
+        }
+        let header = headerToSend()
+        bootstrap.connect(host: configuration.targetHost, port: configuration.targetPort).assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let target):
+                relay(context: context, to: target, clientSide: clientSide, header: header)
+            case .failure(let error):
+                fail(context: context, reason: Self.reason(error), detail: "\(error)")
+            }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received.append(unwrapInboundIn(data))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    private func relay(context: ChannelHandlerContext, to target: Channel, clientSide: RelayHandler, header: ByteBuffer?) {
+        guard context.channel.isActive else {
+            target.close(promise: nil)
+            return
+        }
+        if let header { target.write(header, promise: nil) }
+        do {
+            try context.pipeline.syncOperations.addHandler(clientSide, position: .after(self))
+        } catch {
+            target.close(promise: nil)
+            return fail(context: context, reason: "other", detail: "\(error)")
+        }
+        for bytes in received {
+            context.fireChannelRead(wrapInboundOut(bytes))
+        }
+        received = []
+        context.fireChannelReadComplete()
+        target.flush()
+        if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+    }
+
+    private func fail(context: ChannelHandlerContext, reason: String, detail: String) {
+        metrics.forwardFailed(service: name, reason: reason)
+        log.warning(
+            "forward \(name): cannot connect to \(configuration.target) for client \(info.source.displayText): \(detail)",
+            metadata: info.loggerMetadata)
+        context.close(promise: nil)
+    }
+
+    /// The header that tells the target who the client is, if one is to be sent.
+    private func headerToSend() -> ByteBuffer? {
+        let version: ProxyVersion
+        switch configuration.sendProxy {
+        case .none: return nil
+        case .v1: version = .v1
+        case .v2: version = .v2
+        }
+        var header: ProxyHeader
+        if let destination = info.destination, let addresses = ProxyAddresses(source: info.source, destination: destination) {
+            header = ProxyHeader(version: version, addresses: addresses)
+        } else {
+            // A UNIX client: v1 says UNKNOWN, v2 PROXY with no addresses.
+            header = ProxyHeader(version: version, addresses: .unspecified)
+        }
+        if version == .v2, configuration.passTLVs, let received = info.proxy?.header.tlvs {
+            header.tlvs = ProxyTLVs(received.filter { $0.type != .crc32c })
+        }
+        var bytes = ByteBuffer()
+        // The configuration was checked: v1 is never asked to carry TLVs.
+        _ = try? header.encode(into: &bytes, appendingCRC32C: version == .v2 && configuration.crc32c)
+        return bytes
+    }
+
+    /// Why a connect failed, as the `reason` label says it.
+    static func reason(_ error: Error) -> String {
+        if let error = error as? ChannelError, case .connectTimeout = error { return "timeout" }
+        if let error = error as? NIOConnectionError {
+            if error.dnsAAAAError != nil || error.dnsAError != nil, error.connectionErrors.isEmpty { return "resolve" }
+            if let first = error.connectionErrors.first?.error as? IOError {
+                return first.errnoCode == ECONNREFUSED ? "refused" : "unreachable"
+            }
+            return "unreachable"
+        }
+        if let error = error as? IOError {
+            return error.errnoCode == ECONNREFUSED ? "refused" : "unreachable"
+        }
+        return "other"
+    }
+
+    /// The client's address to bind the outgoing socket to, and the socket option that allows
+    /// binding an address this host does not own.
+    static func transparentSource(
+        _ source: SocketAddress
+    ) -> Result<(SocketAddress, ChannelOptions.Types.SocketOption), TransparentSourceError> {
+        #if os(Linux)
+            switch source {
+            case .v4:
+                return .success((source, .init(level: .init(rawValue: SOL_IP), name: .init(rawValue: IP_TRANSPARENT))))
+            case .v6:
+                // IPV6_TRANSPARENT (75), which Glibc's module does not export.
+                return .success((source, .init(level: .init(rawValue: CInt(IPPROTO_IPV6)), name: .init(rawValue: 75))))
+            case .unixDomainSocket: return .failure(TransparentSourceError("the client is a UNIX socket"))
+            }
+        #else
+            return .failure(TransparentSourceError("transparent forwarding needs Linux"))
+        #endif
+    }
+}
+
+/// Why a transparent connection cannot be made.
+struct TransparentSourceError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+@available(*, unavailable)
+extension ForwardConnector: Sendable {}

@@ -1,0 +1,122 @@
+import Foundation
+import NIOCore
+import NetProxy
+import ProxyProtocol
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `forward_services`: relays to a target, plain or with a fresh PROXY header, against real
+/// peers where the target has to read that header.
+@Suite(.timeLimit(.minutes(2))) struct ForwardTests {
+    /// A version 2 header announcing `source` to whatever port it is sent to.
+    static func header(from source: String, port: UInt16) -> [UInt8] {
+        let header = ProxyHeader(
+            version: .v2,
+            addresses: .inet(
+                source: .init(ProxyIPv4Address(source)!, port: port), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
+        return Array(try! header.encoded().readableBytesView)
+    }
+
+    /// A host with one forward service `fw` on a PROXY port, relaying to `target`.
+    static func forwarder(_ fields: String) async throws -> (RunningHost, port: Int) {
+        let running = try await RunningHost(
+            #"{"interfaces": ["127.0.0.1"], "metrics_port": 0, "proxy_port_mappings": {"0": "fw"}, "forward_services": {"fw": {\#(fields)}}}"#)
+        return (running, running.port(.proxy(service: "fw", tls: false)))
+    }
+
+    /// 100 MB through forward to an echo server, both ways, with the client half-closing while
+    /// the echo is still coming back (and once with a slow reader): every byte arrives once, in
+    /// order, and the connection ends cleanly.
+    @Test(arguments: [false, true])
+    func streamsAreByteExactBothWays(slowReader: Bool) async throws {
+        let echo = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
+        let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(echo.port(.service("echo")))""#)
+        let count = slowReader ? 20_000_000 : 100_000_000
+        let result = try await BlockingSocket.stream(
+            to: port, prefix: Self.header(from: "192.0.2.1", port: 1000), count: count, seed: 9, slowReader: slowReader)
+        #expect(result.receivedBytes == count)
+        #expect(result.receivedDigest == result.sentDigest)
+        #expect(result.end == "eof")
+        await forwarder.stop()
+        await echo.stop()
+    }
+
+    /// send_proxy v1 and v2 to nginx, which reads the header (`listen ... proxy_protocol`) and
+    /// answers with the address it got: the client's from the header netproxy received.
+    @Test(.enabled(if: Peer.available("nginx")), arguments: ["v1", "v2"])
+    func nginxBehindSeesTheClient(version: String) async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let listener = try ListeningSocket()
+        defer { listener.close() }
+        let nginx = try Peer.startNginxStream(
+            server: #"        return "$proxy_protocol_addr $proxy_protocol_port $remote_addr\n";"#, readsProxyProtocol: true,
+            listener: listener, in: directory)
+        defer { Peer.stop(nginx, signal: SIGTERM) }
+        let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(listener.port)", "send_proxy": "\#(version)""#)
+        let reply = try await LoopbackClient.exchange(port: port, send: Self.header(from: "192.0.2.44", port: 4444))
+        #expect(String(decoding: reply, as: UTF8.self) == "192.0.2.44 4444 127.0.0.1\n", "nginx: \(Peer.nginxErrors(in: directory))")
+        await forwarder.stop()
+    }
+
+    /// HAProxy (send-proxy-v2) in front, netproxy forwarding with a new v2 header, nginx behind:
+    /// nginx sees the address of the client that connected to HAProxy.
+    @Test(.enabled(if: Peer.available("nginx") && Peer.available("haproxy")))
+    func haproxyInFrontNginxBehind() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let nginxListener = try ListeningSocket()
+        defer { nginxListener.close() }
+        let nginx = try Peer.startNginxStream(
+            server: #"        return "$proxy_protocol_addr $proxy_protocol_port\n";"#, readsProxyProtocol: true,
+            listener: nginxListener, in: directory)
+        defer { Peer.stop(nginx, signal: SIGTERM) }
+        let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(nginxListener.port)", "send_proxy": "v2""#)
+        let haproxyListener = try ListeningSocket()
+        let config = directory.appendingPathComponent("haproxy.cfg")
+        try """
+        defaults
+            mode tcp
+            timeout connect 5s
+            timeout client 10s
+            timeout server 10s
+        frontend in
+            bind fd@0
+            default_backend netproxy
+        backend netproxy
+            server s 127.0.0.1:\(port) send-proxy-v2
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let log = directory.appendingPathComponent("haproxy.log")
+        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", config.path], standardInput: haproxyListener.descriptor, output: log)
+        haproxyListener.close()
+        defer { Peer.stop(haproxy) }
+        let client = try BlockingSocket(connectingTo: "127.0.0.1", port: haproxyListener.port, from: "127.0.0.23")
+        defer { client.close() }
+        let reply = String(decoding: try await BlockingSocket.onThread { try client.receiveAll() }, as: UTF8.self)
+        let clientPort = try #require(client.localPort)
+        #expect(reply == "127.0.0.23 \(clientPort)\n", "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        await forwarder.stop()
+    }
+
+    /// A target that refuses: the client's connection is closed, the failure counted, and the
+    /// host goes on serving.
+    @Test func refusedTargetClosesTheClientAndIsCounted() async throws {
+        let closed = try ListeningSocket()
+        let deadPort = closed.port
+        closed.close()
+        let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(deadPort)""#)
+        for _ in 0..<3 {
+            let reply = try await LoopbackClient.exchange(port: port, send: Self.header(from: "192.0.2.5", port: 5))
+            #expect(reply == [])
+        }
+        let metrics = forwarder.host.metricsExposition
+        #expect(metrics.contains(#"netproxy_forward_failures_total{service="fw",reason="refused"} 3"#), "\(metrics)")
+        #expect(metrics.contains(#"netproxy_forward_failures_total{service="fw",reason="timeout"} 0"#))
+        await forwarder.stop()
+    }
+}
