@@ -1,0 +1,80 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `forward_services` with `transparent`: the target sees the client's address from the PROXY
+/// header as the socket's peer. Tested for real in a network namespace of its own, where
+/// 198.51.100.0/24 (a documentation prefix) is routed as local, so that the target's replies to
+/// the client's address come back to netproxy's transparent socket, as the routing rules of a
+/// real deployment arrange.
+@Suite(.timeLimit(.minutes(1))) struct TransparentForwardTests {
+    /// Whether this process may make a network namespace (root, or CAP_SYS_ADMIN).
+    static let canMakeNamespace: Bool = {
+        guard let unshare = Peer.find("unshare") else { return false }
+        return (try? Peer.run(unshare, ["-n", "true"]).status) == 0
+    }()
+
+    /// Runs `script` with `sh` in a new network namespace; its standard output.
+    static func inNamespace(_ script: String) throws -> (status: Int32, output: String) {
+        try Peer.run(try Peer.require("unshare"), ["-n", "sh", "-c", script])
+    }
+
+    /// A script that brings the namespace up, starts `netproxy serve` with `config` and waits
+    /// for its banner, runs `then`, and stops netproxy. The script's output is `then`'s.
+    static func serving(_ config: String, then command: String) -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-netns-\(UUID())").path
+        return """
+            set -e
+            mkdir -p \(directory)
+            trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf \(directory)' EXIT
+            ip link set lo up
+            ip route add local 198.51.100.0/24 dev lo
+            cat > \(directory)/config.json <<'EOF'
+            \(config)
+            EOF
+            \(CommandRunner.executable.path) serve --config \(directory)/config.json > \(directory)/out 2> \(directory)/err &
+            pid=$!
+            for i in $(seq 100); do grep -q 'Try:' \(directory)/out 2>/dev/null && break; sleep 0.05; done
+            \(command) || { cat \(directory)/err >&2; exit 1; }
+            """
+    }
+
+    @Test(.enabled(if: canMakeNamespace || Peer.inCI))
+    func targetSeesTheClientFromTheHeader() throws {
+        let config = """
+            {"interfaces": ["127.0.0.1"], "whoami_ports": [7001],
+             "proxy_port_mappings": {"17001": "imap"},
+             "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 2}}}
+            """
+        let (status, output) = try Self.inNamespace(
+            Self.serving(config, then: "\(CommandRunner.executable.path) send --source 198.51.100.7:40123 127.0.0.1 17001 < /dev/null"))
+        #expect(status == 0, "\(output)")
+        // whoami on its regular port reports the socket's peer: the client, not netproxy.
+        #expect(output.contains(#""peer":{"ip":"198.51.100.7","port":40123}"#), "\(output)")
+        #expect(output.contains(#""proxy":null"#))
+    }
+
+    @Test(.enabled(if: canMakeNamespace || Peer.inCI))
+    func aClientAddressThatCannotBeUsedIsCountedAndClosed() throws {
+        // No route makes 203.0.113.0/24 local here: the target's answer to the connect never
+        // comes back, so the connect times out; the client's connection is closed and the
+        // failure counted.
+        let config = """
+            {"interfaces": ["127.0.0.1"], "whoami_ports": [7001], "metrics_port": 9090,
+             "proxy_port_mappings": {"17001": "imap"},
+             "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 1}}}
+            """
+        let (status, output) = try Self.inNamespace(
+            Self.serving(
+                config,
+                then: """
+                    \(CommandRunner.executable.path) send --source 203.0.113.9:4000 127.0.0.1 17001 < /dev/null
+                    echo "--"
+                    curl -s http://127.0.0.1:9090/metrics | grep '^netproxy_forward_failures_total' | grep -v ' 0$'
+                    """))
+        #expect(status == 0, "\(output)")
+        let parts = output.components(separatedBy: "--\n")
+        #expect(parts.first == "", "the client got no reply")
+        #expect(parts.last == #"netproxy_forward_failures_total{service="imap",reason="timeout"} 1"# + "\n", "\(output)")
+    }
+}
