@@ -48,6 +48,9 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     public var shutdownGracePeriod: Double = 10
     /// `forward_services`: services that relay connections to another server, by name.
     public var forwardServices: [String: ForwardServiceConfiguration] = [:]
+    /// `multiplex_services`: services that pick another service by the protocol a connection
+    /// starts with, by name.
+    public var multiplexServices: [String: MultiplexServiceConfiguration] = [:]
 
     /// The defaults: no services, loopback interfaces, loopback trusted.
     public init() {}
@@ -86,6 +89,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case "metrics_interfaces": metricsInterfaces = try value.strings(key)
             case "shutdown_grace_period": shutdownGracePeriod = try value.seconds(key)
             case "forward_services": forwardServices = try value.forwardServices(key)
+            case "multiplex_services": multiplexServices = try value.multiplexServices(key)
             case _ where key.hasSuffix("_ports") && key.count > 6:
                 servicePorts[String(key.dropLast(6))] = try value.ports(key)
             case _ where key.hasSuffix("_interfaces") && key.count > 11:
@@ -202,6 +206,37 @@ extension JSONInput {
             if service.sendProxy != .v2 && (service.passTLVs || service.crc32c) {
                 throw NetProxyConfigurationError(
                     "\(path): pass_tlvs and crc32c need send_proxy \"v2\" (send_proxy is \"\(service.sendProxy.rawValue)\")")
+            }
+            services[name] = service
+        }
+        return services
+    }
+
+    /// `multiplex_services`: name -> `{"routes": {protocol: service}, "default", "detect_timeout"}`.
+    func multiplexServices(_ key: String) throws(NetProxyConfigurationError) -> [String: MultiplexServiceConfiguration] {
+        guard case .object(let entries) = self else { throw NetProxyConfigurationError("\(key): expected an object of service name to routes") }
+        var services: [String: MultiplexServiceConfiguration] = [:]
+        for name in entries.keys.sorted() {
+            let path = "\(key).\(name)"
+            guard case .object(let fields) = entries[name]! else { throw NetProxyConfigurationError("\(path): expected an object") }
+            guard let defaultService = fields["default"] else { throw NetProxyConfigurationError("\(path): \"default\" is missing") }
+            var service = MultiplexServiceConfiguration(routes: [:], defaultService: try defaultService.string("\(path).default"))
+            for field in fields.keys.sorted() {
+                let value = fields[field]!
+                switch field {
+                case "default": break
+                case "detect_timeout": service.detectTimeout = try value.seconds("\(path).detect_timeout")
+                case "routes":
+                    guard case .object(let routes) = value else { throw NetProxyConfigurationError("\(path).routes: expected an object") }
+                    for protocolName in routes.keys.sorted() {
+                        guard let proto = MultiplexServiceConfiguration.DetectedProtocol(rawValue: protocolName) else {
+                            let known = MultiplexServiceConfiguration.DetectedProtocol.allCases.map(\.rawValue).joined(separator: ", ")
+                            throw NetProxyConfigurationError("\(path).routes: unknown protocol \"\(protocolName)\" (known: \(known))")
+                        }
+                        service.routes[proto] = try routes[protocolName]!.string("\(path).routes.\(protocolName)")
+                    }
+                default: throw NetProxyConfigurationError("\(path): unknown key \"\(field)\"")
+                }
             }
             services[name] = service
         }

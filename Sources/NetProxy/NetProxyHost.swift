@@ -103,6 +103,22 @@ public final class NetProxyHost: Service, Sendable {
             byName[name] = .forward(name: name, configuration.forwardServices[name]!, metrics: metrics, log: refusals)
             metrics.registerForwardService(name)
         }
+        // Routes lead to the services above, never to another multiplexer (no loops).
+        let routable = byName
+        for name in configuration.multiplexServices.keys.sorted() {
+            guard byName[name] == nil else {
+                throw NetProxyConfigurationError("multiplex_services.\(name): the name is taken by another service")
+            }
+            let multiplex = configuration.multiplexServices[name]!
+            let routes = multiplex.routes.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("routes.\($0.key.rawValue)", $0.value) }
+            for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
+                let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
+                throw NetProxyConfigurationError(
+                    "multiplex_services.\(name).\(key): \"\(target)\" is \(kind) (known: \(routable.keys.sorted().joined(separator: ", ")))")
+            }
+            byName[name] = .multiplex(
+                name: name, multiplex, services: routable, asyncConnections: asyncConnections.continuation, logger: logger)
+        }
         let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
         self.configuration = configuration
         self.warnings = plan.warnings

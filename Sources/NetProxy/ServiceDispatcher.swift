@@ -46,21 +46,7 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
             service: service.name, port: port, peer: peer, source: source,
             destination: proxy?.destination ?? channel.localAddress, proxy: proxy
         )
-        do {
-            switch service.kind {
-            case .channel(let initializer):
-                try initializer(channel, info)
-            case .async(let handler):
-                let asyncChannel = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                let connection = AsyncServiceConnection(channel: asyncChannel, info: info, handler: handler)
-                guard case .enqueued = asyncConnections.yield(connection) else {
-                    // The host is shutting down: nothing will run the service.
-                    context.close(promise: nil)
-                    return
-                }
-            }
-        } catch {
-            logger.error("service \(service.name) could not take the connection: \(error)", metadata: info.loggerMetadata)
+        guard service.take(channel, info, asyncConnections: asyncConnections, logger: logger) else {
             context.close(promise: nil)
             return
         }
@@ -76,5 +62,29 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
         }
         context.fireChannelActive()
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+extension NetProxyService {
+    /// Hands `channel` to the service (its handlers go to the end of the pipeline); `false` if
+    /// it could not take it, and the connection must close.
+    func take(
+        _ channel: Channel, _ info: ConnectionInfo, asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+    ) -> Bool {
+        do {
+            switch kind {
+            case .channel(let initializer):
+                try initializer(channel, info)
+            case .async(let handler):
+                let asyncChannel = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                let connection = AsyncServiceConnection(channel: asyncChannel, info: info, handler: handler)
+                // Not enqueued: the host is shutting down, and nothing will run the service.
+                guard case .enqueued = asyncConnections.yield(connection) else { return false }
+            }
+            return true
+        } catch {
+            logger.error("service \(name) could not take the connection: \(error)", metadata: info.loggerMetadata)
+            return false
+        }
     }
 }

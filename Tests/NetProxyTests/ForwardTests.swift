@@ -119,4 +119,25 @@ import Testing
         #expect(metrics.contains(#"netproxy_forward_failures_total{service="fw",reason="timeout"} 0"#))
         await forwarder.stop()
     }
+
+    @Test(arguments: [
+        (#"{"fw": {"target": "127.0.0.1"}}"#, #"forward_services.fw.target: "127.0.0.1" is not host:port"#),
+        (#"{"fw": {"target": "::1:80"}}"#, #"forward_services.fw.target: "::1:80" is not host:port (IPv6 addresses go in brackets)"#),
+        (#"{"fw": {"target": "[::1]:0"}}"#, #"forward_services.fw.target: "0" is not a port (1-65535)"#),
+        (#"{"fw": {"target": "[nope]:80"}}"#, #"forward_services.fw.target: "nope" is not an IPv6 address"#),
+        (#"{"fw": {"target": ":80"}}"#, #"forward_services.fw.target: ":80" has no host"#),
+        (#"{"fw": {"target": "a:1", "send_proxy": "v3"}}"#, #"forward_services.fw.send_proxy: "v3" is not none, v1 or v2"#),
+        (#"{"fw": {"target": "a:1", "send_proxy": "v1", "pass_tlvs": true}}"#, #"forward_services.fw: pass_tlvs and crc32c need send_proxy "v2""#),
+        (#"{"fw": {"target": "a:1", "colour": 1}}"#, #"forward_services.fw: unknown key "colour""#),
+        (#"{"fw": {"target": "a:1", "transparent": "yes"}}"#, #"forward_services.fw.transparent: expected true or false"#),
+        (#"{"fw": {}}"#, #"forward_services.fw: "target" is missing"#),
+        (#"{"echo": {"target": "a:1"}}"#, #"forward_services.echo: the name is taken by another service"#),
+    ])
+    func badConfigurationsNameTheEntry(entry: String, message: String) throws {
+        let json = #"{"proxy_port_mappings": {"0": "fw"}, "forward_services": \#(entry)}"#
+        let error = #expect(throws: NetProxyConfigurationError.self) {
+            _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        }
+        #expect(error?.description.hasPrefix(message) == true, "\(error?.description ?? "")")
+    }
 }

@@ -1,0 +1,217 @@
+import Logging
+import NIOCore
+
+/// A `multiplex_services` entry: which service gets a connection, by the protocol its first
+/// bytes show (Prosody's net_multiplex).
+public struct MultiplexServiceConfiguration: Hashable, Sendable {
+    /// The protocols the multiplexer recognises.
+    public enum DetectedProtocol: String, Hashable, Sendable, CaseIterable {
+        /// A TLS record carrying the start of a ClientHello.
+        case tls
+        /// An HTTP/1 request line (a method and a space) or the HTTP/2 preface.
+        case http
+        /// An XML declaration or a `<stream:stream` opening.
+        case xmpp
+        /// An SSH version line (`SSH-`).
+        case ssh
+    }
+
+    /// `routes`: the service for each protocol.
+    public var routes: [DetectedProtocol: String]
+    /// `default`: the service for anything else, and for clients silent for ``detectTimeout``.
+    public var defaultService: String
+    /// `detect_timeout`, in seconds: how long a silent client waits before the default service
+    /// gets it (protocols where the server speaks first).
+    public var detectTimeout: Double = 5
+
+    /// Routes with a default service and a 5 s detection timeout.
+    public init(routes: [DetectedProtocol: String], defaultService: String) {
+        self.routes = routes
+        self.defaultService = defaultService
+    }
+}
+
+extension MultiplexServiceConfiguration.DetectedProtocol {
+    /// Whether `bytes` (the first of a connection) start this protocol: `nil` while too few have
+    /// arrived to tell.
+    func matches(_ bytes: ByteBufferView) -> Bool? {
+        switch self {
+        case .tls:
+            // A handshake record (0x16) of SSL 3 or TLS 1.x (0x03, minor version up to 4), whose
+            // first message is a ClientHello (0x01).
+            guard Self.prefix(bytes, [0x16, 0x03, nil, nil, nil, 0x01]) else { return false }
+            if bytes.count >= 3 && bytes[bytes.startIndex + 2] > 0x04 { return false }
+            return bytes.count >= 6 ? true : nil
+        case .http:
+            return Self.httpRequestLine(bytes)
+        case .xmpp:
+            return Self.startsWithAny(bytes, ["<?xml", "<stream:stream"])
+        case .ssh:
+            return Self.startsWithAny(bytes, ["SSH-"])
+        }
+    }
+
+    /// Whether the bytes so far agree with `expected` (`nil` matches any byte).
+    private static func prefix(_ bytes: ByteBufferView, _ expected: [UInt8?]) -> Bool {
+        zip(bytes, expected).allSatisfy { byte, wanted in wanted.map { $0 == byte } ?? true }
+    }
+
+    private static func startsWithAny(_ bytes: ByteBufferView, _ texts: [String]) -> Bool? {
+        var undecided = false
+        for text in texts {
+            let utf8 = Array(text.utf8)
+            guard prefix(bytes, utf8) else { continue }
+            if bytes.count >= utf8.count { return true }
+            undecided = true
+        }
+        return undecided ? nil : false
+    }
+
+    /// An HTTP/1 method (1 to 20 upper-case letters, as every registered method is) and a space;
+    /// the HTTP/2 preface starts `PRI * HTTP/2.0`, which is one too.
+    private static func httpRequestLine(_ bytes: ByteBufferView) -> Bool? {
+        for (offset, byte) in bytes.enumerated() {
+            if byte == UInt8(ascii: " ") { return offset > 0 }
+            guard (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte), offset < 20 else { return false }
+        }
+        return nil
+    }
+}
+
+extension NetProxyService {
+    /// A service that looks at the first bytes and hands the connection, bytes intact, to the
+    /// service for that protocol; `services` are the host's, by name.
+    static func multiplex(
+        name: String, _ configuration: MultiplexServiceConfiguration, services: [String: NetProxyService],
+        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+    ) -> NetProxyService {
+        NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
+            try channel.pipeline.syncOperations.addHandler(
+                Multiplexer(configuration: configuration, info: info, services: services, asyncConnections: asyncConnections, logger: logger))
+        }
+    }
+}
+
+/// Holds a connection's first bytes until its protocol is known, then hands the connection on
+/// and replays them.
+final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    /// More than any detector needs: past this many bytes without a match, the default service
+    /// gets the connection.
+    static let decisionLength = 24
+
+    private let configuration: MultiplexServiceConfiguration
+    private let info: ConnectionInfo
+    private let services: [String: NetProxyService]
+    private let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
+    private let logger: Logger
+    private var received: ByteBuffer?
+    private var inputClosed = false
+    private var decided = false
+    private var timeout: NIOScheduledCallback?
+
+    init(
+        configuration: MultiplexServiceConfiguration, info: ConnectionInfo, services: [String: NetProxyService],
+        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.info = info
+        self.services = services
+        self.asyncConnections = asyncConnections
+        self.logger = logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // Held back: the chosen service gets it.
+        timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
+            in: .fractionalSeconds(configuration.detectTimeout), handler: DetectTimeout(multiplexer: self, context: context))
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if received == nil {
+            received = bytes
+        } else {
+            received!.writeBuffer(&bytes)
+        }
+        decide(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+            // Nothing more will come to decide by.
+            hand(to: configuration.defaultService, context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        context.fireChannelInactive()
+    }
+
+    private func decide(context: ChannelHandlerContext) {
+        guard let received else { return }
+        let view = received.readableBytesView
+        var undecided = false
+        for proto in MultiplexServiceConfiguration.DetectedProtocol.allCases {
+            switch proto.matches(view) {
+            case true?:
+                return hand(to: configuration.routes[proto] ?? configuration.defaultService, context: context)
+            case nil:
+                undecided = true
+            case false?:
+                break
+            }
+        }
+        if !undecided || view.count >= Self.decisionLength {
+            hand(to: configuration.defaultService, context: context)
+        }
+    }
+
+    fileprivate func hand(to name: String, context: ChannelHandlerContext) {
+        guard !decided else { return }
+        decided = true
+        timeout?.cancel()
+        // The host checked every route at start-up.
+        let service = services[name]!
+        var info = self.info
+        info.service = name
+        guard service.take(context.channel, info, asyncConnections: asyncConnections, logger: logger) else {
+            return context.close(promise: nil)
+        }
+        logger.debug("multiplexed to \(name) on port \(info.port): client \(info.source.displayText)", metadata: info.loggerMetadata)
+        if !service.allowsHalfClosure {
+            if inputClosed {
+                // The client has stopped sending, which closes the connection of such a service.
+                return context.close(promise: nil)
+            }
+            try? context.channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: false)
+        }
+        context.fireChannelActive()
+        if let received {
+            self.received = nil
+            context.fireChannelRead(wrapInboundOut(received))
+            context.fireChannelReadComplete()
+        }
+        if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// Hands a silent client to the default service.
+    private struct DetectTimeout: NIOScheduledCallbackHandler {
+        let multiplexer: Multiplexer
+        let context: ChannelHandlerContext
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            multiplexer.hand(to: multiplexer.configuration.defaultService, context: context)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension Multiplexer: Sendable {}

@@ -1,0 +1,124 @@
+import Foundation
+import NIOCore
+import NetProxy
+import ProxyProtocol
+import TestSupport
+import Testing
+
+/// `multiplex_services`: the first bytes pick the service, which gets them intact and sees the
+/// client from the PROXY header.
+@Suite(.timeLimit(.minutes(1))) struct MultiplexTests {
+    /// Greets with `<service> <client>\n`, then echoes; closes once the client has closed and
+    /// everything went back.
+    final class Tag: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let info: ConnectionInfo
+        init(_ info: ConnectionInfo) { self.info = info }
+
+        func channelActive(context: ChannelHandlerContext) {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "\(info.service) \(info.source.displayText)\n")), promise: nil)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            context.writeAndFlush(data, promise: nil)
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            guard let event = event as? ChannelEvent, event == .inputClosed else { return }
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    static let tags = ["tls-svc", "http-svc", "xmpp-svc", "ssh-svc", "other-svc"].map { name in
+        NetProxyService(name: name, allowsHalfClosure: true) { channel, info in try channel.pipeline.syncOperations.addHandler(Tag(info)) }
+    }
+
+    static func host() async throws -> (RunningHost, port: Int) {
+        let running = try await RunningHost(
+            """
+            {"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "mux"},
+             "multiplex_services": {"mux": {"routes": {"tls": "tls-svc", "http": "http-svc", "xmpp": "xmpp-svc", "ssh": "ssh-svc"},
+                                            "default": "other-svc", "detect_timeout": 0.3}}}
+            """, services: NetProxyService.builtins + tags)
+        return (running, running.port(.proxy(service: "mux", tls: false)))
+    }
+
+    static let header = Array(
+        try! ProxyHeader(
+            version: .v1,
+            addresses: .inet(
+                source: .init(ProxyIPv4Address(192, 0, 2, 77), port: 7777), destination: .init(ProxyIPv4Address(192, 0, 2, 1), port: 5222))
+        ).encoded().readableBytesView)
+
+    @Test(arguments: [
+        ("tls-svc", [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03] as [UInt8]),
+        ("http-svc", Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)),
+        ("http-svc", Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)),
+        ("xmpp-svc", Array("<?xml version='1.0'?><stream:stream to='example.com'>".utf8)),
+        ("xmpp-svc", Array("<stream:stream to='example.com'>".utf8)),
+        ("ssh-svc", Array("SSH-2.0-OpenSSH_9.2\r\n".utf8)),
+        ("other-svc", Array("hello there, nothing known\n".utf8)),
+        ("other-svc", Array("get / HTTP/1.1\r\n".utf8)),
+        ("other-svc", [0x16, 0x03, 0x05, 0x00, 0x05, 0x01]),
+    ])
+    func firstBytesPickTheServiceAndArriveIntact(service: String, bytes: [UInt8]) async throws {
+        let (running, port) = try await Self.host()
+        let reply = try await LoopbackClient.exchange(port: port, send: Self.header + bytes, halfClose: true)
+        #expect(reply == Array("\(service) 192.0.2.77:7777\n".utf8) + bytes)
+        await running.stop()
+    }
+
+    /// A detector that needs more bytes waits for them, across reads.
+    @Test func bytesSplitAcrossReads() async throws {
+        let (running, port) = try await Self.host()
+        let (channel, collector) = try await LoopbackClient.connect(to: port)
+        try await channel.writeAndFlush(ByteBuffer(bytes: Self.header + Array("<stre".utf8)))
+        try await Task.sleep(for: .milliseconds(100))
+        try await channel.writeAndFlush(ByteBuffer(string: "am:stream>"))
+        try await channel.close(mode: .output)
+        try await collector.closed.get()
+        #expect(String(decoding: collector.bytes, as: UTF8.self) == "xmpp-svc 192.0.2.77:7777\n<stream:stream>")
+        await running.stop()
+    }
+
+    /// A client that says nothing (the server speaks first) gets the default service after
+    /// `detect_timeout`.
+    @Test func silentClientGetsTheDefault() async throws {
+        let (running, port) = try await Self.host()
+        let (channel, collector) = try await LoopbackClient.connect(to: port)
+        try await channel.writeAndFlush(ByteBuffer(bytes: Self.header))
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(String(decoding: collector.bytes, as: UTF8.self) == "other-svc 192.0.2.77:7777\n")
+        try await channel.close()
+        await running.stop()
+    }
+
+    /// curl speaking HTTP through the multiplexer to the built-in http service.
+    @Test(.enabled(if: Peer.available("curl"))) func curlReachesTheHTTPService() async throws {
+        let running = try await RunningHost(
+            """
+            {"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "mux"}, "proxy_trusted_proxies": ["127.0.0.0/8"],
+             "multiplex_services": {"mux": {"routes": {"http": "http"}, "default": "echo"}}}
+            """)
+        let port = running.port(.proxy(service: "mux", tls: false))
+        let (body, client) = try Peer.curl(["--haproxy-protocol", "--interface", "127.0.0.12", "http://127.0.0.1:\(port)/"])
+        #expect(body["service"] as? String == "http")
+        #expect(endpoint(body["source"]) == client)
+        await running.stop()
+    }
+
+    @Test(arguments: [
+        (#"{"routes": {"ftp": "echo"}, "default": "echo"}"#, #"multiplex_services.mux.routes: unknown protocol "ftp" (known: tls, http, xmpp, ssh)"#),
+        (#"{"routes": {"http": "nope"}, "default": "echo"}"#, #"multiplex_services.mux.routes.http: "nope" is an unknown service"#),
+        (#"{"routes": {}, "default": "mux"}"#, #"multiplex_services.mux.default: "mux" is another multiplexer"#),
+        (#"{"routes": {}}"#, #"multiplex_services.mux: "default" is missing"#),
+    ])
+    func badConfigurationsNameTheEntry(entry: String, message: String) throws {
+        let json = #"{"proxy_port_mappings": {"0": "mux"}, "multiplex_services": {"mux": \#(entry)}}"#
+        let error = #expect(throws: NetProxyConfigurationError.self) {
+            _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        }
+        #expect(error?.description.hasPrefix(message) == true, "\(error?.description ?? "")")
+    }
+}
