@@ -53,19 +53,22 @@ struct RecordingLogHandler: LogHandler {
     /// still running after it; either way it returns only once they have ended.
     @Test func shutdownWaitsForAsyncServices() async throws {
         let events = NIOLockedValueBox<[String]>([])
-        let lingering = NetProxyService.async(name: "lingering", allowsHalfClosure: true) { inbound, outbound, _ in
-            for try await _ in inbound {}
-            do {
-                try await Task.sleep(for: .milliseconds(300))
-                try await outbound.write(ByteBuffer(string: "done"))
-                events.withLockedValue { $0.append("finished") }
-            } catch is CancellationError {
-                events.withLockedValue { $0.append("cancelled") }
+        // Answers `duration` after the client's half-close.
+        func lingering(_ duration: Duration) -> NetProxyService {
+            NetProxyService.async(name: "lingering", allowsHalfClosure: true) { inbound, outbound, _ in
+                for try await _ in inbound {}
+                do {
+                    try await Task.sleep(for: duration)
+                    try await outbound.write(ByteBuffer(string: "done"))
+                    events.withLockedValue { $0.append("finished") }
+                } catch is CancellationError {
+                    events.withLockedValue { $0.append("cancelled") }
+                }
             }
         }
         let host = try NetProxyHost(
             configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "lingering_ports": [0]}"#.utf8)),
-            services: [lingering]
+            services: [lingering(.milliseconds(300))]
         )
         let port = try await host.start()[0].address.port!
         // Within the grace period: the service finishes and its answer arrives.
@@ -77,10 +80,11 @@ struct RecordingLogHandler: LogHandler {
         try await firstBytes.closed.get()
         #expect(firstBytes.string == "done")
 
-        // After the grace period: cancelled, and shutdown still waits for it to end.
+        // After the grace period: cancelled, and shutdown still waits for it to end. (A minute
+        // to answer: however slow the machine, the 100 ms grace period ends first.)
         let other = try NetProxyHost(
             configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "lingering_ports": [0]}"#.utf8)),
-            services: [lingering]
+            services: [lingering(.seconds(60))]
         )
         let otherPort = try await other.start()[0].address.port!
         let (second, _) = try await LoopbackClient.connect(to: otherPort)
