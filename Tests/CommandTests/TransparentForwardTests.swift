@@ -77,4 +77,54 @@ import Testing
         #expect(parts.first == "", "the client got no reply")
         #expect(parts.last == #"netproxy_forward_failures_total{service="imap",reason="timeout"} 1"# + "\n", "\(output)")
     }
+
+    /// Prosody, unmodified, behind a transparent forward: its own debug log shows the client
+    /// from the PROXY header as the connection's address, as mod_net_proxy would have given it.
+    @Test(.enabled(if: (canMakeNamespace && Peer.available("prosody")) || Peer.inCI))
+    func prosodySeesTheClientFromTheHeader() throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let log = directory.appendingPathComponent("prosody.log").path
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("data"), withIntermediateDirectories: true)
+        let prosodyConfig = directory.appendingPathComponent("prosody.cfg.lua")
+        try """
+        daemonize = false
+        run_as_root = true
+        pidfile = "\(directory.path)/prosody.pid"
+        data_path = "\(directory.path)/data"
+        log = { { levels = { min = "debug" }, to = "file", filename = "\(log)" } }
+        interfaces = { "127.0.0.1" }
+        c2s_ports = { 15222 }
+        s2s_ports = { }
+        c2s_direct_tls_ports = { }
+        s2s_direct_tls_ports = { }
+        http_ports = { }
+        https_ports = { }
+        modules_enabled = { "saslauth" }
+        modules_disabled = { "s2s" }
+        VirtualHost "example.com"
+
+        """.write(to: prosodyConfig, atomically: true, encoding: .utf8)
+        let config = """
+            {"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"15223": "c2s"},
+             "forward_services": {"c2s": {"target": "127.0.0.1:15222", "transparent": true}}}
+            """
+        let streamOpen =
+            "<?xml version='1.0'?><stream:stream to='example.com' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+        let (status, output) = try Self.inNamespace(
+            Self.serving(
+                config,
+                then: """
+                    \(try Peer.require("prosody")) --config \(prosodyConfig.path) > \(directory.path)/prosody.out 2>&1 &
+                    prosody=$!
+                    for i in $(seq 100); do grep -q "Activated service 'c2s'" \(log) 2>/dev/null && break; sleep 0.05; done
+                    (printf "%s" "\(streamOpen)"; sleep 1) | \(CommandRunner.executable.path) send --source 198.51.100.7:40123 127.0.0.1 15223 | head -c 120
+                    echo
+                    kill $prosody; wait $prosody 2>/dev/null || true
+                    grep -o 'New connection FD [0-9]* ([^)]*)' \(log)
+                    """))
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("<stream:stream"), "Prosody answered the stream: \(output)")
+        #expect(output.contains("(198.51.100.7, 40123, 127.0.0.1, 15222)"), "\(output)")
+    }
 }
