@@ -58,11 +58,13 @@ extension NetProxyService {
     static func forward(
         name: String, _ configuration: ForwardServiceConfiguration, metrics: HostMetrics, log: RateLimitedLog
     ) -> NetProxyService {
-        NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
+        // An IP address is used as it is: no resolver (a thread hop and a lookup per connection).
+        let address = try? SocketAddress(ipAddress: configuration.targetHost, port: configuration.targetPort)
+        return NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
             // Nothing more is read from the client until the target is connected.
             try channel.syncOptions?.setOption(.autoRead, value: false)
             try channel.pipeline.syncOperations.addHandler(
-                ForwardConnector(name: name, configuration: configuration, info: info, metrics: metrics, log: log))
+                ForwardConnector(name: name, configuration: configuration, address: address, info: info, metrics: metrics, log: log))
         }
     }
 }
@@ -76,15 +78,21 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
 
     private let name: String
     private let configuration: ForwardServiceConfiguration
+    /// The target's address when it is an IP address; `nil` for a name.
+    private let address: SocketAddress?
     private let info: ConnectionInfo
     private let metrics: HostMetrics
     private let log: RateLimitedLog
     private var received: [ByteBuffer] = []
     private var inputClosed = false
 
-    init(name: String, configuration: ForwardServiceConfiguration, info: ConnectionInfo, metrics: HostMetrics, log: RateLimitedLog) {
+    init(
+        name: String, configuration: ForwardServiceConfiguration, address: SocketAddress?, info: ConnectionInfo, metrics: HostMetrics,
+        log: RateLimitedLog
+    ) {
         self.name = name
         self.configuration = configuration
+        self.address = address
         self.info = info
         self.metrics = metrics
         self.log = log
@@ -107,7 +115,13 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         let header = headerToSend()
-        bootstrap.connect(host: configuration.targetHost, port: configuration.targetPort).assumeIsolated().whenComplete { [self] result in
+        let connected =
+            if let address {
+                bootstrap.connect(to: address)
+            } else {
+                bootstrap.connect(host: configuration.targetHost, port: configuration.targetPort)
+            }
+        connected.assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let target):
                 relay(context: context, to: target, clientSide: clientSide, header: header)
