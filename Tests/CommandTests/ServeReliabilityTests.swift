@@ -78,9 +78,22 @@ import Testing
 
     /// A client that sends without ever reading holds a bounded amount of the server's memory,
     /// and still gets every byte back once it reads. (Before, the server grew by what was sent.)
-    @Test func nonReadingClientHoldsBoundedMemory() async throws {
-        let serve = try ServeProcess(config: #"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
-        let port = try #require(serve.port("echo"))
+    /// The same through a forward service to an echo server in another process: the relay reads
+    /// from neither side faster than the other takes.
+    @Test(arguments: [false, true])
+    func nonReadingClientHoldsBoundedMemory(throughForward: Bool) async throws {
+        let echo = try ServeProcess(config: #"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
+        let serve: ServeProcess
+        let port: Int
+        if throughForward {
+            let target = try #require(echo.port("echo"))
+            serve = try ServeProcess(
+                config: #"{"interfaces": ["127.0.0.1"], "fw_ports": [0], "forward_services": {"fw": {"target": "127.0.0.1:\#(target)"}}}"#)
+            port = try #require(serve.port("fw"))
+        } else {
+            serve = echo
+            port = try #require(serve.port("echo"))
+        }
         let before = serve.residentBytes
         let attempt = 256 * 1024 * 1024
         let socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
@@ -111,6 +124,7 @@ import Testing
         #expect(echoed.count == sent)
         #expect(echoed == expected)
         _ = try await serve.stop()
+        if throughForward { _ = try await echo.stop() }
     }
 
     /// A client that pipelines requests and never reads holds a bounded amount of memory on the
