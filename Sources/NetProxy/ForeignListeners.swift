@@ -19,7 +19,7 @@ enum ForeignListeners {
         guard let own = ownSocketInodes() else { return [] }
         var foreign: [(address: Substring, port: Int)] = []
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            guard let text = readWhole(table) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 // sl local_address rem_address st ... inode; the local address is ADDRESS:PORT
                 // in hex, the address as the kernel's 32-bit words; 0A is LISTEN.
@@ -62,6 +62,17 @@ enum ForeignListeners {
 
     private static func isWildcard(_ words: Substring) -> Bool {
         words.allSatisfy { $0 == "0" }
+    }
+
+    /// A `/proc` file to its end: its size says 0, and one read returns a page at a time.
+    private static func readWhole(_ path: String) -> String? {
+        guard let file = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? file.close() }
+        var data = Data()
+        while let chunk = try? file.read(upToCount: 65536), !chunk.isEmpty {
+            data.append(chunk)
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// The inodes of this process's sockets (`socket:[N]` in `/proc/self/fd`).

@@ -14,22 +14,13 @@ import ProxyProtocol
 /// A `forward_services` entry: where to relay connections, and how to tell the target who the
 /// client is.
 public struct ForwardServiceConfiguration: Hashable, Sendable {
-    /// What the target is told about the client.
-    public enum ProxyHeaderToSend: String, Hashable, Sendable {
-        /// Nothing: a plain relay.
-        case none
-        /// A version 1 (text) header first.
-        case v1
-        /// A version 2 (binary) header first.
-        case v2
-    }
-
     /// `target`: `host:port`, `[IPv6]:port`, or a name resolved at each connection.
     public var targetHost: String
     /// The target's port.
     public var targetPort: Int
-    /// `send_proxy`.
-    public var sendProxy: ProxyHeaderToSend = .none
+    /// `send_proxy`: the version of the PROXY header sent to the target first; `nil` (`"none"`)
+    /// for a plain relay.
+    public var sendProxy: ProxyVersion?
     /// `pass_tlvs`: the received header's TLVs go into the v2 header (a CRC32C among them is
     /// dropped; `crc32c` computes a new one).
     public var passTLVs = false
@@ -176,12 +167,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
 
     /// The header that tells the target who the client is, if one is to be sent.
     private func headerToSend() -> ByteBuffer? {
-        let version: ProxyVersion
-        switch configuration.sendProxy {
-        case .none: return nil
-        case .v1: version = .v1
-        case .v2: version = .v2
-        }
+        guard let version = configuration.sendProxy else { return nil }
         var header: ProxyHeader
         if let destination = info.destination, let addresses = ProxyAddresses(source: info.source, destination: destination) {
             header = ProxyHeader(version: version, addresses: addresses)

@@ -4,16 +4,33 @@ import NIOCore
 /// A `multiplex_services` entry: which service gets a connection, by the protocol its first
 /// bytes show (Prosody's net_multiplex).
 public struct MultiplexServiceConfiguration: Hashable, Sendable {
-    /// The protocols the multiplexer recognises.
-    public enum DetectedProtocol: String, Hashable, Sendable, CaseIterable {
+    /// A protocol the multiplexer recognises. A struct rather than an enum, so that a new
+    /// detector is not a breaking change.
+    public struct DetectedProtocol: Hashable, Sendable, CustomStringConvertible {
+        /// The name the configuration uses.
+        public let name: String
+
+        private init(_ name: String) { self.name = name }
+
         /// A TLS record carrying the start of a ClientHello.
-        case tls
+        public static let tls = DetectedProtocol("tls")
         /// An HTTP/1 request line (a method and a space) or the HTTP/2 preface.
-        case http
+        public static let http = DetectedProtocol("http")
         /// An XML declaration or a `<stream:stream` opening.
-        case xmpp
+        public static let xmpp = DetectedProtocol("xmpp")
         /// An SSH version line (`SSH-`).
-        case ssh
+        public static let ssh = DetectedProtocol("ssh")
+
+        /// Every protocol, in the order they are tried.
+        static let all: [DetectedProtocol] = [.tls, .http, .xmpp, .ssh]
+
+        /// The protocol the configuration names `name`; `nil` for an unknown name.
+        public init?(name: String) {
+            guard let known = Self.all.first(where: { $0.name == name }) else { return nil }
+            self = known
+        }
+
+        public var description: String { name }
     }
 
     /// `routes`: the service for each protocol.
@@ -48,6 +65,8 @@ extension MultiplexServiceConfiguration.DetectedProtocol {
             return Self.startsWithAny(bytes, ["<?xml", "<stream:stream"])
         case .ssh:
             return Self.startsWithAny(bytes, ["SSH-"])
+        default:
+            return false
         }
     }
 
@@ -158,7 +177,7 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         guard let received else { return }
         let view = received.readableBytesView
         var undecided = false
-        for proto in MultiplexServiceConfiguration.DetectedProtocol.allCases {
+        for proto in MultiplexServiceConfiguration.DetectedProtocol.all {
             switch proto.matches(view) {
             case true?:
                 return hand(to: configuration.routes[proto] ?? configuration.defaultService, context: context)

@@ -191,11 +191,12 @@ extension JSONInput {
                 switch field {
                 case "target": break
                 case "send_proxy":
-                    let text = try value.string(fieldPath)
-                    guard let header = ForwardServiceConfiguration.ProxyHeaderToSend(rawValue: text) else {
-                        throw NetProxyConfigurationError("\(fieldPath): \"\(text)\" is not none, v1 or v2")
+                    switch try value.string(fieldPath) {
+                    case "none": service.sendProxy = nil
+                    case "v1": service.sendProxy = .v1
+                    case "v2": service.sendProxy = .v2
+                    case let text: throw NetProxyConfigurationError("\(fieldPath): \"\(text)\" is not none, v1 or v2")
                     }
-                    service.sendProxy = header
                 case "pass_tlvs": service.passTLVs = try value.bool(fieldPath)
                 case "crc32c": service.crc32c = try value.bool(fieldPath)
                 case "transparent": service.transparent = try value.bool(fieldPath)
@@ -205,7 +206,7 @@ extension JSONInput {
             }
             if service.sendProxy != .v2 && (service.passTLVs || service.crc32c) {
                 throw NetProxyConfigurationError(
-                    "\(path): pass_tlvs and crc32c need send_proxy \"v2\" (send_proxy is \"\(service.sendProxy.rawValue)\")")
+                    "\(path): pass_tlvs and crc32c need send_proxy \"v2\" (send_proxy is \"\(service.sendProxy?.description ?? "none")\")")
             }
             services[name] = service
         }
@@ -229,8 +230,8 @@ extension JSONInput {
                 case "routes":
                     guard case .object(let routes) = value else { throw NetProxyConfigurationError("\(path).routes: expected an object") }
                     for protocolName in routes.keys.sorted() {
-                        guard let proto = MultiplexServiceConfiguration.DetectedProtocol(rawValue: protocolName) else {
-                            let known = MultiplexServiceConfiguration.DetectedProtocol.allCases.map(\.rawValue).joined(separator: ", ")
+                        guard let proto = MultiplexServiceConfiguration.DetectedProtocol(name: protocolName) else {
+                            let known = MultiplexServiceConfiguration.DetectedProtocol.all.map(\.name).joined(separator: ", ")
                             throw NetProxyConfigurationError("\(path).routes: unknown protocol \"\(protocolName)\" (known: \(known))")
                         }
                         service.routes[proto] = try routes[protocolName]!.string("\(path).routes.\(protocolName)")

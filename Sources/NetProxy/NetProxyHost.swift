@@ -110,7 +110,7 @@ public final class NetProxyHost: Service, Sendable {
                 throw NetProxyConfigurationError("multiplex_services.\(name): the name is taken by another service")
             }
             let multiplex = configuration.multiplexServices[name]!
-            let routes = multiplex.routes.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("routes.\($0.key.rawValue)", $0.value) }
+            let routes = multiplex.routes.sorted { $0.key.name < $1.key.name }.map { ("routes.\($0.key.name)", $0.value) }
             for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
                 let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
                 throw NetProxyConfigurationError(
