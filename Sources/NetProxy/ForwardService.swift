@@ -38,6 +38,18 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
         self.targetPort = targetPort
     }
 
+    /// The checks a configuration built in code also needs; the error names `key`.
+    func check(_ key: String) throws(NetProxyConfigurationError) {
+        guard (1...65535).contains(targetPort) else { throw NetProxyConfigurationError("\(key).target: \(targetPort) is not a port (1-65535)") }
+        guard connectTimeout > 0 && connectTimeout <= 86400 else {
+            throw NetProxyConfigurationError("\(key).connect_timeout: \(connectTimeout) is not a number of seconds from above 0 to 86400")
+        }
+        if sendProxy != .v2 && (passTLVs || crc32c) {
+            throw NetProxyConfigurationError(
+                "\(key): pass_tlvs and crc32c need send_proxy \"v2\" (send_proxy is \"\(sendProxy?.description ?? "none")\")")
+        }
+    }
+
     /// The target as the configuration writes it.
     public var target: String {
         targetHost.contains(":") ? "[\(targetHost)]:\(targetPort)" : "\(targetHost):\(targetPort)"
@@ -105,7 +117,14 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
                 return fail(context: context, reason: "transparent", detail: reason.description)
             }
         }
-        let header = headerToSend()
+        let header: ByteBuffer?
+        do {
+            header = try headerToSend()
+        } catch {
+            // Never relay without the header the target expects: it would take the client's own
+            // bytes for one.
+            return fail(context: context, reason: "header", detail: "cannot send the PROXY header: \(error)")
+        }
         let connected =
             if let address {
                 bootstrap.connect(to: address)
@@ -166,7 +185,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// The header that tells the target who the client is, if one is to be sent.
-    private func headerToSend() -> ByteBuffer? {
+    private func headerToSend() throws(ProxyHeaderEncodingError) -> ByteBuffer? {
         guard let version = configuration.sendProxy else { return nil }
         var header: ProxyHeader
         if let destination = info.destination, let addresses = ProxyAddresses(source: info.source, destination: destination) {
@@ -179,8 +198,8 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
             header.tlvs = ProxyTLVs(received.filter { $0.type != .crc32c })
         }
         var bytes = ByteBuffer()
-        // The configuration was checked: v1 is never asked to carry TLVs.
-        _ = try? header.encode(into: &bytes, appendingCRC32C: version == .v2 && configuration.crc32c)
+        // Fails when the received TLVs and a CRC32C no longer fit in 65,535 bytes.
+        try header.encode(into: &bytes, appendingCRC32C: version == .v2 && configuration.crc32c)
         return bytes
     }
 

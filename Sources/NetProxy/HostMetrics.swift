@@ -81,7 +81,7 @@ struct HostMetrics: Sendable {
     }
 
     /// The values of the `reason` label of forward failures, exported from zero.
-    static let forwardFailureReasons = ["refused", "timeout", "unreachable", "resolve", "transparent", "other"]
+    static let forwardFailureReasons = ["refused", "timeout", "unreachable", "resolve", "transparent", "header", "other"]
 
     /// Makes a forward service's failure counters, so they are exported from zero.
     func registerForwardService(_ name: String) {

@@ -204,10 +204,6 @@ extension JSONInput {
                 default: throw NetProxyConfigurationError("\(path): unknown key \"\(field)\"")
                 }
             }
-            if service.sendProxy != .v2 && (service.passTLVs || service.crc32c) {
-                throw NetProxyConfigurationError(
-                    "\(path): pass_tlvs and crc32c need send_proxy \"v2\" (send_proxy is \"\(service.sendProxy?.description ?? "none")\")")
-            }
             services[name] = service
         }
         return services
@@ -270,6 +266,20 @@ extension ForwardServiceConfiguration {
             portText = text[text.index(after: colon)...]
         }
         guard !host.isEmpty else { throw NetProxyConfigurationError("\(key): \"\(text)\" has no host") }
+        if !text.hasPrefix("[") && ProxyIPv4Address(host) == nil {
+            // A name: letters, digits and hyphens in dot-separated labels of 1 to 63, and not all
+            // digits and dots (a mistyped IPv4 address).
+            let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+            let validLabels = labels.allSatisfy { label in
+                (1...63).contains(label.count) && label.first != "-" && label.last != "-"
+                    && label.unicodeScalars.allSatisfy {
+                        ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-"
+                    }
+            }
+            guard validLabels, !host.allSatisfy({ $0.isNumber || $0 == "." }) else {
+                throw NetProxyConfigurationError("\(key): \"\(host)\" is neither an IP address nor a host name")
+            }
+        }
         guard let port = Int(portText), String(port) == portText, (1...65535).contains(port) else {
             throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (1-65535)")
         }

@@ -6,6 +6,7 @@ import NIOPosix
 import NIOProxyProtocol
 import NIOSSL
 import Prometheus
+import ProxyProtocol
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -100,6 +101,8 @@ public final class NetProxyHost: Service, Sendable {
             guard byName[name] == nil else {
                 throw NetProxyConfigurationError("forward_services.\(name): the name is taken by another service")
             }
+            try Self.checkServiceName(name, "forward_services.\(name)")
+            try configuration.forwardServices[name]!.check("forward_services.\(name)")
             byName[name] = .forward(name: name, configuration.forwardServices[name]!, metrics: metrics, log: refusals)
             metrics.registerForwardService(name)
         }
@@ -109,7 +112,12 @@ public final class NetProxyHost: Service, Sendable {
             guard byName[name] == nil else {
                 throw NetProxyConfigurationError("multiplex_services.\(name): the name is taken by another service")
             }
+            try Self.checkServiceName(name, "multiplex_services.\(name)")
             let multiplex = configuration.multiplexServices[name]!
+            guard multiplex.detectTimeout > 0 && multiplex.detectTimeout <= 86400 else {
+                throw NetProxyConfigurationError(
+                    "multiplex_services.\(name).detect_timeout: \(multiplex.detectTimeout) is not a number of seconds from above 0 to 86400")
+            }
             let routes = multiplex.routes.sorted { $0.key.name < $1.key.name }.map { ("routes.\($0.key.name)", $0.value) }
             for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
                 let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
@@ -120,6 +128,7 @@ public final class NetProxyHost: Service, Sendable {
                 name: name, multiplex, services: routable, asyncConnections: asyncConnections.continuation, logger: logger)
         }
         let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
+        try Self.checkForwardLoops(configuration, plan.listeners)
         self.configuration = configuration
         self.warnings = plan.warnings
         self.plan = plan.listeners
@@ -137,6 +146,43 @@ public final class NetProxyHost: Service, Sendable {
         self.onRefusal = { error in
             metrics.rejected(reason: error.reason.name)
             refusals.warning("refused \(error)")
+        }
+    }
+
+    /// Names for the configuration's keys: no spaces or odd characters, and none that would make
+    /// `<name>_ports` one of the host's own keys.
+    private static func checkServiceName(_ name: String, _ key: String) throws(NetProxyConfigurationError) {
+        let allowed = name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
+        }
+        guard !name.isEmpty, allowed else {
+            throw NetProxyConfigurationError("\(key): a service name is letters, digits, \"-\" and \"_\"")
+        }
+        guard !["proxy", "proxy_tls", "metrics"].contains(name) else {
+            throw NetProxyConfigurationError("\(key): \"\(name)\" is reserved (\(name)_ports is a key of its own)")
+        }
+    }
+
+    /// A forward whose target is a listener of that same forward (its regular port, or its PROXY
+    /// port when it sends a header) would connect to itself without end, until no descriptor is
+    /// left. Other services of the host are fine targets. (A name that resolves to the host, or a
+    /// loop through other services, cannot be seen here.)
+    private static func checkForwardLoops(_ configuration: NetProxyConfiguration, _ listeners: [ListenerPlan]) throws(NetProxyConfigurationError) {
+        for name in configuration.forwardServices.keys.sorted() {
+            let forward = configuration.forwardServices[name]!
+            guard let target = ProxyIPAddress(forward.targetHost) else { continue }
+            for listener in listeners where listener.port == forward.targetPort {
+                switch listener.kind {
+                case .service(name): break
+                case .proxy(service: name, tls: false) where forward.sendProxy != nil: break
+                default: continue
+                }
+                guard let bound = ProxyIPAddress(listener.host) else { continue }
+                let wildcard = bound == .v4(ProxyIPv4Address(0, 0, 0, 0)) || bound == .v6(ProxyIPv6Address(high: 0, low: 0))
+                if wildcard || bound.unmapped == target.unmapped {
+                    throw NetProxyConfigurationError("forward_services.\(name): the target \(forward.target) is this host's own \(listener)")
+                }
+            }
         }
     }
 

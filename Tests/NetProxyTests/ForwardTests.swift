@@ -132,6 +132,12 @@ import Testing
         (#"{"fw": {"target": "a:1", "transparent": "yes"}}"#, #"forward_services.fw.transparent: expected true or false"#),
         (#"{"fw": {}}"#, #"forward_services.fw: "target" is missing"#),
         (#"{"echo": {"target": "a:1"}}"#, #"forward_services.echo: the name is taken by another service"#),
+        (#"{"fw": {"target": "a:1", "connect_timeout": 1e10}}"#, #"forward_services.fw.connect_timeout: 10000000000.0 is not a number of seconds"#),
+        (#"{"fw": {"target": " 127.0.0.1:80"}}"#, #"forward_services.fw.target: " 127.0.0.1" is neither an IP address nor a host name"#),
+        (#"{"fw": {"target": "exa mple.com:80"}}"#, #"forward_services.fw.target: "exa mple.com" is neither an IP address nor a host name"#),
+        (#"{"fw": {"target": "1.2.3.4.5:80"}}"#, #"forward_services.fw.target: "1.2.3.4.5" is neither an IP address nor a host name"#),
+        (#"{"proxy": {"target": "a:1"}}"#, #"forward_services.proxy: "proxy" is reserved (proxy_ports is a key of its own)"#),
+        (#"{"a b": {"target": "a:1"}}"#, #"forward_services.a b: a service name is letters, digits"#),
     ])
     func badConfigurationsNameTheEntry(entry: String, message: String) throws {
         let json = #"{"proxy_port_mappings": {"0": "fw"}, "forward_services": \#(entry)}"#
@@ -139,5 +145,38 @@ import Testing
             _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
         }
         #expect(error?.description.hasPrefix(message) == true, "\(error?.description ?? "")")
+    }
+
+    /// A forward to the host's own listener would connect to itself until no descriptor is left.
+    @Test func aForwardToItselfIsRefused() throws {
+        let json = #"{"interfaces": ["0.0.0.0"], "fw_ports": [21320], "forward_services": {"fw": {"target": "127.0.0.1:21320"}}}"#
+        let error = #expect(throws: NetProxyConfigurationError.self) {
+            _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        }
+        #expect(error?.description == "forward_services.fw: the target 127.0.0.1:21320 is this host's own fw on 0.0.0.0:21320")
+    }
+
+    /// Received TLVs that, with a new CRC32C, no longer fit a header: the connection is closed
+    /// and counted, never relayed without the header (the target would take the client's bytes
+    /// for one).
+    @Test func aHeaderThatCannotBeSentClosesTheConnection() async throws {
+        let target = try ListeningSocket()
+        defer { target.close() }
+        let running = try await RunningHost(
+            #"""
+            {"interfaces": ["127.0.0.1"], "proxy_max_header_size": 65551, "proxy_port_mappings": {"0": "fw"},
+             "forward_services": {"fw": {"target": "127.0.0.1:\#(target.port)", "send_proxy": "v2", "pass_tlvs": true, "crc32c": true}}}
+            """#)
+        let port = running.port(.proxy(service: "fw", tls: false))
+        var header = ProxyHeader(
+            version: .v2,
+            addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 50), port: 1234), destination: .init(ProxyIPv4Address(192, 0, 2, 1), port: 80))
+        )
+        header.tlvs = [ProxyTLV(type: ProxyTLVType(0xF1), value: ByteBuffer(repeating: 0x41, count: 65520))]
+        let reply = try await LoopbackClient.exchange(
+            port: port, send: Array(try header.encoded().readableBytesView) + Array("PROXY TCP4 6.6.6.6 7.7.7.7 666 777\r\n".utf8))
+        #expect(reply == [])
+        #expect(running.host.metricsExposition.contains(#"netproxy_forward_failures_total{service="fw",reason="header"} 1"#))
+        await running.stop()
     }
 }
