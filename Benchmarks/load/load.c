@@ -289,22 +289,27 @@ static void atomic_max(atomic_long *value, long candidate)
     }
 }
 
+/* Connects and sends the header, on the events of a connection whose header is not all sent:
+ * -1 when the connection is over, 1 while the header is not all sent, 0 once it is. */
+static int conn_header_step(struct conn *c, uint32_t events)
+{
+    if (c->header_sent >= c->header_length)
+        return 0;
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        conn_fail(c, "connect", 0);
+        return -1;
+    }
+    if (!(events & EPOLLOUT))
+        return 1;
+    return conn_send_header(c);
+}
+
 /* Connection mode: handles an event; returns 1 when the connection is over (closed). */
 static int conn_event(struct conn *c, uint32_t events, char *buffer, size_t buffer_size)
 {
-    if (c->header_sent < c->header_length) {
-        if (events & (EPOLLERR | EPOLLHUP)) {
-            conn_fail(c, "connect", 0);
-            return 1;
-        }
-        if (!(events & EPOLLOUT))
-            return 0;
-        int state = conn_send_header(c);
-        if (state < 0)
-            return 1;
-        if (state > 0)
-            return 0;
-    }
+    int header = conn_header_step(c, events);
+    if (header != 0)
+        return header < 0;
     for (;;) {
         ssize_t n = recv(c->fd, buffer, buffer_size, 0);
         if (n > 0) {
@@ -359,19 +364,9 @@ static int conn_event(struct conn *c, uint32_t events, char *buffer, size_t buff
 /* Stream mode: handles an event; returns 1 when the stream is over (closed). */
 static int stream_event(struct conn *c, uint32_t events, unsigned char *buffer)
 {
-    if (c->header_sent < c->header_length) {
-        if (events & (EPOLLERR | EPOLLHUP)) {
-            conn_fail(c, "connect", 0);
-            return 1;
-        }
-        if (!(events & EPOLLOUT))
-            return 0;
-        int state = conn_send_header(c);
-        if (state < 0)
-            return 1;
-        if (state > 0)
-            return 0;
-    }
+    int header = conn_header_step(c, events);
+    if (header != 0)
+        return header < 0;
     /* Send until the socket is full; reading below makes room again. */
     while (c->sent < c->to_send) {
         unsigned long long left = c->to_send - c->sent;
