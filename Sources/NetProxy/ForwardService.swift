@@ -179,7 +179,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     private func fail(context: ChannelHandlerContext, reason: String, detail: String) {
         metrics.forwardFailed(service: name, reason: reason)
         log.warning(
-            "forward \(name): cannot connect to \(configuration.target) for client \(info.source.displayText): \(detail)",
+            "forward \(name) to \(configuration.target) failed for client \(info.source.displayText): \(detail)",
             metadata: info.loggerMetadata)
         context.close(promise: nil)
     }
