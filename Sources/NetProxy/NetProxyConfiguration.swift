@@ -174,34 +174,24 @@ enum JSONInput {
 }
 
 extension JSONInput {
-    /// `forward_services`: name -> `{"target", "send_proxy", "pass_tlvs", "crc32c", "transparent",
-    /// "connect_timeout"}`.
-    func forwardServices(_ key: String) throws(NetProxyConfigurationError) -> [String: ForwardServiceConfiguration] {
-        guard case .object(let entries) = self else { throw NetProxyConfigurationError("\(key): expected an object of service name to target") }
-        var services: [String: ForwardServiceConfiguration] = [:]
+    /// An object of service name -> settings object, as `forward_services` and
+    /// `multiplex_services` are: `make` builds an entry from its required field, `apply` reads
+    /// each other field and answers whether it knows it. Errors name `key.name.field`.
+    private func services<Service>(
+        _ key: String, required: String,
+        make: (JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Service,
+        apply: (inout Service, _ field: String, JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool
+    ) throws(NetProxyConfigurationError) -> [String: Service] {
+        guard case .object(let entries) = self else { throw NetProxyConfigurationError("\(key): expected an object of service name to settings") }
+        var services: [String: Service] = [:]
         for name in entries.keys.sorted() {
             let path = "\(key).\(name)"
             guard case .object(let fields) = entries[name]! else { throw NetProxyConfigurationError("\(path): expected an object") }
-            guard let target = fields["target"] else { throw NetProxyConfigurationError("\(path): \"target\" is missing") }
-            let (host, port) = try ForwardServiceConfiguration.parseTarget(try target.string("\(path).target"), "\(path).target")
-            var service = ForwardServiceConfiguration(targetHost: host, targetPort: port)
-            for field in fields.keys.sorted() {
-                let value = fields[field]!
-                let fieldPath = "\(path).\(field)"
-                switch field {
-                case "target": break
-                case "send_proxy":
-                    switch try value.string(fieldPath) {
-                    case "none": service.sendProxy = nil
-                    case "v1": service.sendProxy = .v1
-                    case "v2": service.sendProxy = .v2
-                    case let text: throw NetProxyConfigurationError("\(fieldPath): \"\(text)\" is not none, v1 or v2")
-                    }
-                case "pass_tlvs": service.passTLVs = try value.bool(fieldPath)
-                case "crc32c": service.crc32c = try value.bool(fieldPath)
-                case "transparent": service.transparent = try value.bool(fieldPath)
-                case "connect_timeout": service.connectTimeout = try value.seconds(fieldPath)
-                default: throw NetProxyConfigurationError("\(path): unknown key \"\(field)\"")
+            guard let first = fields[required] else { throw NetProxyConfigurationError("\(path): \"\(required)\" is missing") }
+            var service = try make(first, "\(path).\(required)")
+            for field in fields.keys.sorted() where field != required {
+                guard try apply(&service, field, fields[field]!, "\(path).\(field)") else {
+                    throw NetProxyConfigurationError("\(path): unknown key \"\(field)\"")
                 }
             }
             services[name] = service
@@ -209,35 +199,51 @@ extension JSONInput {
         return services
     }
 
+    /// `forward_services`: name -> `{"target", "send_proxy", "pass_tlvs", "crc32c", "transparent",
+    /// "connect_timeout"}`.
+    func forwardServices(_ key: String) throws(NetProxyConfigurationError) -> [String: ForwardServiceConfiguration] {
+        try services(key, required: "target") { target, path throws(NetProxyConfigurationError) in
+            let (host, port) = try ForwardServiceConfiguration.parseTarget(try target.string(path), path)
+            return ForwardServiceConfiguration(targetHost: host, targetPort: port)
+        } apply: { service, field, value, path throws(NetProxyConfigurationError) in
+            switch field {
+            case "send_proxy":
+                switch try value.string(path) {
+                case "none": service.sendProxy = nil
+                case "v1": service.sendProxy = .v1
+                case "v2": service.sendProxy = .v2
+                case let text: throw NetProxyConfigurationError("\(path): \"\(text)\" is not none, v1 or v2")
+                }
+            case "pass_tlvs": service.passTLVs = try value.bool(path)
+            case "crc32c": service.crc32c = try value.bool(path)
+            case "transparent": service.transparent = try value.bool(path)
+            case "connect_timeout": service.connectTimeout = try value.seconds(path)
+            default: return false
+            }
+            return true
+        }
+    }
+
     /// `multiplex_services`: name -> `{"routes": {protocol: service}, "default", "detect_timeout"}`.
     func multiplexServices(_ key: String) throws(NetProxyConfigurationError) -> [String: MultiplexServiceConfiguration] {
-        guard case .object(let entries) = self else { throw NetProxyConfigurationError("\(key): expected an object of service name to routes") }
-        var services: [String: MultiplexServiceConfiguration] = [:]
-        for name in entries.keys.sorted() {
-            let path = "\(key).\(name)"
-            guard case .object(let fields) = entries[name]! else { throw NetProxyConfigurationError("\(path): expected an object") }
-            guard let defaultService = fields["default"] else { throw NetProxyConfigurationError("\(path): \"default\" is missing") }
-            var service = MultiplexServiceConfiguration(routes: [:], defaultService: try defaultService.string("\(path).default"))
-            for field in fields.keys.sorted() {
-                let value = fields[field]!
-                switch field {
-                case "default": break
-                case "detect_timeout": service.detectTimeout = try value.seconds("\(path).detect_timeout")
-                case "routes":
-                    guard case .object(let routes) = value else { throw NetProxyConfigurationError("\(path).routes: expected an object") }
-                    for protocolName in routes.keys.sorted() {
-                        guard let proto = MultiplexServiceConfiguration.DetectedProtocol(name: protocolName) else {
-                            let known = MultiplexServiceConfiguration.DetectedProtocol.all.map(\.name).joined(separator: ", ")
-                            throw NetProxyConfigurationError("\(path).routes: unknown protocol \"\(protocolName)\" (known: \(known))")
-                        }
-                        service.routes[proto] = try routes[protocolName]!.string("\(path).routes.\(protocolName)")
+        try services(key, required: "default") { defaultService, path throws(NetProxyConfigurationError) in
+            MultiplexServiceConfiguration(routes: [:], defaultService: try defaultService.string(path))
+        } apply: { service, field, value, path throws(NetProxyConfigurationError) in
+            switch field {
+            case "detect_timeout": service.detectTimeout = try value.seconds(path)
+            case "routes":
+                guard case .object(let routes) = value else { throw NetProxyConfigurationError("\(path): expected an object") }
+                for protocolName in routes.keys.sorted() {
+                    guard let proto = MultiplexServiceConfiguration.DetectedProtocol(name: protocolName) else {
+                        let known = MultiplexServiceConfiguration.DetectedProtocol.all.map(\.name).joined(separator: ", ")
+                        throw NetProxyConfigurationError("\(path): unknown protocol \"\(protocolName)\" (known: \(known))")
                     }
-                default: throw NetProxyConfigurationError("\(path): unknown key \"\(field)\"")
+                    service.routes[proto] = try routes[protocolName]!.string("\(path).\(protocolName)")
                 }
+            default: return false
             }
-            services[name] = service
+            return true
         }
-        return services
     }
 
     func bool(_ key: String) throws(NetProxyConfigurationError) -> Bool {
