@@ -204,11 +204,7 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
             return context.close(promise: nil)
         }
         logger.debug("multiplexed to \(name) on port \(info.port): client \(info.source.displayText)", metadata: info.loggerMetadata)
-        if !service.allowsHalfClosure {
-            if inputClosed {
-                // The client has stopped sending, which closes the connection of such a service.
-                return context.close(promise: nil)
-            }
+        if !service.allowsHalfClosure && !inputClosed {
             try? context.channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: false)
         }
         context.fireChannelActive()
@@ -217,8 +213,16 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
             context.fireChannelRead(wrapInboundOut(received))
             context.fireChannelReadComplete()
         }
-        if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        if inputClosed {
+            // As on a direct connection: the service gets the bytes, then the end, which closes
+            // the connection of a service that does not take half-closure.
+            if service.allowsHalfClosure {
+                context.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            } else {
+                context.channel.close(promise: nil)
+            }
+        }
     }
 
     /// Hands a silent client to the default service.

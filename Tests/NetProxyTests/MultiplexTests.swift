@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NetProxy
 import ProxyProtocol
@@ -80,6 +81,50 @@ import Testing
         try await channel.close(mode: .output)
         try await collector.closed.get()
         #expect(String(decoding: collector.bytes, as: UTF8.self) == "xmpp-svc 192.0.2.77:7777\n<stream:stream>")
+        await running.stop()
+    }
+
+    /// A client that stops sending before its protocol is known: the default service gets the
+    /// bytes, then the end, as on a direct connection.
+    @Test func clientThatStopsSendingDuringDetection() async throws {
+        let (running, port) = try await Self.host()
+        let reply = try await LoopbackClient.exchange(port: port, send: Self.header + Array("GE".utf8), halfClose: true)
+        #expect(String(decoding: reply, as: UTF8.self) == "other-svc 192.0.2.77:7777\nGE")
+        await running.stop()
+    }
+
+    /// The same for a default service that does not take half-closure: it gets the bytes, then
+    /// the connection closes.
+    @Test func serviceWithoutHalfClosureGetsTheBytesThenTheClose() async throws {
+        let seen = NIOLockedValueBox<[UInt8]>([])
+        let closed = NIOLockedValueBox(false)
+        final class Recorder: ChannelInboundHandler, Sendable {
+            typealias InboundIn = ByteBuffer
+            let seen: NIOLockedValueBox<[UInt8]>
+            let closed: NIOLockedValueBox<Bool>
+            init(_ seen: NIOLockedValueBox<[UInt8]>, _ closed: NIOLockedValueBox<Bool>) {
+                self.seen = seen
+                self.closed = closed
+            }
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+                let bytes = Array(unwrapInboundIn(data).readableBytesView)
+                seen.withLockedValue { $0 += bytes }
+            }
+            func channelInactive(context: ChannelHandlerContext) {
+                closed.withLockedValue { $0 = true }
+            }
+        }
+        let recorder = NetProxyService(name: "recorder") { channel, _ in
+            try channel.pipeline.syncOperations.addHandler(Recorder(seen, closed))
+        }
+        let running = try await RunningHost(
+            #"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "mux"}, "multiplex_services": {"mux": {"routes": {}, "default": "recorder"}}}"#,
+            services: [recorder])
+        let port = running.port(.proxy(service: "mux", tls: false))
+        let reply = try await LoopbackClient.exchange(port: port, send: Self.header + Array("GE".utf8), halfClose: true)
+        #expect(reply == [])
+        #expect(seen.withLockedValue { $0 } == Array("GE".utf8))
+        #expect(closed.withLockedValue { $0 })
         await running.stop()
     }
 
