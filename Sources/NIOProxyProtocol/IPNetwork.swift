@@ -47,6 +47,12 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether some address is in both networks: one contains the other's first address
+    /// (IPv4 and IPv4-mapped IPv6 compared as with ``contains(_:)``).
+    public func overlaps(_ other: IPNetwork) -> Bool {
+        contains(other.address) || other.contains(address)
+    }
+
     public var description: String {
         prefixLength == address.bitWidth ? address.description : "\(address)/\(prefixLength)"
     }

@@ -16,10 +16,14 @@ import ProxyProtocol
 public struct TrustedProxies: Hashable, Sendable {
     /// The trusted networks; empty trusts no one.
     public var networks: [IPNetwork]
+    /// Whether every peer on a UNIX domain socket is trusted. Default: no. Set it for a socket
+    /// whose file permissions admit only the proxy (a UNIX peer has no address to check).
+    public var unixDomainSockets: Bool
 
-    /// Trusts the given networks.
-    public init(_ networks: [IPNetwork]) {
+    /// Trusts the given networks and, when `unixDomainSockets`, every UNIX socket peer.
+    public init(_ networks: [IPNetwork], unixDomainSockets: Bool = false) {
         self.networks = networks
+        self.unixDomainSockets = unixDomainSockets
     }
 
     /// Parses entries such as `127.0.0.1`, `::1` or `10.0.0.0/8`; the error names the bad entry.
@@ -42,9 +46,15 @@ public struct TrustedProxies: Hashable, Sendable {
         networks.contains { $0.contains(address) }
     }
 
-    /// Whether a socket peer may send headers; a UNIX socket peer never may.
+    /// Whether a socket peer may send headers; a UNIX socket peer only with
+    /// ``unixDomainSockets``.
     public func contains(_ address: SocketAddress) -> Bool {
-        ProxyIPAddress(address).map(contains) ?? false
+        ProxyIPAddress(address).map(contains) ?? unixDomainSockets
+    }
+
+    /// Whether some address is in both sets (UNIX peers aside).
+    public func overlaps(_ other: TrustedProxies) -> Bool {
+        networks.contains { network in other.networks.contains { $0.overlaps(network) } }
     }
 }
 

@@ -24,6 +24,7 @@ struct HostMetrics: Sendable {
     private let local: [ProxyVersion: CoreMetrics.Counter]
     private let rejections: [String: CoreMetrics.Counter]
     private let acceptErrors: [String: CoreMetrics.Counter]
+    private let reloads: (success: CoreMetrics.Counter, failure: CoreMetrics.Counter)
 
     init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
@@ -52,6 +53,12 @@ struct HostMetrics: Sendable {
             acceptErrors[name] = counter("netproxy_accept_errors_total", "errno", name)
         }
         self.acceptErrors = acceptErrors
+        reloads = (counter("netproxy_reloads_total", "result", "success"), counter("netproxy_reloads_total", "result", "failure"))
+    }
+
+    /// A reload of the configuration succeeded, or changed nothing because it failed.
+    func reloaded(success: Bool) {
+        (success ? reloads.success : reloads.failure).increment()
     }
 
     /// A connection was accepted on a PROXY or a regular listener.

@@ -17,15 +17,17 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
 
     /// What the listener is for.
     public var kind: Kind
-    /// The interface address to bind.
+    /// The interface address to bind; empty for a UNIX socket.
     public var host: String
-    /// The port to bind; 0 for any free port.
+    /// The port to bind; 0 for any free port, and for a UNIX socket.
     public var port: Int
+    /// The path of a UNIX socket listener (`proxy_unix_sockets`); `nil` for TCP.
+    public var path: String? = nil
 
     public var description: String {
         // An out-of-range port (refused by the start-up checks) still prints, unformatted.
         let endpoint = UInt16(exactly: port).flatMap { port in ProxyIPAddress(host).map { ProxyEndpoint($0, port: port) } }
-        let address = endpoint?.description ?? "\(host) port \(port)"
+        let address = path.map { "unix:\($0)" } ?? endpoint?.description ?? "\(host) port \(port)"
         switch kind {
         case .service(let name): return "\(name) on \(address)"
         case .proxy(let service, let tls):
@@ -40,19 +42,34 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
 /// The checks run in a fixed order (interfaces, regular ports, PROXY ports, metrics, port
 /// numbers, trust, limits), so a configuration with several faults always reports the same one.
 struct HostPlan {
+    /// How one PROXY listener reads headers, after `proxy_port_options`.
+    struct ProxyPolicy {
+        var header: ProxyProtocolConfiguration
+        /// Sources served without a header; `nil` for none.
+        var directClients: TrustedProxies?
+    }
+
     let listeners: [ListenerPlan]
     let warnings: [String]
-    let trustedProxies: TrustedProxies
+    /// By PROXY port.
+    let policies: [Int: ProxyPolicy]
+    /// For `proxy_unix_sockets`: every peer is trusted, the rest as the global keys say.
+    let unixPolicy: ProxyPolicy
 
     init(_ configuration: NetProxyConfiguration, serviceNames: Set<String>) throws(NetProxyConfigurationError) {
         var warnings: [String] = []
         try Self.checkInterfaces(configuration.interfaces, "interfaces")
         var listeners = try Self.regularListeners(configuration, serviceNames: serviceNames)
         listeners += try Self.proxyListeners(configuration, serviceNames: serviceNames, warnings: &warnings)
+        listeners += try Self.unixListeners(configuration, serviceNames: serviceNames)
         listeners += try Self.metricsListeners(configuration)
         try Self.checkPorts(listeners)
-        self.trustedProxies = try Self.trustedProxies(configuration, warnings: &warnings)
         try Self.checkLimits(configuration, warnings: &warnings)
+        let proxyPorts = listeners.compactMap { listener -> Int? in
+            guard case .proxy = listener.kind, listener.path == nil else { return nil }
+            return listener.port
+        }
+        (self.policies, self.unixPolicy) = try Self.proxyPolicies(configuration, proxyPorts: proxyPorts, warnings: &warnings)
         self.listeners = listeners
         self.warnings = warnings
     }
@@ -130,6 +147,22 @@ struct HostPlan {
         return listeners
     }
 
+    /// `proxy_unix_sockets`, paths in order; each maps to a service, as a PROXY port does.
+    private static func unixListeners(
+        _ configuration: NetProxyConfiguration, serviceNames: Set<String>
+    ) throws(NetProxyConfigurationError) -> [ListenerPlan] {
+        try configuration.proxyUnixSockets.keys.sorted().map { path throws(NetProxyConfigurationError) in
+            let socket = configuration.proxyUnixSockets[path]!
+            guard serviceNames.contains(socket.service) else {
+                throw NetProxyConfigurationError("proxy_unix_sockets.\(path): \(unknownService(socket.service, serviceNames))")
+            }
+            guard (0...0o777).contains(socket.mode) else {
+                throw NetProxyConfigurationError("proxy_unix_sockets.\(path): mode \(String(socket.mode, radix: 8)) is not a file mode (0-0777)")
+            }
+            return ListenerPlan(kind: .proxy(service: socket.service, tls: false), host: "", port: 0, path: path)
+        }
+    }
+
     /// `metrics_port` on `metrics_interfaces` (or `interfaces`); none without a port.
     private static func metricsListeners(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> [ListenerPlan] {
         guard let metricsPort = configuration.metricsPort else { return [] }
@@ -141,11 +174,11 @@ struct HostPlan {
     /// Every port in range (a configuration built in code skips the parser's check), and no
     /// address and port twice (port 0 is a new free port each time).
     private static func checkPorts(_ listeners: [ListenerPlan]) throws(NetProxyConfigurationError) {
-        for listener in listeners where !(0...65535).contains(listener.port) {
+        for listener in listeners where listener.path == nil && !(0...65535).contains(listener.port) {
             throw NetProxyConfigurationError("\(listener): \(listener.port) is not a port (0-65535)")
         }
         var seen: [String: ListenerPlan] = [:]
-        for listener in listeners where listener.port != 0 {
+        for listener in listeners where listener.port != 0 && listener.path == nil {
             // The parsed address, so that two spellings of one address are the same key.
             let key = "\(ProxyIPAddress(listener.host)!)|\(listener.port)"
             if let first = seen[key] {
@@ -155,18 +188,77 @@ struct HostPlan {
         }
     }
 
-    /// `proxy_trusted_proxies`; empty trusts everyone, as the module does, with a warning.
-    private static func trustedProxies(
-        _ configuration: NetProxyConfiguration, warnings: inout [String]
-    ) throws(NetProxyConfigurationError) -> TrustedProxies {
-        guard !configuration.trustedProxies.isEmpty else {
-            warnings.append("proxy_trusted_proxies is empty: ANY client may send a PROXY header and claim any address")
-            return .everyone
+    /// Each PROXY port's policy: the global keys, overridden by its `proxy_port_options` entry.
+    private static func proxyPolicies(
+        _ configuration: NetProxyConfiguration, proxyPorts: [Int], warnings: inout [String]
+    ) throws(NetProxyConfigurationError) -> ([Int: ProxyPolicy], ProxyPolicy) {
+        for port in configuration.proxyPortOptions.keys.sorted() where !proxyPorts.contains(port) {
+            throw NetProxyConfigurationError("proxy_port_options: port \(port) is not a PROXY port")
         }
+        var policies: [Int: ProxyPolicy] = [:]
+        var warnedEmptyGlobal = false
+        for port in proxyPorts where policies[port] == nil {
+            let options = configuration.proxyPortOptions[port] ?? ProxyPortOptions()
+            let prefix = "proxy_port_options.\(port)."
+            func key(_ name: String, _ field: String, _ isSet: Bool) -> String { isSet ? prefix + field : name }
+            let trustKey = key("proxy_trusted_proxies", "trusted_proxies", options.trustedProxies != nil)
+            let trustEntries = options.trustedProxies ?? configuration.trustedProxies
+            let trust: TrustedProxies
+            if trustEntries.isEmpty {
+                trust = .everyone
+                if options.trustedProxies != nil || !warnedEmptyGlobal {
+                    warnings.append("\(trustKey) is empty: ANY client may send a PROXY header and claim any address")
+                    warnedEmptyGlobal = warnedEmptyGlobal || options.trustedProxies == nil
+                }
+            } else {
+                trust = try networks(trustEntries, trustKey)
+            }
+            let directKey = key("proxy_direct_clients", "direct_clients", options.directClients != nil)
+            let directEntries = options.directClients ?? configuration.directClients
+            let direct = try networks(directEntries, directKey)
+            if let clash = direct.networks.first(where: { client in trust.networks.contains { $0.overlaps(client) } }) {
+                let proxy = trust.networks.first { $0.overlaps(clash) }!
+                let shown = trustEntries.isEmpty ? "(empty: everyone)" : "\(proxy)"
+                throw NetProxyConfigurationError(
+                    "\(directKey): \(clash) overlaps \(trustKey) \(shown) on PROXY port \(port): a source is either a trusted proxy or a direct client")
+            }
+            for (key, versions) in [("proxy_versions", configuration.versions), (prefix + "versions", options.versions)] where versions?.isEmpty == true {
+                throw NetProxyConfigurationError("\(key): no version would be accepted")
+            }
+            let timeout = options.headerTimeout ?? configuration.headerTimeout
+            if let custom = options.headerTimeout {
+                try checkSeconds(custom, prefix + "header_timeout")
+                if custom < 3 { warnings.append("\(prefix)header_timeout is \(custom) s; the PROXY specification asks for at least 3 s") }
+            }
+            policies[port] = ProxyPolicy(
+                header: ProxyProtocolConfiguration(
+                    trustedProxies: trust, headerTimeout: .fractionalSeconds(timeout), maximumHeaderLength: configuration.maximumHeaderSize,
+                    acceptedVersions: options.versions ?? configuration.versions, acceptsLocal: options.acceptsLocal ?? configuration.acceptsLocal,
+                    unspecifiedAddresses: (options.acceptsUnspecified ?? configuration.acceptsUnspecified) ? .useSocketAddresses : .reject),
+                directClients: direct.networks.isEmpty ? nil : direct)
+        }
+        let unix = ProxyPolicy(
+            header: ProxyProtocolConfiguration(
+                trustedProxies: TrustedProxies([], unixDomainSockets: true), headerTimeout: .fractionalSeconds(configuration.headerTimeout),
+                maximumHeaderLength: configuration.maximumHeaderSize, acceptedVersions: configuration.versions,
+                acceptsLocal: configuration.acceptsLocal,
+                unspecifiedAddresses: configuration.acceptsUnspecified ? .useSocketAddresses : .reject),
+            directClients: nil)
+        return (policies, unix)
+    }
+
+    /// A list of addresses and networks; the error names `key`.
+    private static func networks(_ entries: [String], _ key: String) throws(NetProxyConfigurationError) -> TrustedProxies {
         do {
-            return try TrustedProxies(parsing: configuration.trustedProxies)
+            return try TrustedProxies(parsing: entries)
         } catch {
-            throw NetProxyConfigurationError("proxy_trusted_proxies: \(error)")
+            throw NetProxyConfigurationError("\(key): \(error)")
+        }
+    }
+
+    private static func checkSeconds(_ seconds: Double, _ key: String) throws(NetProxyConfigurationError) {
+        guard seconds > 0 && seconds <= 86400 else {
+            throw NetProxyConfigurationError("\(key): \(seconds) is not a number of seconds from above 0 to 86400")
         }
     }
 
@@ -176,10 +268,8 @@ struct HostPlan {
         guard (ProxyHeader.v2FixedLength...ProxyHeader.maximumV2Length).contains(configuration.maximumHeaderSize) else {
             throw NetProxyConfigurationError("proxy_max_header_size: \(configuration.maximumHeaderSize) is not in 16...65551")
         }
-        for (key, seconds) in [("proxy_header_timeout", configuration.headerTimeout), ("shutdown_grace_period", configuration.shutdownGracePeriod)]
-        where !(seconds > 0 && seconds <= 86400) {
-            throw NetProxyConfigurationError("\(key): \(seconds) is not a number of seconds from above 0 to 86400")
-        }
+        try checkSeconds(configuration.headerTimeout, "proxy_header_timeout")
+        try checkSeconds(configuration.shutdownGracePeriod, "shutdown_grace_period")
         if configuration.headerTimeout < 3 {
             warnings.append("proxy_header_timeout is \(configuration.headerTimeout) s; the PROXY specification asks for at least 3 s")
         }

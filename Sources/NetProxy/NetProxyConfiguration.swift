@@ -32,6 +32,23 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     public var trustedProxies: [String] = ["127.0.0.1", "::1"]
     /// `proxy_header_timeout`, in seconds.
     public var headerTimeout: Double = 10
+    /// `proxy_versions`: the header versions accepted, `[1, 2]` in the file.
+    public var versions: ProxyVersions = .all
+    /// `proxy_local` (`"accept"` or `"reject"`): whether version 2 `LOCAL` headers (a balancer's
+    /// health checks) are accepted.
+    public var acceptsLocal: Bool = true
+    /// `proxy_unspecified` (`"accept"` or `"reject"`): whether headers without addresses (v2
+    /// `UNSPEC`, v1 `UNKNOWN`) are accepted; the connection then keeps its socket addresses.
+    public var acceptsUnspecified: Bool = true
+    /// `proxy_direct_clients`: addresses and CIDR networks that connect to PROXY ports directly,
+    /// without a header (monitoring, a sidecar). They are served at once with their socket
+    /// address, as on a regular port. Overlapping ``trustedProxies`` is an error.
+    public var directClients: [String] = []
+    /// `proxy_port_options`: settings of single PROXY ports that override the global ones.
+    public var proxyPortOptions: [Int: ProxyPortOptions] = [:]
+    /// `proxy_unix_sockets`: UNIX socket listeners of the PROXY protocol, by path. A peer there
+    /// counts as a trusted proxy: the socket file's permissions decide who may connect.
+    public var proxyUnixSockets: [String: ProxyUnixSocket] = [:]
     /// `proxy_max_header_size`, in bytes (16...65551).
     public var maximumHeaderSize: Int = 4096
     /// `proxy_tls_ports`: PROXY ports where TLS starts right after the header.
@@ -40,6 +57,14 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     public var tlsCertificatePath: String?
     /// `proxy_tls_key`: a PEM file with the private key for ``proxyTLSPorts``.
     public var tlsKeyPath: String?
+    /// `proxy_tls_certificates`: more certificates for ``proxyTLSPorts``, chosen by the name a
+    /// client asks for (SNI): an exact name such as `xmpp.example.com`, or a wildcard such as
+    /// `*.example.com` for one label. Clients without SNI, or asking for another name, get
+    /// ``tlsCertificatePath``.
+    public var tlsCertificates: [String: TLSCertificateFiles] = [:]
+    /// `proxy_tls_alpn`: the application protocols offered by ALPN, in order of preference
+    /// (such as `["xmpp-client"]`); empty for no ALPN.
+    public var tlsALPN: [String] = []
     /// `metrics_port`: where Prometheus text is served at `/metrics`; `nil` for none.
     public var metricsPort: Int?
     /// `metrics_interfaces`; `nil` means ``interfaces``.
@@ -81,6 +106,14 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case "proxy_port_mappings": proxyPortMappings = try value.mappings(key)
             case "proxy_trusted_proxies": trustedProxies = try value.strings(key)
             case "proxy_header_timeout": headerTimeout = try value.seconds(key)
+            case "proxy_versions": versions = try value.versions(key)
+            case "proxy_local": acceptsLocal = try value.acceptOrReject(key)
+            case "proxy_unspecified": acceptsUnspecified = try value.acceptOrReject(key)
+            case "proxy_direct_clients": directClients = try value.strings(key)
+            case "proxy_port_options": proxyPortOptions = try value.portOptions(key)
+            case "proxy_unix_sockets": proxyUnixSockets = try value.unixSockets(key)
+            case "proxy_tls_certificates": tlsCertificates = try value.certificates(key)
+            case "proxy_tls_alpn": tlsALPN = try value.strings(key)
             case "proxy_max_header_size": maximumHeaderSize = try value.integer(key)
             case "proxy_tls_ports": proxyTLSPorts = try value.ports(key)
             case "proxy_tls_certificate": tlsCertificatePath = try value.string(key)
@@ -252,6 +285,138 @@ extension JSONInput {
     }
 }
 
+extension JSONInput {
+    /// `[1, 2]`, `[1]` or `[2]`.
+    func versions(_ key: String) throws(NetProxyConfigurationError) -> ProxyVersions {
+        let numbers = try list(key, of: "versions (1, 2)") { item, path throws(NetProxyConfigurationError) -> ProxyVersions in
+            switch try item.integer(path) {
+            case 1: return .v1
+            case 2: return .v2
+            case let other: throw NetProxyConfigurationError("\(path): \(other) is not a PROXY protocol version (1 or 2)")
+            }
+        }
+        let versions = numbers.reduce(into: ProxyVersions()) { $0.formUnion($1) }
+        guard !versions.isEmpty else { throw NetProxyConfigurationError("\(key): no version would be accepted") }
+        return versions
+    }
+
+    /// `"accept"` (true) or `"reject"` (false).
+    func acceptOrReject(_ key: String) throws(NetProxyConfigurationError) -> Bool {
+        switch try string(key) {
+        case "accept": return true
+        case "reject": return false
+        case let text: throw NetProxyConfigurationError("\(key): \"\(text)\" is not accept or reject")
+        }
+    }
+
+    /// An object keyed by port number, each value read by `read`; errors name `key.port`.
+    private func byPort<Value>(
+        _ key: String, _ read: (JSONInput, String) throws(NetProxyConfigurationError) -> Value
+    ) throws(NetProxyConfigurationError) -> [Int: Value] {
+        guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object keyed by port") }
+        var result: [Int: Value] = [:]
+        for portText in object.keys.sorted() {
+            guard let port = Int(portText), String(port) == portText, (0...65535).contains(port) else {
+                throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (0-65535)")
+            }
+            result[port] = try read(object[portText]!, "\(key).\(portText)")
+        }
+        return result
+    }
+
+    /// Reads each field of an object with `apply`, which answers whether it knows the field.
+    private func fields(
+        _ key: String, _ apply: (_ field: String, JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool
+    ) throws(NetProxyConfigurationError) {
+        guard case .object(let fields) = self else { throw NetProxyConfigurationError("\(key): expected an object") }
+        for field in fields.keys.sorted() {
+            guard try apply(field, fields[field]!, "\(key).\(field)") else {
+                throw NetProxyConfigurationError("\(key): unknown key \"\(field)\"")
+            }
+        }
+    }
+
+    /// `proxy_port_options`: port -> `{"trusted_proxies", "versions", "local", "unspecified",
+    /// "header_timeout", "direct_clients"}`.
+    func portOptions(_ key: String) throws(NetProxyConfigurationError) -> [Int: ProxyPortOptions] {
+        try byPort(key) { value, path throws(NetProxyConfigurationError) in
+            var options = ProxyPortOptions()
+            try value.fields(path) { field, value, path throws(NetProxyConfigurationError) in
+                switch field {
+                case "trusted_proxies": options.trustedProxies = try value.strings(path)
+                case "versions": options.versions = try value.versions(path)
+                case "local": options.acceptsLocal = try value.acceptOrReject(path)
+                case "unspecified": options.acceptsUnspecified = try value.acceptOrReject(path)
+                case "header_timeout": options.headerTimeout = try value.seconds(path)
+                case "direct_clients": options.directClients = try value.strings(path)
+                default: return false
+                }
+                return true
+            }
+            return options
+        }
+    }
+
+    /// `proxy_unix_sockets`: path -> service name, or -> `{"service", "mode", "owner", "group"}`
+    /// with the mode as an octal string such as `"0660"`.
+    func unixSockets(_ key: String) throws(NetProxyConfigurationError) -> [String: ProxyUnixSocket] {
+        guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object of path to service") }
+        var result: [String: ProxyUnixSocket] = [:]
+        for path in object.keys.sorted() {
+            let entryKey = "\(key).\(path)"
+            if case .string(let service) = object[path]! {
+                result[path] = ProxyUnixSocket(service: service)
+                continue
+            }
+            guard case .object(let fields) = object[path]!, let service = fields["service"] else {
+                throw NetProxyConfigurationError("\(entryKey): expected a service name, or an object with \"service\"")
+            }
+            var socket = ProxyUnixSocket(service: try service.string("\(entryKey).service"))
+            try object[path]!.fields(entryKey) { field, value, fieldPath throws(NetProxyConfigurationError) in
+                switch field {
+                case "service": break
+                case "mode":
+                    let text = try value.string(fieldPath)
+                    guard (3...4).contains(text.count), let mode = Int(text, radix: 8), (0...0o777).contains(mode) else {
+                        throw NetProxyConfigurationError("\(fieldPath): \"\(text)\" is not an octal file mode such as \"0660\"")
+                    }
+                    socket.mode = mode
+                case "owner": socket.owner = try value.string(fieldPath)
+                case "group": socket.group = try value.string(fieldPath)
+                default: return false
+                }
+                return true
+            }
+            result[path] = socket
+        }
+        return result
+    }
+
+    /// `proxy_tls_certificates`: server name -> `{"certificate", "key"}`.
+    func certificates(_ key: String) throws(NetProxyConfigurationError) -> [String: TLSCertificateFiles] {
+        guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object of server name to files") }
+        var result: [String: TLSCertificateFiles] = [:]
+        for name in object.keys.sorted() {
+            let entryKey = "\(key).\(name)"
+            var certificate: String?
+            var privateKey: String?
+            try object[name]!.fields(entryKey) { field, value, path throws(NetProxyConfigurationError) in
+                switch field {
+                case "certificate": certificate = try value.string(path)
+                case "key": privateKey = try value.string(path)
+                default: return false
+                }
+                return true
+            }
+            guard let certificate, let privateKey else {
+                throw NetProxyConfigurationError("\(entryKey): expected both \"certificate\" and \"key\"")
+            }
+            result[name] = TLSCertificateFiles(certificatePath: certificate, keyPath: privateKey)
+        }
+        return result
+    }
+}
+
 extension ForwardServiceConfiguration {
     /// `host:port` or `[IPv6]:port`; the error names `key`.
     static func parseTarget(_ text: String, _ key: String) throws(NetProxyConfigurationError) -> (String, Int) {
@@ -290,6 +455,59 @@ extension ForwardServiceConfiguration {
             throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (1-65535)")
         }
         return (String(host), port)
+    }
+}
+
+/// Settings of one PROXY port (`proxy_port_options`); each `nil` keeps the global setting.
+public struct ProxyPortOptions: Hashable, Sendable {
+    /// `trusted_proxies`, in place of `proxy_trusted_proxies`.
+    public var trustedProxies: [String]?
+    /// `versions`, in place of `proxy_versions`.
+    public var versions: ProxyVersions?
+    /// `local`, in place of `proxy_local`.
+    public var acceptsLocal: Bool?
+    /// `unspecified`, in place of `proxy_unspecified`.
+    public var acceptsUnspecified: Bool?
+    /// `header_timeout` in seconds, in place of `proxy_header_timeout`.
+    public var headerTimeout: Double?
+    /// `direct_clients`, in place of `proxy_direct_clients`.
+    public var directClients: [String]?
+
+    /// Options that change nothing.
+    public init() {}
+}
+
+/// A UNIX socket listener of the PROXY protocol (`proxy_unix_sockets`).
+public struct ProxyUnixSocket: Hashable, Sendable {
+    /// The service that takes its connections.
+    public var service: String
+    /// The socket file's permissions. Default `0o660`: the owner and the group may connect.
+    public var mode: Int
+    /// The socket file's owner, a user name or number; `nil` leaves the process's user.
+    public var owner: String?
+    /// The socket file's group, a group name or number; `nil` leaves the process's group.
+    public var group: String?
+
+    /// A listener for `service`.
+    public init(service: String, mode: Int = 0o660, owner: String? = nil, group: String? = nil) {
+        self.service = service
+        self.mode = mode
+        self.owner = owner
+        self.group = group
+    }
+}
+
+/// A certificate chain and its private key, both PEM files.
+public struct TLSCertificateFiles: Hashable, Sendable {
+    /// The certificate chain, leaf first.
+    public var certificatePath: String
+    /// The private key.
+    public var keyPath: String
+
+    /// The two files.
+    public init(certificatePath: String, keyPath: String) {
+        self.certificatePath = certificatePath
+        self.keyPath = keyPath
     }
 }
 

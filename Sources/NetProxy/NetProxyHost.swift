@@ -55,24 +55,35 @@ public final class NetProxyHost: Service, Sendable {
         case stopped
     }
 
+    /// A listener's sockets, and the slot their connections read their role from.
+    private struct OpenListener {
+        var key: ListenerKey
+        var slot: ListenerSlot
+        var channels: [Channel]
+        var bound: BoundListener
+        /// The socket file of a UNIX listener, removed when the listener closes.
+        var unixFile: (path: String, identity: UnixSocketFile.FileIdentity)?
+    }
+
     private struct State {
         var lifecycle = Lifecycle.idle
-        var serverChannels: [Channel] = []
-        var listeners: [BoundListener] = []
+        var runtime: HostRuntime
+        var listeners: [OpenListener] = []
+        var reloading = false
         var connections: [ObjectIdentifier: Channel] = [:]
         /// Runs the connections of async services; owned by the host and awaited on shutdown.
         var serviceTasks: Task<Void, Never>?
     }
 
-    /// The configuration the host was created with.
-    public let configuration: NetProxyConfiguration
-    /// Problems that do not stop the host (an unmapped PROXY port, an empty trust list).
-    public let warnings: [String]
-    /// The listeners the configuration asks for, in the order they are bound.
-    public let plan: [ListenerPlan]
-    private let services: [String: NetProxyService]
-    private let proxyConfiguration: ProxyProtocolConfiguration
-    private let tlsContext: NIOSSLContext?
+    /// The configuration in force: the one the host was created with, or the last one reloaded.
+    public var configuration: NetProxyConfiguration { state.withLockedValue { $0.runtime.configuration } }
+    /// Problems of the configuration in force that do not stop the host (an unmapped PROXY port,
+    /// an empty trust list).
+    public var warnings: [String] { state.withLockedValue { $0.runtime.warnings } }
+    /// The listeners the configuration in force asks for, in the order they are bound.
+    public var plan: [ListenerPlan] { state.withLockedValue { $0.runtime.plan } }
+    /// The services given in code; a configuration adds its forward and multiplex services.
+    private let registered: [String: NetProxyService]
     private let logger: Logger
     private let group: EventLoopGroup
     private let metrics: HostMetrics
@@ -80,7 +91,7 @@ public final class NetProxyHost: Service, Sendable {
     /// Counts and logs a refused PROXY connection; one closure for all of them.
     private let onRefusal: @Sendable (ProxyProtocolError) -> Void
     private let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
 
     /// Checks the configuration against the services; the error names the entry at fault.
     public init(
@@ -97,48 +108,10 @@ public final class NetProxyHost: Service, Sendable {
         }
         let metrics = HostMetrics(registry: metricsRegistry)
         let refusals = RateLimitedLog(logger: logger)
-        for name in configuration.forwardServices.keys.sorted() {
-            guard byName[name] == nil else {
-                throw NetProxyConfigurationError("forward_services.\(name): the name is taken by another service")
-            }
-            try Self.checkServiceName(name, "forward_services.\(name)")
-            try configuration.forwardServices[name]!.check("forward_services.\(name)")
-            byName[name] = .forward(name: name, configuration.forwardServices[name]!, metrics: metrics, log: refusals)
-            metrics.registerForwardService(name)
-        }
-        // Routes lead to the services above, never to another multiplexer (no loops).
-        let routable = byName
-        for name in configuration.multiplexServices.keys.sorted() {
-            guard byName[name] == nil else {
-                throw NetProxyConfigurationError("multiplex_services.\(name): the name is taken by another service")
-            }
-            try Self.checkServiceName(name, "multiplex_services.\(name)")
-            let multiplex = configuration.multiplexServices[name]!
-            guard multiplex.detectTimeout > 0 && multiplex.detectTimeout <= 86400 else {
-                throw NetProxyConfigurationError(
-                    "multiplex_services.\(name).detect_timeout: \(multiplex.detectTimeout) is not a number of seconds from above 0 to 86400")
-            }
-            let routes = multiplex.routes.sorted { $0.key.name < $1.key.name }.map { ("routes.\($0.key.name)", $0.value) }
-            for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
-                let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
-                throw NetProxyConfigurationError(
-                    "multiplex_services.\(name).\(key): \"\(target)\" is \(kind) (known: \(routable.keys.sorted().joined(separator: ", ")))")
-            }
-            byName[name] = .multiplex(
-                name: name, multiplex, services: routable, asyncConnections: asyncConnections.continuation, logger: logger)
-        }
-        let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
-        try Self.checkForwardLoops(configuration, plan.listeners)
-        self.configuration = configuration
-        self.warnings = plan.warnings
-        self.plan = plan.listeners
-        self.services = byName
-        self.proxyConfiguration = ProxyProtocolConfiguration(
-            trustedProxies: plan.trustedProxies,
-            headerTimeout: .fractionalSeconds(configuration.headerTimeout),
-            maximumHeaderLength: configuration.maximumHeaderSize
-        )
-        self.tlsContext = try Self.makeTLSContext(configuration)
+        let runtime = try HostRuntime(
+            configuration, registered: byName, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation, logger: logger)
+        self.registered = byName
+        self.state = NIOLockedValueBox(State(runtime: runtime))
         self.logger = logger
         self.group = eventLoopGroup
         self.metrics = metrics
@@ -149,70 +122,8 @@ public final class NetProxyHost: Service, Sendable {
         }
     }
 
-    /// Names for the configuration's keys: no spaces or odd characters, and none that would make
-    /// `<name>_ports` one of the host's own keys.
-    private static func checkServiceName(_ name: String, _ key: String) throws(NetProxyConfigurationError) {
-        let allowed = name.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
-        }
-        guard !name.isEmpty, allowed else {
-            throw NetProxyConfigurationError("\(key): a service name is letters, digits, \"-\" and \"_\"")
-        }
-        guard !["proxy", "proxy_tls", "metrics"].contains(name) else {
-            throw NetProxyConfigurationError("\(key): \"\(name)\" is reserved (\(name)_ports is a key of its own)")
-        }
-    }
-
-    /// A forward whose target is a listener of that same forward (its regular port, or its PROXY
-    /// port when it sends a header) would connect to itself without end, until no descriptor is
-    /// left. Other services of the host are fine targets. (A name that resolves to the host, or a
-    /// loop through other services, cannot be seen here.)
-    private static func checkForwardLoops(_ configuration: NetProxyConfiguration, _ listeners: [ListenerPlan]) throws(NetProxyConfigurationError) {
-        for name in configuration.forwardServices.keys.sorted() {
-            let forward = configuration.forwardServices[name]!
-            guard let target = ProxyIPAddress(forward.targetHost) else { continue }
-            for listener in listeners where listener.port == forward.targetPort {
-                switch listener.kind {
-                case .service(name): break
-                case .proxy(service: name, tls: false) where forward.sendProxy != nil: break
-                default: continue
-                }
-                guard let bound = ProxyIPAddress(listener.host) else { continue }
-                let wildcard = bound == .v4(ProxyIPv4Address(0, 0, 0, 0)) || bound == .v6(ProxyIPv6Address(high: 0, low: 0))
-                if wildcard || bound.unmapped == target.unmapped {
-                    throw NetProxyConfigurationError("forward_services.\(name): the target \(forward.target) is this host's own \(listener)")
-                }
-            }
-        }
-    }
-
-    private static func makeTLSContext(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> NIOSSLContext? {
-        guard !configuration.proxyTLSPorts.isEmpty, let certificatePath = configuration.tlsCertificatePath,
-            let keyPath = configuration.tlsKeyPath
-        else { return nil }
-        let chain: [NIOSSLCertificate]
-        do {
-            chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
-        } catch {
-            throw NetProxyConfigurationError("proxy_tls_certificate: cannot load \(certificatePath): \(error)")
-        }
-        let key: NIOSSLPrivateKey
-        do {
-            key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
-        } catch {
-            throw NetProxyConfigurationError("proxy_tls_key: cannot load \(keyPath): \(error)")
-        }
-        do {
-            return try NIOSSLContext(
-                configuration: .makeServerConfiguration(
-                    certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key)))
-        } catch {
-            throw NetProxyConfigurationError("proxy_tls_certificate/proxy_tls_key: \(error)")
-        }
-    }
-
     /// The bound listeners, once started.
-    public var listeners: [BoundListener] { state.withLockedValue { $0.listeners } }
+    public var listeners: [BoundListener] { state.withLockedValue { $0.listeners.map(\.bound) } }
 
     /// The Prometheus text exposition of the host's counters.
     public var metricsExposition: String { metrics.exposition }
@@ -221,8 +132,8 @@ public final class NetProxyHost: Service, Sendable {
     /// if the host was started before.
     @discardableResult
     public func start() async throws -> [BoundListener] {
-        let first = state.withLockedValue { state -> Bool in
-            guard case .idle = state.lifecycle else { return false }
+        let runtime = state.withLockedValue { state -> HostRuntime? in
+            guard case .idle = state.lifecycle else { return nil }
             state.lifecycle = .starting
             state.serviceTasks = Task { [asyncConnections, logger] in
                 await withDiscardingTaskGroup { group in
@@ -231,34 +142,135 @@ public final class NetProxyHost: Service, Sendable {
                     }
                 }
             }
-            return true
+            return state.runtime
         }
-        guard first else { throw NetProxyConfigurationError("the host can be started once only") }
-        for warning in warnings {
+        guard let runtime else { throw NetProxyConfigurationError("the host can be started once only") }
+        for warning in runtime.warnings {
             logger.warning("\(warning)")
         }
         do {
-            for listener in plan {
-                let channels = try await bind(listener)
-                var bound = BoundListener(plan: listener, address: channels[0].localAddress!)
-                bound.plan.port = bound.address.port ?? listener.port
-                state.withLockedValue {
-                    $0.serverChannels.append(contentsOf: channels)
-                    $0.listeners.append(bound)
-                }
-                logger.info("listening: \(bound.plan)")
-            }
-            let shared = ForeignListeners.shared(among: listeners.map(\.address))
-            guard shared.isEmpty else {
-                throw NetProxyConfigurationError(
-                    "another process listens on \(shared.map { "\($0)" }.joined(separator: ", ")) too (started at the same time?)")
-            }
+            let opened = try await open(runtime, keeping: [:])
+            state.withLockedValue { $0.listeners = opened }
         } catch {
             await shutdown(gracePeriod: .zero)
             throw error
         }
         state.withLockedValue { $0.lifecycle = .running }
         return listeners
+    }
+
+    /// Reads the configuration anew with `load` and applies it to new connections; the
+    /// connections already accepted keep what they had.
+    ///
+    /// Listeners that the new configuration still asks for keep their sockets (no connection is
+    /// refused during a reload) and take their new role: service, trust list, policies and
+    /// certificates. New listeners are bound and dropped ones closed. If anything fails (reading,
+    /// a check, a bind) nothing changes: the error, which names the entry at fault, is logged and
+    /// thrown, and the configuration in force keeps serving. Each reload is counted in
+    /// `netproxy_reloads_total{result}`.
+    public func reload(loading load: () throws(NetProxyConfigurationError) -> NetProxyConfiguration) async throws(NetProxyConfigurationError) {
+        do {
+            let (added, removed, kept) = try await replaceRuntime(load)
+            metrics.reloaded(success: true)
+            logger.info("configuration reloaded: \(added) listener(s) added, \(removed) closed, \(kept) kept")
+        } catch {
+            metrics.reloaded(success: false)
+            logger.error("reload failed; the configuration in force is unchanged: \(error)")
+            throw error
+        }
+    }
+
+    /// Applies `configuration` as ``reload(loading:)`` does.
+    public func reload(configuration: NetProxyConfiguration) async throws(NetProxyConfigurationError) {
+        try await reload { () throws(NetProxyConfigurationError) in configuration }
+    }
+
+    private func replaceRuntime(
+        _ load: () throws(NetProxyConfigurationError) -> NetProxyConfiguration
+    ) async throws(NetProxyConfigurationError) -> (added: Int, removed: Int, kept: Int) {
+        let current = try state.withLockedValue { state -> Result<[OpenListener], NetProxyConfigurationError> in
+            guard case .running = state.lifecycle else { return .failure(NetProxyConfigurationError("the host is not running")) }
+            guard !state.reloading else { return .failure(NetProxyConfigurationError("a reload is already in progress")) }
+            state.reloading = true
+            return .success(state.listeners)
+        }.get()
+        defer { state.withLockedValue { $0.reloading = false } }
+        let runtime = try HostRuntime(
+            try load(), registered: registered, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
+            logger: logger)
+        let keeping = Dictionary(uniqueKeysWithValues: current.map { ($0.key, $0) })
+        let opened: [OpenListener]
+        do {
+            opened = try await open(runtime, keeping: keeping)
+        } catch let error as NetProxyConfigurationError {
+            throw error
+        } catch {
+            throw NetProxyConfigurationError("\(error)")
+        }
+        let keys = Set(opened.map(\.key))
+        let removed = current.filter { !keys.contains($0.key) }
+        let committed = state.withLockedValue { state -> Bool in
+            guard case .running = state.lifecycle else { return false }
+            for (listener, role) in zip(opened, runtime.roles) where keeping[listener.key] != nil {
+                listener.slot.role = role
+            }
+            state.listeners = opened
+            state.runtime = runtime
+            return true
+        }
+        let added = opened.filter { keeping[$0.key] == nil }
+        guard committed else {
+            await close(added)
+            throw NetProxyConfigurationError("the host is shutting down")
+        }
+        for warning in runtime.warnings {
+            logger.warning("\(warning)")
+        }
+        await close(removed)
+        return (added.count, removed.count, opened.count - added.count)
+    }
+
+    /// The listeners of `runtime` in its order: those in `keeping` as they are (with their new
+    /// plan), the others bound now. If one cannot be bound, or another process listens on a new
+    /// address too, what was bound here is closed and the error thrown.
+    private func open(_ runtime: HostRuntime, keeping: [ListenerKey: OpenListener]) async throws -> [OpenListener] {
+        var result: [OpenListener] = []
+        var added: [OpenListener] = []
+        do {
+            for (key, role) in zip(ListenerKey.keys(runtime.plan), runtime.roles) {
+                if var listener = keeping[key] {
+                    listener.bound.plan = role.plan
+                    listener.bound.plan.port = listener.bound.address.port ?? role.plan.port
+                    result.append(listener)
+                    continue
+                }
+                let listener = try await bind(role, key: key, configuration: runtime.configuration)
+                added.append(listener)
+                result.append(listener)
+                logger.info("listening: \(listener.bound.plan)")
+            }
+            let shared = ForeignListeners.shared(among: added.map(\.bound.address))
+            guard shared.isEmpty else {
+                throw NetProxyConfigurationError(
+                    "another process listens on \(shared.map { "\($0)" }.joined(separator: ", ")) too (started at the same time?)")
+            }
+        } catch {
+            await close(added)
+            throw error
+        }
+        return result
+    }
+
+    /// Closes listeners' sockets (never their connections) and removes their socket files.
+    private func close(_ listeners: [OpenListener]) async {
+        for listener in listeners {
+            for channel in listener.channels {
+                try? await channel.close()
+            }
+            if let file = listener.unixFile {
+                _ = UnixSocketFile.remove(file.path, ifStill: file.identity)
+            }
+        }
     }
 
     /// Runs the host as a `Service`: starts it unless ``start()`` already did, waits for a
@@ -284,13 +296,7 @@ public final class NetProxyHost: Service, Sendable {
             }
         }
         guard proceed else { return }
-        let listeners = state.withLockedValue { state in
-            defer { state.serverChannels = [] }
-            return state.serverChannels
-        }
-        for channel in listeners {
-            try? await channel.close()
-        }
+        await close(state.withLockedValue { $0.listeners })
         let connections = state.withLockedValue { Array($0.connections.values) }
         logger.info("shutting down: \(connections.count) connection(s) open, draining for up to \(gracePeriod)")
         for channel in connections {
@@ -329,6 +335,24 @@ public final class NetProxyHost: Service, Sendable {
         state.withLockedValue { $0.lifecycle = .stopped }
     }
 
+    /// Binds a listener for `role`: its sockets take their role from the slot, which a reload
+    /// may replace.
+    private func bind(_ role: ListenerRole, key: ListenerKey, configuration: NetProxyConfiguration) async throws -> OpenListener {
+        let slot = ListenerSlot(role)
+        var plan = role.plan
+        if let path = plan.path, let settings = configuration.proxyUnixSockets[path] {
+            let (channel, identity) = try await bindUnix(path, settings: settings, slot: slot)
+            let address = try SocketAddress(unixDomainSocketPath: path)
+            return OpenListener(
+                key: key, slot: slot, channels: [channel], bound: BoundListener(plan: plan, address: address),
+                unixFile: (path, identity))
+        }
+        let channels = try await bindTCP(plan, slot: slot)
+        let address = channels[0].localAddress!
+        plan.port = address.port ?? plan.port
+        return OpenListener(key: key, slot: slot, channels: channels, bound: BoundListener(plan: plan, address: address), unixFile: nil)
+    }
+
     /// A listening socket per event loop, all on the listener's port with `SO_REUSEPORT`, each
     /// with its own loop as the child group.
     ///
@@ -339,11 +363,10 @@ public final class NetProxyHost: Service, Sendable {
     ///
     /// `SO_REUSEPORT` would also let a second process of the same user bind the port and take
     /// part of its connections (a host started twice by mistake). So a fixed port is first bound
-    /// without it, which fails if anyone listens there, with `SO_REUSEPORT` or not; and
-    /// ``start()`` looks for other processes' sockets once everything is bound
-    /// (``ForeignListeners``). Port 0 needs no probe: the first socket takes a free port, and
-    /// the others join it.
-    private func bind(_ listener: ListenerPlan) async throws -> [Channel] {
+    /// without it, which fails if anyone listens there, with `SO_REUSEPORT` or not; and ``open``
+    /// looks for other processes' sockets once everything is bound (``ForeignListeners``).
+    /// Port 0 needs no probe: the first socket takes a free port, and the others join it.
+    private func bindTCP(_ listener: ListenerPlan, slot: ListenerSlot) async throws -> [Channel] {
         var channels: [Channel] = []
         do {
             var port = listener.port
@@ -356,7 +379,9 @@ public final class NetProxyHost: Service, Sendable {
             }
             let episode = AcceptErrorHandler.Episode()
             for loop in group.makeIterator() {
-                let channel = try await bootstrap(listener, on: loop, episode: episode).bind(host: listener.host, port: port).get()
+                let channel = try await bootstrap(listener, slot: slot, group: loop, episode: episode)
+                    .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+                    .bind(host: listener.host, port: port).get()
                 channels.append(channel)
                 port = channel.localAddress?.port ?? port
             }
@@ -369,10 +394,31 @@ public final class NetProxyHost: Service, Sendable {
         }
     }
 
-    private func bootstrap(_ listener: ListenerPlan, on loop: EventLoop, episode: AcceptErrorHandler.Episode) -> ServerBootstrap {
-        ServerBootstrap(group: loop)
+    /// One socket for the whole group (`SO_REUSEPORT` does not spread UNIX connections). It is
+    /// bound under a temporary name and renamed into place once its mode and owner are set, so no
+    /// client sees it before, and a stale socket file is replaced in one step.
+    private func bindUnix(_ path: String, settings: ProxyUnixSocket, slot: ListenerSlot) async throws -> (Channel, UnixSocketFile.FileIdentity) {
+        let key = "proxy_unix_sockets.\(path)"
+        let temporary = try UnixSocketFile.prepare(path, key: key)
+        let channel: Channel
+        do {
+            channel = try await bootstrap(slot.role.plan, slot: slot, group: group, episode: AcceptErrorHandler.Episode())
+                .bind(unixDomainSocketPath: temporary).get()
+        } catch {
+            throw NetProxyConfigurationError("\(key): cannot listen: \(error)")
+        }
+        do {
+            let identity = try UnixSocketFile.publish(temporary: temporary, as: path, settings: settings, key: key)
+            return (channel, identity)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    private func bootstrap(_ listener: ListenerPlan, slot: ListenerSlot, group: EventLoopGroup, episode: AcceptErrorHandler.Episode) -> ServerBootstrap {
+        ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
             .serverChannelOption(.backlog, value: Self.listenBacklog)
             .serverChannelInitializer { [logger, metrics] channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -381,30 +427,21 @@ public final class NetProxyHost: Service, Sendable {
                     )
                 }
             }
-            .childChannelInitializer { [self, halfClosure = allowsHalfClosure(listener)] channel in
+            .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let role = slot.role
                     // Set here rather than as a child channel option, which the bootstrap applies
                     // through a chain of futures for every connection.
-                    if halfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }
-                    try self.setUp(channel, for: listener)
+                    if role.allowsHalfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }
+                    try self.setUp(channel, as: role)
                 }
             }
     }
 
-    /// Whether connections on `listener` see the client's half-close: only where the service asked
-    /// for it (the metrics endpoint answers requests already received, then closes).
-    private func allowsHalfClosure(_ listener: ListenerPlan) -> Bool {
-        switch listener.kind {
-        case .metrics: return true
-        case .service(let name): return services[name]?.allowsHalfClosure ?? false
-        case .proxy(let name, _): return name.flatMap { services[$0] }?.allowsHalfClosure ?? false
-        }
-    }
-
-    private func setUp(_ channel: Channel, for listener: ListenerPlan) throws {
+    private func setUp(_ channel: Channel, as role: ListenerRole) throws {
         track(channel)
         let pipeline = channel.pipeline.syncOperations
-        switch listener.kind {
+        switch role.setup {
         case .metrics:
             try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
             try pipeline.addHandler(
@@ -414,20 +451,23 @@ public final class NetProxyHost: Service, Sendable {
                     }
                     return .init(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.exposition)
                 })
-        case .service(let name):
+        case .service(let service):
             metrics.accepted(proxyListener: false)
             try pipeline.addHandler(
-                ServiceDispatcher(service: services[name], logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
-        case .proxy(let name, let tls):
+                ServiceDispatcher(service: service, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
+        case .proxy(let service, let policy):
             metrics.accepted(proxyListener: true)
-            // Accepted headers are counted by the dispatcher, which looks the header up anyway.
-            try pipeline.addHandler(ProxyProtocolServerHandler(configuration: proxyConfiguration, onRefusal: onRefusal))
-            if tls, let tlsContext {
-                try pipeline.addHandler(NIOSSLServerHandler(context: tlsContext))
+            // A direct client is served as on a regular port: no header is read.
+            let direct = policy.directClients.map { clients in channel.remoteAddress.map(clients.contains) ?? false } ?? false
+            if !direct {
+                // Accepted headers are counted by the dispatcher, which looks the header up anyway.
+                try pipeline.addHandler(ProxyProtocolServerHandler(configuration: policy.header, onRefusal: onRefusal))
+            }
+            if let tls = role.tls {
+                try pipeline.addHandler(NIOSSLServerHandler(context: tls))
             }
             try pipeline.addHandler(
-                ServiceDispatcher(
-                    service: name.flatMap { services[$0] }, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
+                ServiceDispatcher(service: service, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
         }
     }
 

@@ -6,7 +6,7 @@ struct NetProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netproxy",
         abstract: "PROXY protocol tools.",
-        subcommands: [Serve.self, Send.self, Decode.self],
+        subcommands: [Serve.self, Send.self, Decode.self, Reload.self],
         defaultSubcommand: Serve.self
     )
 

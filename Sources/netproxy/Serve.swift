@@ -28,21 +28,17 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Write the process ID to this file once listening (removed on exit), for `netproxy reload --pid-file`.")
+    var pidFile: String?
+
     func run() async throws {
         // Handled from the start: a signal during start-up must neither be lost nor end the process.
         let signals = try SignalPipe.install([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
         let configuration: NetProxyConfiguration
-        if let config {
-            guard let data = FileManager.default.contents(atPath: config) else {
-                throw CommandFailure("cannot read \(config)")
-            }
-            do {
-                configuration = try NetProxyConfiguration(json: data)
-            } catch {
-                throw CommandFailure("\(config): \(error)")
-            }
-        } else {
-            configuration = .defaultServe
+        do {
+            configuration = try Self.load(config)
+        } catch {
+            throw CommandFailure("\(error)")
         }
         var logger = Logger(label: "netproxy") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = logLevel
@@ -60,15 +56,35 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure("\(error)")
         }
         FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
+        let pidFile = try pidFile.map { path throws(CommandFailure) in try PIDFile.create(path) }
+        defer { pidFile?.remove() }
+        let signalService = SignalService(signals: signals, logger: logger) { [config, logger] in
+            logger.info("SIGHUP received: reloading \(config ?? "the default configuration")")
+            // The outcome is logged and counted by the host.
+            try? await host.reload { () throws(NetProxyConfigurationError) in try Self.load(config) }
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: host),
-                    .init(service: SignalService(signals: signals, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: signalService, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 logger: logger
             ))
         try await group.run()
+    }
+
+    /// The configuration file `path`, or the default one without a path; the error names the file.
+    static func load(_ path: String?) throws(NetProxyConfigurationError) -> NetProxyConfiguration {
+        guard let path else { return .defaultServe }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw NetProxyConfigurationError("cannot read \(path)")
+        }
+        do {
+            return try NetProxyConfiguration(json: data)
+        } catch {
+            throw NetProxyConfigurationError("\(path): \(error)")
+        }
     }
 
     /// Raises the soft descriptor limit to the hard one and logs both.

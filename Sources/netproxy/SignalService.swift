@@ -61,16 +61,18 @@ enum SignalPipe {
 }
 
 /// Ends (and so, in the service group, starts the graceful shutdown) on SIGINT, SIGTERM or
-/// SIGQUIT; logs and ignores SIGHUP, since this version cannot reload its configuration.
+/// SIGQUIT; reloads the configuration on SIGHUP. Signals are taken one at a time, so a reload
+/// finishes before the next signal is looked at.
 struct SignalService: Service {
     let signals: AsyncStream<CInt>
     let logger: Logger
+    let reload: @Sendable () async -> Void
 
     func run() async {
         for await signal in signals.cancelOnGracefulShutdown() {
             switch signal {
             case SIGHUP:
-                logger.notice("SIGHUP received and ignored: this version cannot reload its configuration")
+                await reload()
             default:
                 logger.info("\(Self.name(signal)) received: shutting down")
                 return

@@ -1,0 +1,202 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOProxyProtocol
+import NIOSSL
+import ProxyProtocol
+
+/// What the host makes of one configuration: its services, its listeners, and what a connection
+/// on each listener gets. Built and checked whole before it replaces the one in force, so a
+/// reload applies completely or not at all.
+struct HostRuntime: Sendable {
+    let configuration: NetProxyConfiguration
+    let services: [String: NetProxyService]
+    let plan: [ListenerPlan]
+    let warnings: [String]
+    /// A role per listener, in plan order.
+    let roles: [ListenerRole]
+
+    /// - Parameter registered: The services given to the host in code; the configuration adds
+    ///   its forward and multiplex services to them.
+    init(
+        _ configuration: NetProxyConfiguration, registered: [String: NetProxyService], metrics: HostMetrics, log: RateLimitedLog,
+        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+    ) throws(NetProxyConfigurationError) {
+        var byName = registered
+        for name in configuration.forwardServices.keys.sorted() {
+            guard byName[name] == nil else {
+                throw NetProxyConfigurationError("forward_services.\(name): the name is taken by another service")
+            }
+            try Self.checkServiceName(name, "forward_services.\(name)")
+            try configuration.forwardServices[name]!.check("forward_services.\(name)")
+            byName[name] = .forward(name: name, configuration.forwardServices[name]!, metrics: metrics, log: log)
+        }
+        // Routes lead to the services above, never to another multiplexer (no loops).
+        let routable = byName
+        for name in configuration.multiplexServices.keys.sorted() {
+            guard byName[name] == nil else {
+                throw NetProxyConfigurationError("multiplex_services.\(name): the name is taken by another service")
+            }
+            try Self.checkServiceName(name, "multiplex_services.\(name)")
+            let multiplex = configuration.multiplexServices[name]!
+            guard multiplex.detectTimeout > 0 && multiplex.detectTimeout <= 86400 else {
+                throw NetProxyConfigurationError(
+                    "multiplex_services.\(name).detect_timeout: \(multiplex.detectTimeout) is not a number of seconds from above 0 to 86400")
+            }
+            let routes = multiplex.routes.sorted { $0.key.name < $1.key.name }.map { ("routes.\($0.key.name)", $0.value) }
+            for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
+                let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
+                throw NetProxyConfigurationError(
+                    "multiplex_services.\(name).\(key): \"\(target)\" is \(kind) (known: \(routable.keys.sorted().joined(separator: ", ")))")
+            }
+            byName[name] = .multiplex(name: name, multiplex, services: routable, asyncConnections: asyncConnections, logger: logger)
+        }
+        let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
+        try Self.checkForwardLoops(configuration, plan.listeners)
+        let tls = try Self.makeTLSContext(configuration)
+        self.configuration = configuration
+        self.services = byName
+        self.plan = plan.listeners
+        self.warnings = plan.warnings
+        self.roles = plan.listeners.map { listener in
+            switch listener.kind {
+            case .metrics:
+                return ListenerRole(plan: listener, setup: .metrics, tls: nil, allowsHalfClosure: true)
+            case .service(let name):
+                let service = byName[name]
+                return ListenerRole(plan: listener, setup: .service(service), tls: nil, allowsHalfClosure: service?.allowsHalfClosure ?? false)
+            case .proxy(let name, let isTLS):
+                let service = name.flatMap { byName[$0] }
+                let policy = listener.path == nil ? plan.policies[listener.port]! : plan.unixPolicy
+                return ListenerRole(
+                    plan: listener, setup: .proxy(service, policy), tls: isTLS ? tls : nil, allowsHalfClosure: service?.allowsHalfClosure ?? false)
+            }
+        }
+        for name in configuration.forwardServices.keys {
+            metrics.registerForwardService(name)
+        }
+    }
+
+    /// The forward and multiplex services' names are configuration keys too: no spaces or odd
+    /// characters, and none that would make `<name>_ports` one of the host's own keys.
+    private static func checkServiceName(_ name: String, _ key: String) throws(NetProxyConfigurationError) {
+        let allowed = name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
+        }
+        guard !name.isEmpty, allowed else {
+            throw NetProxyConfigurationError("\(key): a service name is letters, digits, \"-\" and \"_\"")
+        }
+        guard !["proxy", "proxy_tls", "metrics"].contains(name) else {
+            throw NetProxyConfigurationError("\(key): \"\(name)\" is reserved (\(name)_ports is a key of its own)")
+        }
+    }
+
+    /// A forward whose target is a listener of that same forward (its regular port, or its PROXY
+    /// port when it sends a header) would connect to itself without end, until no descriptor is
+    /// left. Other services of the host are fine targets. (A name that resolves to the host, or a
+    /// loop through other services, cannot be seen here.)
+    private static func checkForwardLoops(_ configuration: NetProxyConfiguration, _ listeners: [ListenerPlan]) throws(NetProxyConfigurationError) {
+        for name in configuration.forwardServices.keys.sorted() {
+            let forward = configuration.forwardServices[name]!
+            guard let target = ProxyIPAddress(forward.targetHost) else { continue }
+            for listener in listeners where listener.port == forward.targetPort && listener.path == nil {
+                switch listener.kind {
+                case .service(name): break
+                case .proxy(service: name, tls: false) where forward.sendProxy != nil: break
+                default: continue
+                }
+                guard let bound = ProxyIPAddress(listener.host) else { continue }
+                let wildcard = bound == .v4(ProxyIPv4Address(0, 0, 0, 0)) || bound == .v6(ProxyIPv6Address(high: 0, low: 0))
+                if wildcard || bound.unmapped == target.unmapped {
+                    throw NetProxyConfigurationError("forward_services.\(name): the target \(forward.target) is this host's own \(listener)")
+                }
+            }
+        }
+    }
+
+    private static func makeTLSContext(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> NIOSSLContext? {
+        guard !configuration.proxyTLSPorts.isEmpty, let certificatePath = configuration.tlsCertificatePath,
+            let keyPath = configuration.tlsKeyPath
+        else { return nil }
+        let chain: [NIOSSLCertificate]
+        do {
+            chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
+        } catch {
+            throw NetProxyConfigurationError("proxy_tls_certificate: cannot load \(certificatePath): \(error)")
+        }
+        let key: NIOSSLPrivateKey
+        do {
+            key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+        } catch {
+            throw NetProxyConfigurationError("proxy_tls_key: cannot load \(keyPath): \(error)")
+        }
+        do {
+            return try NIOSSLContext(
+                configuration: .makeServerConfiguration(
+                    certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key)))
+        } catch {
+            throw NetProxyConfigurationError("proxy_tls_certificate/proxy_tls_key: \(error)")
+        }
+    }
+}
+
+/// What a connection on a listener gets. The host reads it for every new connection, so a
+/// reload changes it for the next connection and never for one already accepted.
+struct ListenerRole: Sendable {
+    enum Setup: Sendable {
+        case metrics
+        /// A regular port; `nil` never happens (the plan checks every name) but closes.
+        case service(NetProxyService?)
+        /// A PROXY port or socket; the service is `nil` when it has no mapping.
+        case proxy(NetProxyService?, HostPlan.ProxyPolicy)
+    }
+
+    var plan: ListenerPlan
+    var setup: Setup
+    /// TLS after the header (or at once, for a direct client).
+    var tls: NIOSSLContext?
+    /// Whether the service asked to see the client's half-close.
+    var allowsHalfClosure: Bool
+}
+
+/// Which listener of a new configuration is the same socket as one in force: the same address
+/// and port, or the same path. Port 0 takes a new free port each time, so such a listener is
+/// kept only for the same use on the same address.
+struct ListenerKey: Hashable, Sendable {
+    private let text: String
+
+    /// The keys of `plan`, in order; a repeated port-0 listener gets a number.
+    static func keys(_ plan: [ListenerPlan]) -> [ListenerKey] {
+        var seen: [String: Int] = [:]
+        return plan.map { listener in
+            var text: String
+            if let path = listener.path {
+                text = "unix:\(path)"
+            } else if listener.port != 0 {
+                // Parsed, so two spellings of one address are one key.
+                text = "\(ProxyIPAddress(listener.host).map { "\($0)" } ?? listener.host)|\(listener.port)"
+            } else {
+                text = "\(ProxyIPAddress(listener.host).map { "\($0)" } ?? listener.host)|0|\(listener.kind)"
+            }
+            let count = seen[text, default: 0]
+            seen[text] = count + 1
+            if count > 0 { text += "#\(count)" }
+            return ListenerKey(text: text)
+        }
+    }
+}
+
+/// The role of a listener's sockets, shared by their child channel initializers and replaced by
+/// a reload.
+final class ListenerSlot: Sendable {
+    private let box: NIOLockedValueBox<ListenerRole>
+
+    init(_ role: ListenerRole) {
+        box = NIOLockedValueBox(role)
+    }
+
+    var role: ListenerRole {
+        get { box.withLockedValue { $0 } }
+        set { box.withLockedValue { $0 = newValue } }
+    }
+}
