@@ -53,7 +53,7 @@ struct HostRuntime: Sendable {
         }
         let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
         try Self.checkForwardLoops(configuration, plan.listeners)
-        let tls = try Self.makeTLSContext(configuration)
+        let tls = try ServerTLS.makeContext(configuration)
         self.configuration = configuration
         self.services = byName
         self.plan = plan.listeners
@@ -111,31 +111,6 @@ struct HostRuntime: Sendable {
                     throw NetProxyConfigurationError("forward_services.\(name): the target \(forward.target) is this host's own \(listener)")
                 }
             }
-        }
-    }
-
-    private static func makeTLSContext(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> NIOSSLContext? {
-        guard !configuration.proxyTLSPorts.isEmpty, let certificatePath = configuration.tlsCertificatePath,
-            let keyPath = configuration.tlsKeyPath
-        else { return nil }
-        let chain: [NIOSSLCertificate]
-        do {
-            chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
-        } catch {
-            throw NetProxyConfigurationError("proxy_tls_certificate: cannot load \(certificatePath): \(error)")
-        }
-        let key: NIOSSLPrivateKey
-        do {
-            key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
-        } catch {
-            throw NetProxyConfigurationError("proxy_tls_key: cannot load \(keyPath): \(error)")
-        }
-        do {
-            return try NIOSSLContext(
-                configuration: .makeServerConfiguration(
-                    certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key)))
-        } catch {
-            throw NetProxyConfigurationError("proxy_tls_certificate/proxy_tls_key: \(error)")
         }
     }
 }

@@ -64,12 +64,13 @@ struct HostPlan {
         listeners += try Self.unixListeners(configuration, serviceNames: serviceNames)
         listeners += try Self.metricsListeners(configuration)
         try Self.checkPorts(listeners)
+        let globals = try Self.globalLists(configuration, warnings: &warnings)
         try Self.checkLimits(configuration, warnings: &warnings)
         let proxyPorts = listeners.compactMap { listener -> Int? in
             guard case .proxy = listener.kind, listener.path == nil else { return nil }
             return listener.port
         }
-        (self.policies, self.unixPolicy) = try Self.proxyPolicies(configuration, proxyPorts: proxyPorts, warnings: &warnings)
+        (self.policies, self.unixPolicy) = try Self.proxyPolicies(configuration, globals, proxyPorts: proxyPorts, warnings: &warnings)
         self.listeners = listeners
         self.warnings = warnings
     }
@@ -188,42 +189,56 @@ struct HostPlan {
         }
     }
 
+    /// `proxy_trusted_proxies` (empty trusts everyone, as the module does, with a warning),
+    /// `proxy_direct_clients` and `proxy_versions`, checked even where every port overrides them.
+    private static func globalLists(
+        _ configuration: NetProxyConfiguration, warnings: inout [String]
+    ) throws(NetProxyConfigurationError) -> (trust: TrustedProxies, direct: TrustedProxies) {
+        let trust: TrustedProxies
+        if configuration.trustedProxies.isEmpty {
+            warnings.append("proxy_trusted_proxies is empty: ANY client may send a PROXY header and claim any address")
+            trust = .everyone
+        } else {
+            trust = try networks(configuration.trustedProxies, "proxy_trusted_proxies")
+        }
+        let direct = try networks(configuration.directClients, "proxy_direct_clients")
+        if configuration.versions.isEmpty { throw NetProxyConfigurationError("proxy_versions: no version would be accepted") }
+        return (trust, direct)
+    }
+
     /// Each PROXY port's policy: the global keys, overridden by its `proxy_port_options` entry.
     private static func proxyPolicies(
-        _ configuration: NetProxyConfiguration, proxyPorts: [Int], warnings: inout [String]
+        _ configuration: NetProxyConfiguration, _ globals: (trust: TrustedProxies, direct: TrustedProxies), proxyPorts: [Int],
+        warnings: inout [String]
     ) throws(NetProxyConfigurationError) -> ([Int: ProxyPolicy], ProxyPolicy) {
         for port in configuration.proxyPortOptions.keys.sorted() where !proxyPorts.contains(port) {
             throw NetProxyConfigurationError("proxy_port_options: port \(port) is not a PROXY port")
         }
         var policies: [Int: ProxyPolicy] = [:]
-        var warnedEmptyGlobal = false
         for port in proxyPorts where policies[port] == nil {
             let options = configuration.proxyPortOptions[port] ?? ProxyPortOptions()
             let prefix = "proxy_port_options.\(port)."
-            func key(_ name: String, _ field: String, _ isSet: Bool) -> String { isSet ? prefix + field : name }
-            let trustKey = key("proxy_trusted_proxies", "trusted_proxies", options.trustedProxies != nil)
+            let trustKey = options.trustedProxies == nil ? "proxy_trusted_proxies" : prefix + "trusted_proxies"
             let trustEntries = options.trustedProxies ?? configuration.trustedProxies
-            let trust: TrustedProxies
-            if trustEntries.isEmpty {
-                trust = .everyone
-                if options.trustedProxies != nil || !warnedEmptyGlobal {
-                    warnings.append("\(trustKey) is empty: ANY client may send a PROXY header and claim any address")
-                    warnedEmptyGlobal = warnedEmptyGlobal || options.trustedProxies == nil
-                }
-            } else {
-                trust = try networks(trustEntries, trustKey)
+            let trust =
+                try options.trustedProxies.map { entries throws(NetProxyConfigurationError) in
+                    entries.isEmpty ? TrustedProxies.everyone : try networks(entries, trustKey)
+                } ?? globals.trust
+            if let entries = options.trustedProxies, entries.isEmpty {
+                warnings.append("\(trustKey) is empty: ANY client may send a PROXY header and claim any address")
             }
-            let directKey = key("proxy_direct_clients", "direct_clients", options.directClients != nil)
-            let directEntries = options.directClients ?? configuration.directClients
-            let direct = try networks(directEntries, directKey)
+            let directKey = options.directClients == nil ? "proxy_direct_clients" : prefix + "direct_clients"
+            let direct =
+                try options.directClients.map { entries throws(NetProxyConfigurationError) in try networks(entries, directKey) } ?? globals.direct
             if let clash = direct.networks.first(where: { client in trust.networks.contains { $0.overlaps(client) } }) {
                 let proxy = trust.networks.first { $0.overlaps(clash) }!
                 let shown = trustEntries.isEmpty ? "(empty: everyone)" : "\(proxy)"
                 throw NetProxyConfigurationError(
-                    "\(directKey): \(clash) overlaps \(trustKey) \(shown) on PROXY port \(port): a source is either a trusted proxy or a direct client")
+                    "\(directKey): \(clash) overlaps \(trustKey) \(shown) on PROXY port \(port): a source is either a trusted proxy or a direct client"
+                )
             }
-            for (key, versions) in [("proxy_versions", configuration.versions), (prefix + "versions", options.versions)] where versions?.isEmpty == true {
-                throw NetProxyConfigurationError("\(key): no version would be accepted")
+            if let versions = options.versions, versions.isEmpty {
+                throw NetProxyConfigurationError("\(prefix)versions: no version would be accepted")
             }
             let timeout = options.headerTimeout ?? configuration.headerTimeout
             if let custom = options.headerTimeout {

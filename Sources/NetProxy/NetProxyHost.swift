@@ -416,7 +416,9 @@ public final class NetProxyHost: Service, Sendable {
         }
     }
 
-    private func bootstrap(_ listener: ListenerPlan, slot: ListenerSlot, group: EventLoopGroup, episode: AcceptErrorHandler.Episode) -> ServerBootstrap {
+    private func bootstrap(
+        _ listener: ListenerPlan, slot: ListenerSlot, group: EventLoopGroup, episode: AcceptErrorHandler.Episode
+    ) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: Self.listenBacklog)

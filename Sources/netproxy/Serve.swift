@@ -55,9 +55,10 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw CommandFailure("\(error)")
         }
-        FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
+        // The PID file first: whoever waits for the banner may look for it.
         let pidFile = try pidFile.map { path throws(CommandFailure) in try PIDFile.create(path) }
         defer { pidFile?.remove() }
+        FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
         let signalService = SignalService(signals: signals, logger: logger) { [config, logger] in
             logger.info("SIGHUP received: reloading \(config ?? "the default configuration")")
             // The outcome is logged and counted by the host.

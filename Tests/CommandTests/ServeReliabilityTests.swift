@@ -194,9 +194,9 @@ import Testing
         #expect(errors.contains("descriptor limit: 40 (soft and hard)"))
     }
 
-    /// SIGHUP is logged and ignored; open connections carry on. SIGQUIT shuts down gracefully,
-    /// without a crash report.
-    @Test func hangupIsIgnoredAndQuitShutsDownGracefully() async throws {
+    /// SIGHUP reloads the same file: the port-0 listener keeps its socket and open connections
+    /// carry on. SIGQUIT shuts down gracefully, without a crash report.
+    @Test func hangupReloadsAndQuitShutsDownGracefully() async throws {
         let serve = try ServeProcess(config: #"{"interfaces": ["127.0.0.1"], "echo_ports": [0], "shutdown_grace_period": 20}"#)
         let port = try #require(serve.port("echo"))
         let socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
@@ -205,11 +205,14 @@ import Testing
             let text = try await serve.wait(
                 upTo: 10, for: { serve.standardError },
                 until: {
-                    $0.components(separatedBy: "SIGHUP received and ignored").count == round + 2
+                    $0.components(separatedBy: "configuration reloaded: 0 listener(s) added, 0 closed, 1 kept").count == round + 2
                 })
-            #expect(text.components(separatedBy: "SIGHUP received and ignored").count == round + 2)
+            #expect(text.components(separatedBy: "configuration reloaded: 0 listener(s) added, 0 closed, 1 kept").count == round + 2)
         }
         #expect(serve.process.isRunning)
+        let again = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
+        again.shutdownWrite()
+        #expect(try again.receiveAll() == [])
         try socket.send(Array("still here".utf8))
         serve.send(SIGQUIT)
         _ = try await serve.wait(upTo: 10, for: { serve.standardError }, until: { $0.contains("shutting down") })

@@ -40,19 +40,6 @@ import Testing
         await running.stop()
     }
 
-    /// Starts HAProxy with `config`, whose frontend binds `fd@0`: the listening socket made here
-    /// (port 0) and inherited as standard input, so no other process can take the port and
-    /// connections made before HAProxy is ready wait in the backlog.
-    func startHAProxy(_ config: String, in directory: URL) throws -> (haproxy: Process, port: Int, log: URL) {
-        let listener = try ListeningSocket()
-        defer { listener.close() }
-        let file = directory.appendingPathComponent("haproxy.cfg")
-        try config.write(to: file, atomically: true, encoding: .utf8)
-        let log = directory.appendingPathComponent("haproxy.log")
-        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path], standardInput: listener.descriptor, output: log)
-        return (haproxy, listener.port, log)
-    }
-
     /// Runs HAProxy in front of a fresh host's http PROXY port, then curl through it.
     ///
     /// - Parameters:
@@ -64,7 +51,7 @@ import Testing
     ) async throws -> (body: [String: Any], client: String) {
         let running = try await RunningHost(Self.configuration)
         let port = running.port(.proxy(service: "http", tls: false))
-        let (haproxy, frontendPort, log) = try startHAProxy(
+        let (haproxy, frontendPort, log) = try Peer.startHAProxy(
             """
             global
                 maxconn 100
@@ -138,7 +125,7 @@ import Testing
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         // HAProxy needs a frontend to run at all; nothing connects to it.
-        let (haproxy, _, log) = try startHAProxy(
+        let (haproxy, _, log) = try Peer.startHAProxy(
             """
             defaults
                 timeout connect 5s

@@ -126,6 +126,19 @@ public enum Peer {
         (try? String(contentsOf: directory.appendingPathComponent("error.log"), encoding: .utf8)) ?? ""
     }
 
+    /// Starts HAProxy with `config`, whose frontend binds `fd@0`: the listening socket made here
+    /// (port 0) and inherited as standard input, so no other process can take the port and
+    /// connections made before HAProxy is ready wait in the backlog.
+    public static func startHAProxy(_ config: String, in directory: URL) throws -> (haproxy: Process, port: Int, log: URL) {
+        let listener = try ListeningSocket()
+        defer { listener.close() }
+        let file = directory.appendingPathComponent("haproxy.cfg")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        let log = directory.appendingPathComponent("haproxy.log")
+        let haproxy = try start(try require("haproxy"), ["-db", "-f", file.path], standardInput: listener.descriptor, output: log)
+        return (haproxy, listener.port, log)
+    }
+
     public static func temporaryDirectory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-interop-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -1,0 +1,253 @@
+import Foundation
+import NIOConcurrencyHelpers
+import ProxyProtocol
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// `netproxy serve` re-reading its configuration on SIGHUP and `netproxy reload`, with clients
+/// streaming all along.
+@Suite(.timeLimit(.minutes(3))) struct ReloadTests {
+    /// The ports of one run: echo's regular and PROXY ports (where the streams run), a spare
+    /// regular port, a PROXY port whose role changes, and metrics.
+    struct Ports {
+        var echo, echoProxy, spare, changing, metrics: Int
+
+        init() throws {
+            let free = try Self.free(5)
+            (echo, echoProxy, spare, changing, metrics) = (free[0], free[1], free[2], free[3], free[4])
+        }
+
+        static func free(_ count: Int) throws -> [Int] {
+            let sockets = try (0..<count).map { _ in try ListeningSocket() }
+            defer {
+                for socket in sockets { socket.close() }
+            }
+            return sockets.map(\.port)
+        }
+    }
+
+    /// A configuration: the fixed part, with `changing` mapped to `service` and the given extra keys.
+    static func config(
+        _ ports: Ports, service: String = "whoami", echoProxyTrust: String = "127.0.0.1", whoamiPorts: [Int] = [], extra: String = ""
+    ) -> String {
+        """
+        {"interfaces": ["127.0.0.1"], "echo_ports": [\(ports.echo)], "whoami_ports": \(whoamiPorts), "metrics_port": \(ports.metrics),
+         "proxy_port_mappings": {"\(ports.echoProxy)": "echo", "\(ports.changing)": "\(service)"},
+         "proxy_port_options": {"\(ports.echoProxy)": {"trusted_proxies": ["\(echoProxyTrust)"]}}\(extra)}
+        """
+    }
+
+    static let header = ProxyHeader(
+        version: .v2,
+        addresses: .inet(
+            source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
+
+    static func bytes(_ header: ProxyHeader) -> [UInt8] { Array(try! header.encoded().readableBytesView) }
+
+    /// Sends `bytes` from `source`, half-closes, and reads to the end; `nil` if the connection
+    /// was refused by the kernel (no listener).
+    static func exchange(_ port: Int, from source: String = "127.0.0.1", _ bytes: [UInt8]) throws -> [UInt8]? {
+        let socket: BlockingSocket
+        do {
+            socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port, from: source)
+        } catch let failure as BlockingSocket.Failure where failure.description.hasSuffix("errno \(ECONNREFUSED)") {
+            return nil
+        }
+        defer { socket.close() }
+        // The server may close before taking everything (a refused header): that is its answer.
+        try? socket.send(bytes)
+        socket.shutdownWrite()
+        return (try? socket.receiveAll()) ?? []
+    }
+
+    static func whoami(_ reply: [UInt8]?) -> [String: Any]? {
+        reply.flatMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] }
+    }
+
+    /// A client that sends a block, reads the same block back, and pauses, until told to stop;
+    /// then half-closes and reads to the end. Its result says whether every byte came back once.
+    final class PingPongClient: @unchecked Sendable {
+        let socket: BlockingSocket
+        private let stop = NIOLockedValueBox(false)
+        private let done = DispatchSemaphore(value: 0)
+        private let outcome = NIOLockedValueBox<String?>(nil)
+        private(set) var rounds = NIOLockedValueBox(0)
+
+        init(port: Int, header: [UInt8]?, seed: UInt64) throws {
+            socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
+            Thread.detachNewThread { [self] in
+                let result: String
+                do {
+                    result = try run(header: header, seed: seed)
+                } catch {
+                    result = "\(error)"
+                }
+                outcome.withLockedValue { $0 = result }
+                done.signal()
+            }
+        }
+
+        private func run(header: [UInt8]?, seed: UInt64) throws -> String {
+            if let header { try socket.send(header) }
+            var stream = ByteStream(seed: seed)
+            var block = [UInt8](repeating: 0, count: 4096)
+            var echoed = [UInt8](repeating: 0, count: 4096)
+            while !stop.withLockedValue({ $0 }) {
+                block.withUnsafeMutableBytes { stream.fill($0) }
+                try socket.send(block)
+                var filled = 0
+                while filled < block.count {
+                    let count = try echoed.withUnsafeMutableBytes { try socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
+                    if count == 0 { return "closed by the server after \(rounds.withLockedValue { $0 }) rounds" }
+                    filled += count
+                }
+                guard echoed == block else { return "round \(rounds.withLockedValue { $0 }) came back different" }
+                rounds.withLockedValue { $0 += 1 }
+                usleep(20_000)
+            }
+            socket.shutdownWrite()
+            let rest = try socket.receiveAll()
+            return rest.isEmpty ? "ok" : "\(rest.count) unexpected byte(s) after the half-close"
+        }
+
+        /// Stops the client and waits for its result.
+        func finish() -> String {
+            stop.withLockedValue { $0 = true }
+            guard done.wait(timeout: .now() + 30) == .success else { return "no result after 30 s" }
+            return outcome.withLockedValue { $0 } ?? "no result"
+        }
+    }
+
+    /// One reload: the configuration written, the signal (or `netproxy reload`), and the wait for
+    /// the server to log the outcome.
+    static func reload(_ serve: ServeProcess, _ json: String, pidFile: String, useCommand: Bool, expectSuccess: Bool = true) async throws {
+        let marker = expectSuccess ? "configuration reloaded" : "reload failed"
+        let before = serve.standardError.components(separatedBy: marker).count
+        try Data(json.utf8).write(to: serve.configFile)
+        if useCommand {
+            let output = try CommandRunner.run(["reload", "--pid-file", pidFile])
+            #expect(output.status == 0, "\(output.standardError)")
+        } else {
+            serve.send(SIGHUP)
+        }
+        let after = try await serve.wait(upTo: 10, for: { serve.standardError.components(separatedBy: marker).count }, until: { $0 > before })
+        #expect(after == before + 1, "no \"\(marker)\" in: \(serve.standardError.suffix(2000))")
+    }
+
+    @Test func tenReloadsWhileTwoHundredClientsStream() async throws {
+        let ports = try Ports()
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-\(UUID()).pid").path
+        let serve = try ServeProcess(config: Self.config(ports), extraArguments: ["--pid-file", pidFile])
+        defer { serve.send(SIGKILL) }
+        #expect(try pidFileContents(pidFile) == serve.pid)
+        var clients: [PingPongClient] = []
+        for index in 0..<200 {
+            let proxied = index % 2 == 1
+            clients.append(
+                try PingPongClient(
+                    port: proxied ? ports.echoProxy : ports.echo, header: proxied ? Self.bytes(Self.header) : nil, seed: UInt64(index)))
+        }
+        let v2 = Self.bytes(Self.header)
+        var v1Header = Self.header
+        v1Header.version = .v1
+        let v1 = Self.bytes(v1Header)
+
+        // 1. A regular port added.
+        #expect(try Self.exchange(ports.spare, []) == nil)
+        try await Self.reload(serve, Self.config(ports, whoamiPorts: [ports.spare]), pidFile: pidFile, useCommand: true)
+        #expect(Self.whoami(try Self.exchange(ports.spare, []))?["service"] as? String == "whoami")
+
+        // 2. ... and removed again.
+        try await Self.reload(serve, Self.config(ports), pidFile: pidFile, useCommand: false)
+        #expect(try Self.exchange(ports.spare, []) == nil)
+
+        // 3. A PROXY port mapped to another service, on the same socket.
+        #expect(Self.whoami(try Self.exchange(ports.changing, v2))?["service"] as? String == "whoami")
+        try await Self.reload(serve, Self.config(ports, service: "echo"), pidFile: pidFile, useCommand: true)
+        #expect(try Self.exchange(ports.changing, v2 + Array("ping".utf8)) == Array("ping".utf8))
+
+        // 4. Its versions restricted.
+        let onlyV1 = #", "proxy_versions": [1]"#
+        try await Self.reload(serve, Self.config(ports, service: "echo", extra: onlyV1), pidFile: pidFile, useCommand: false)
+        #expect(try Self.exchange(ports.changing, v2 + Array("ping".utf8)) == [])
+        #expect(try Self.exchange(ports.changing, v1 + Array("ping".utf8)) == Array("ping".utf8))
+
+        // 5. Its trust list replaced.
+        let trust2 = #", "proxy_trusted_proxies": ["127.0.0.2"]"#
+        try await Self.reload(serve, Self.config(ports, service: "echo", extra: trust2), pidFile: pidFile, useCommand: true)
+        #expect(try Self.exchange(ports.changing, v2 + Array("ping".utf8)) == [])
+        #expect(try Self.exchange(ports.changing, from: "127.0.0.2", v2 + Array("ping".utf8)) == Array("ping".utf8))
+
+        // 6. Direct clients added: served without a header.
+        let direct = trust2 + #", "proxy_direct_clients": ["127.0.0.3"]"#
+        try await Self.reload(serve, Self.config(ports, service: "whoami", extra: direct), pidFile: pidFile, useCommand: false)
+        let served = Self.whoami(try Self.exchange(ports.changing, from: "127.0.0.3", []))
+        #expect((served?["source"] as? [String: Any])?["ip"] as? String == "127.0.0.3")
+        #expect(served?["proxy"] is NSNull)
+
+        // 7. An invalid configuration changes nothing.
+        try await Self.reload(
+            serve, #"{"echo_ports": [\#(ports.echo)], "proxy_trusted_proxy": []}"#, pidFile: pidFile, useCommand: true, expectSuccess: false)
+        #expect(serve.standardError.contains(#"unknown key "proxy_trusted_proxy""#))
+        #expect((Self.whoami(try Self.exchange(ports.changing, from: "127.0.0.3", []))?["source"] as? [String: Any])?["ip"] as? String == "127.0.0.3")
+
+        // 8. The streams' own PROXY port stops trusting their proxy: new connections are refused,
+        //    the streams go on.
+        try await Self.reload(serve, Self.config(ports, echoProxyTrust: "127.0.0.5"), pidFile: pidFile, useCommand: false)
+        #expect(try Self.exchange(ports.echoProxy, v2 + Array("ping".utf8)) == [])
+        #expect(try Self.exchange(ports.echoProxy, from: "127.0.0.5", v2 + Array("ping".utf8)) == Array("ping".utf8))
+
+        // 9. LOCAL headers refused.
+        try await Self.reload(serve, Self.config(ports, extra: #", "proxy_local": "reject""#), pidFile: pidFile, useCommand: true)
+        #expect(try Self.exchange(ports.changing, Self.bytes(.local)) == [])
+
+        // 10. Back to the start.
+        try await Self.reload(serve, Self.config(ports), pidFile: pidFile, useCommand: false)
+        #expect(Self.whoami(try Self.exchange(ports.changing, Self.bytes(.local)))?["service"] as? String == "whoami")
+        #expect(try Self.exchange(ports.echoProxy, v2 + Array("ping".utf8)) == Array("ping".utf8))
+
+        var failures: [String] = []
+        for (index, client) in clients.enumerated() {
+            let rounds = client.rounds.withLockedValue { $0 }
+            let result = client.finish()
+            if result != "ok" || rounds == 0 { failures.append("client \(index): \(result) (\(rounds) rounds)") }
+        }
+        #expect(failures == [])
+        let metrics = Self.whoamiless(try Self.exchange(ports.metrics, Array("GET /metrics HTTP/1.0\r\n\r\n".utf8)))
+        #expect(metrics.contains(#"netproxy_reloads_total{result="success"} 9"#), "\(metrics)")
+        #expect(metrics.contains(#"netproxy_reloads_total{result="failure"} 1"#))
+        let (status, _) = try await serve.stop()
+        #expect(status == 0)
+        #expect(!FileManager.default.fileExists(atPath: pidFile))
+    }
+
+    static func whoamiless(_ reply: [UInt8]?) -> String { String(decoding: reply ?? [], as: UTF8.self) }
+
+    func pidFileContents(_ path: String) throws -> Int32? {
+        Int32(try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .newlines))
+    }
+
+    @Test func reloadCommandErrors() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-reload-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let missing = try CommandRunner.run(["reload", "--pid-file", directory.appendingPathComponent("none.pid").path])
+        #expect(missing.status == 1)
+        #expect(missing.standardError == "error: cannot read the PID file \(directory.path)/none.pid\n")
+        let garbage = directory.appendingPathComponent("garbage.pid")
+        try Data("12ab\n".utf8).write(to: garbage)
+        let notAPID = try CommandRunner.run(["reload", "--pid-file", garbage.path])
+        #expect(notAPID.standardError == "error: \(garbage.path) does not hold a process ID: \"12ab\"\n")
+        // A PID no process has (above the kernel's pid_max).
+        let stale = directory.appendingPathComponent("stale.pid")
+        try Data("2147483647\n".utf8).write(to: stale)
+        let gone = try CommandRunner.run(["reload", "--pid-file", stale.path])
+        #expect(gone.standardError == "error: cannot signal process 2147483647 from \(stale.path): no such process (a stale PID file?)\n")
+    }
+}

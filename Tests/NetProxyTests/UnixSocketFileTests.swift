@@ -1,0 +1,314 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import NetProxy
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// Checking, publishing and removing the socket files of `proxy_unix_sockets`.
+@Suite struct UnixSocketFileTests {
+    /// A fresh directory for one test; the test removes it, with everything in it, when it ends.
+    struct Directory {
+        let path: String
+
+        init() throws {
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("usf-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false)
+            path = url.path
+        }
+
+        func remove() {
+            try? FileManager.default.removeItem(atPath: path)
+        }
+
+        func file(_ name: String) -> String {
+            "\(path)/\(name)"
+        }
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func key(_ path: String) -> String {
+        "proxy_unix_sockets.\(path)"
+    }
+
+    /// A stream socket bound at `path`, listening if asked to.
+    static func bound(at path: String, listening: Bool) throws -> CInt {
+        let descriptor = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        let result = withAddress(path) { bind(descriptor, $0, $1) }
+        guard result == 0 else {
+            let failure = errno
+            close(descriptor)
+            throw Failure(description: "bind \(path): \(String(cString: strerror(failure)))")
+        }
+        if listening {
+            guard listen(descriptor, 8) == 0 else {
+                close(descriptor)
+                throw Failure(description: "listen: \(String(cString: strerror(errno)))")
+            }
+        }
+        return descriptor
+    }
+
+    /// Leaves a socket file that nobody listens on, as a process that died without unlinking does.
+    static func staleSocket(at path: String) throws {
+        close(try bound(at: path, listening: false))
+    }
+
+    /// Whether a client can connect to the socket at `path`.
+    static func connects(to path: String) -> Bool {
+        let descriptor = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        return withAddress(path) { connect(descriptor, $0, $1) } == 0
+    }
+
+    static func withAddress<Result>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Result) -> Result {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        precondition(bytes.count < MemoryLayout.size(ofValue: address.sun_path))
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+    }
+
+    static func status(_ path: String) -> stat? {
+        var status = stat()
+        return lstat(path, &status) == 0 ? status : nil
+    }
+
+    static func isSocket(_ path: String) -> Bool {
+        guard let status = status(path) else { return false }
+        return status.st_mode & S_IFMT == S_IFSOCK
+    }
+
+    static func prepareError(_ path: String) -> String? {
+        do {
+            _ = try UnixSocketFile.prepare(path, key: key(path))
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test func publishesAtAnAbsentPath() async throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
+        #expect(temporary != path)
+        #expect(temporary.hasPrefix(directory.path + "/."))
+        #expect(!temporary.dropFirst(directory.path.utf8.count + 1).contains("/"))
+        #expect(Self.status(temporary) == nil)
+
+        // Bound as the host binds: with SwiftNIO, to the temporary path.
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(unixDomainSocketPath: temporary).get()
+        let identity = try UnixSocketFile.publish(
+            temporary: temporary, as: path, settings: ProxyUnixSocket(service: "c2s", mode: 0o640), key: Self.key(path))
+
+        let status = try #require(Self.status(path))
+        #expect(status.st_mode & S_IFMT == S_IFSOCK)
+        #expect(status.st_mode & 0o777 == 0o640)
+        #expect(identity == UnixSocketFile.FileIdentity(status))
+        #expect(Self.status(temporary) == nil)
+        #expect(Self.connects(to: path))
+        try await channel.close()
+    }
+
+    @Test func replacesAStaleSocket() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        try Self.staleSocket(at: path)
+        let stale = UnixSocketFile.FileIdentity(try #require(Self.status(path)))
+        #expect(!Self.connects(to: path))
+
+        let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
+        #expect(Self.isSocket(path))  // still there: the rename replaces it
+        let listener = try Self.bound(at: temporary, listening: true)
+        defer { close(listener) }
+        let identity = try UnixSocketFile.publish(temporary: temporary, as: path, settings: ProxyUnixSocket(service: "c2s"), key: Self.key(path))
+
+        #expect(identity != stale)
+        #expect(UnixSocketFile.FileIdentity(try #require(Self.status(path))) == identity)
+        #expect(Self.connects(to: path))
+        #expect(Self.status(temporary) == nil)
+    }
+
+    @Test func refusesASocketSomeoneListensOn() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        let listener = try Self.bound(at: path, listening: true)
+        defer { close(listener) }
+
+        let error = try #require(Self.prepareError(path))
+        #expect(error.hasPrefix(Self.key(path) + ": "))
+        #expect(error.contains("listens"))
+        #expect(Self.connects(to: path))
+    }
+
+    @Test func leavesARegularFileAlone() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        try "keep me".write(toFile: path, atomically: false, encoding: .utf8)
+
+        let error = try #require(Self.prepareError(path))
+        #expect(error.hasPrefix(Self.key(path) + ": "))
+        #expect(error.contains("regular file"))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "keep me")
+    }
+
+    @Test func leavesASymbolicLinkAlone() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let target = directory.file("target.sock")
+        try Self.staleSocket(at: target)
+        let path = directory.file("c2s.sock")
+        #expect(symlink(target, path) == 0)
+
+        let error = try #require(Self.prepareError(path))
+        #expect(error.hasPrefix(Self.key(path) + ": "))
+        #expect(error.contains("symbolic link"))
+        #expect(Self.status(path).map { $0.st_mode & S_IFMT == S_IFLNK } == true)
+        #expect(Self.isSocket(target))
+    }
+
+    /// A file that appears at the path between the check and the rename is not replaced.
+    @Test func publishChecksThePathAgain() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
+        let listener = try Self.bound(at: temporary, listening: true)
+        defer { close(listener) }
+        try "keep me".write(toFile: path, atomically: false, encoding: .utf8)
+
+        let error = #expect(throws: NetProxyConfigurationError.self) {
+            try UnixSocketFile.publish(temporary: temporary, as: path, settings: ProxyUnixSocket(service: "c2s"), key: Self.key(path))
+        }
+        #expect(error?.description.hasPrefix(Self.key(path) + ": ") == true)
+        #expect(error?.description.contains("regular file") == true)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "keep me")
+        #expect(Self.status(temporary) == nil)
+    }
+
+    @Test func rejectsBadPaths() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let file = directory.file("file")
+        try "".write(toFile: file, atomically: false, encoding: .utf8)
+        let cases: [(path: String, problem: String)] = [
+            (directory.path, "is a directory, not a socket"),
+            (directory.file("missing/c2s.sock"), "the directory \(directory.file("missing")) does not exist"),
+            (file + "/c2s.sock", "\(file) is not a directory"),
+            ("run/c2s.sock", "is not an absolute path"),
+            (directory.path + "/", "does not name a file"),
+            (directory.file(String(repeating: "a", count: 120)), "at most 103 bytes"),
+        ]
+        for (path, problem) in cases {
+            let error = try #require(Self.prepareError(path), "\(path)")
+            #expect(error.hasPrefix(Self.key(path) + ": "))
+            #expect(error.contains(problem), "\(error)")
+        }
+        #expect(Self.status(directory.path).map { $0.st_mode & S_IFMT == S_IFDIR } == true)
+    }
+
+    /// A path of exactly SwiftNIO's limit is accepted, and its temporary name is shortened to fit.
+    @Test func temporaryNamesFitAndDiffer() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let name = String(repeating: "n", count: 103 - directory.path.utf8.count - 1)
+        let path = directory.file(name)
+        #expect(path.utf8.count == 103)
+        let first = try UnixSocketFile.prepare(path, key: Self.key(path))
+        let second = try UnixSocketFile.prepare(path, key: Self.key(path))
+        #expect(first != second)
+        for temporary in [first, second] {
+            #expect(temporary.utf8.count <= 103)
+            #expect(temporary.hasPrefix(directory.path + "/."))
+            let parts = temporary.split(separator: ".")
+            #expect(parts[parts.count - 2] == "\(getpid())")
+            #expect(Int(parts[parts.count - 1]) != nil)
+        }
+    }
+
+    @Test func setsOwnerAndGroupByNameOrNumber() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
+        let listener = try Self.bound(at: temporary, listening: true)
+        defer { close(listener) }
+        // Another owner first, so that the change is seen.
+        #expect(lchown(temporary, 1, 1) == 0)
+
+        let settings = ProxyUnixSocket(service: "c2s", mode: 0o660, owner: "root", group: "0")
+        _ = try UnixSocketFile.publish(temporary: temporary, as: path, settings: settings, key: Self.key(path))
+        let status = try #require(Self.status(path))
+        #expect(status.st_uid == 0)
+        #expect(status.st_gid == 0)
+        #expect(status.st_mode & 0o777 == 0o660)
+    }
+
+    @Test(arguments: [
+        (ProxyUnixSocket(service: "c2s", owner: "no-such-user-5a1"), "owner: unknown user \"no-such-user-5a1\""),
+        (ProxyUnixSocket(service: "c2s", group: "no-such-group-5a1"), "group: unknown group \"no-such-group-5a1\""),
+    ])
+    func unknownOwnerOrGroupIsAnError(settings: ProxyUnixSocket, problem: String) throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
+        let listener = try Self.bound(at: temporary, listening: true)
+        defer { close(listener) }
+
+        let error = #expect(throws: NetProxyConfigurationError.self) {
+            try UnixSocketFile.publish(temporary: temporary, as: path, settings: settings, key: Self.key(path))
+        }
+        #expect(error?.description == "\(Self.key(path)).\(problem)")
+        #expect(Self.status(temporary) == nil)
+        #expect(Self.status(path) == nil)
+    }
+
+    @Test func removesOnlyItsOwnSocket() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        func publish() throws -> (CInt, UnixSocketFile.FileIdentity) {
+            let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
+            let listener = try Self.bound(at: temporary, listening: false)
+            return (
+                listener, try UnixSocketFile.publish(temporary: temporary, as: path, settings: ProxyUnixSocket(service: "c2s"), key: Self.key(path))
+            )
+        }
+
+        let (first, ours) = try publish()
+        close(first)
+        #expect(UnixSocketFile.remove(path, ifStill: ours))
+        #expect(Self.status(path) == nil)
+
+        // A newer instance replaced the socket: the older one's identity no longer matches it.
+        let (older, old) = try publish()
+        close(older)
+        let (newer, new) = try publish()
+        defer { close(newer) }
+        #expect(old != new)
+        #expect(!UnixSocketFile.remove(path, ifStill: old))
+        #expect(UnixSocketFile.FileIdentity(try #require(Self.status(path))) == new)
+        #expect(UnixSocketFile.remove(path, ifStill: new))
+        #expect(Self.status(path) == nil)
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import NIOCore
+import NetProxy
+import ProxyProtocol
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// `proxy_unix_sockets`: PROXY listeners on UNIX sockets, the way HAProxy on the same machine
+/// talks to a backend (`server ... unix@PATH send-proxy-v2`).
+@Suite(.timeLimit(.minutes(1))) struct UnixSocketListenerTests {
+    static func mode(_ path: String) -> mode_t? {
+        var status = stat()
+        guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK else { return nil }
+        return status.st_mode & 0o777
+    }
+
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxySendsProxyV2OverAUnixSocket() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("http.sock").path
+        let running = try await RunningHost(
+            #"{"interfaces": ["127.0.0.1"], "http_ports": [], "proxy_unix_sockets": {"\#(path)": {"service": "http", "mode": "0640"}}}"#)
+        #expect(Self.mode(path) == 0o640)
+        #expect(running.host.listeners.map(\.plan.description) == ["PROXY on unix:\(path) -> http"])
+        let (haproxy, frontendPort, log) = try Peer.startHAProxy(
+            """
+            defaults
+                mode tcp
+                timeout connect 5s
+                timeout client 10s
+                timeout server 10s
+            frontend in
+                bind fd@0
+                default_backend netproxy
+            backend netproxy
+                server s unix@\(path) send-proxy-v2
+
+            """, in: directory)
+        defer { Peer.stop(haproxy) }
+        let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontendPort)/"])
+        #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        #expect(endpoint(body["source"]) == client)
+        #expect(endpoint(body["destination"]) == "127.0.0.1 \(frontendPort)")
+        let proxy = try #require(body["proxy"] as? [String: Any])
+        #expect(proxy["version"] as? Int == 2)
+        #expect(proxy["family"] as? String == "INET")
+        await running.stop()
+        // The file goes with the listener.
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    /// A socket file left by a process that died is replaced; anything else at the path stops
+    /// the start, and is left alone.
+    @Test func staleSocketsAreReplacedAndOtherFilesKept() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("c2s.sock").path
+        // A stale socket: bound, then closed without removing the file.
+        let stale = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
+        let address = try SocketAddress(unixDomainSocketPath: path)
+        _ = address.withSockAddr { bind(stale, $0, socklen_t($1)) }
+        close(stale)
+        #expect(Self.mode(path) != nil)
+        let running = try await RunningHost(#"{"whoami_ports": [], "proxy_unix_sockets": {"\#(path)": "whoami"}}"#)
+        #expect(Self.mode(path) == 0o660)
+        // The new socket answers: a header, then whoami's JSON.
+        let header = ProxyHeader(
+            version: .v1,
+            addresses: .inet(
+                source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
+        let reply = try await Self.exchange(path: path, Array(try header.encoded().readableBytesView))
+        #expect(endpoint(try json(reply)["source"]) == "192.0.2.1 51234")
+        // A second host cannot take over a socket that is in use.
+        do {
+            _ = try await RunningHost(#"{"whoami_ports": [], "proxy_unix_sockets": {"\#(path)": "whoami"}}"#)
+            Issue.record("a second host started on a socket in use")
+        } catch {
+            #expect("\(error)".hasPrefix("proxy_unix_sockets.\(path): "), "\(error)")
+            #expect("\(error)".contains("listens"), "\(error)")
+        }
+        #expect(Self.mode(path) == 0o660)
+        await running.stop()
+
+        let file = directory.appendingPathComponent("notes.txt").path
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: file))
+        do {
+            _ = try await RunningHost(#"{"whoami_ports": [], "proxy_unix_sockets": {"\#(file)": "whoami"}}"#)
+            Issue.record("started on a regular file")
+        } catch {
+            #expect("\(error)".hasPrefix("proxy_unix_sockets.\(file): "), "\(error)")
+        }
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "keep me")
+    }
+
+    @Test func configurationErrors() {
+        func startupError(_ json: String) -> String? {
+            do {
+                _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(
+            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": "nope"}}"#)
+                == #"proxy_unix_sockets./tmp/x.sock: unknown service "nope" (known: echo, http, whoami)"#)
+        #expect(
+            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "mode": "0999"}}}"#)
+                == #"proxy_unix_sockets./tmp/x.sock.mode: "0999" is not an octal file mode such as "0660""#)
+        #expect(
+            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "user": "x"}}}"#)
+                == #"proxy_unix_sockets./tmp/x.sock: unknown key "user""#)
+        #expect(
+            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"mode": "0600"}}}"#)
+                == #"proxy_unix_sockets./tmp/x.sock: expected a service name, or an object with "service""#)
+    }
+
+    @Test func reloadAddsAndRemovesSockets() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("echo.sock").path
+        let running = try await RunningHost(#"{"echo_ports": [0]}"#)
+        try await running.host.reload(
+            configuration: try NetProxyConfiguration(json: Data(#"{"echo_ports": [0], "proxy_unix_sockets": {"\#(path)": "echo"}}"#.utf8)))
+        #expect(Self.mode(path) == 0o660)
+        let reply = try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8))
+        #expect(reply == Array("hi".utf8))
+        try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(#"{"echo_ports": [0]}"#.utf8)))
+        #expect(!FileManager.default.fileExists(atPath: path))
+        #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="success"} 2"#))
+        await running.stop()
+    }
+
+    /// Connects to a UNIX socket, sends `bytes`, half-closes and reads to the end.
+    static func exchange(path: String, _ bytes: [UInt8]) async throws -> [UInt8] {
+        try await BlockingSocket.onThread {
+            let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            let address = try SocketAddress(unixDomainSocketPath: path)
+            let connected = address.withSockAddr { connect(fd, $0, socklen_t($1)) }
+            guard connected == 0 else { throw ConnectFailure(errno: errno) }
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            shutdown(fd, CInt(SHUT_WR))
+            var reply: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count <= 0 { return reply }
+                reply += buffer[..<count]
+            }
+        }
+    }
+}
+
+struct ConnectFailure: Error {
+    var errno: CInt
+}
