@@ -286,7 +286,7 @@ import Testing
 }
 
 /// Self-signed certificates made by the openssl command line, in a temporary directory.
-private struct GeneratedCertificates {
+struct GeneratedCertificates {
     let directory: URL
 
     init() throws {
@@ -294,8 +294,9 @@ private struct GeneratedCertificates {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
-    /// A P-256 certificate with `name` as its subject's common name and its DNS name.
-    func make(_ name: String) throws -> TLSCertificateFiles {
+    /// A P-256 certificate with `name` as its subject's common name and its DNS name, and
+    /// `organization` in the subject when given (to tell a renewed certificate from the first).
+    func make(_ name: String, organization: String? = nil) throws -> TLSCertificateFiles {
         let openssl = try Peer.require("openssl")
         let file = name.replacingOccurrences(of: "*", with: "wildcard")
         let files = TLSCertificateFiles(
@@ -303,7 +304,8 @@ private struct GeneratedCertificates {
         let (status, output) = try ServerTLSTests.run(
             openssl,
             [
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=\(name)",
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj",
+                "/CN=\(name)" + (organization.map { "/O=\($0)" } ?? ""),
                 "-addext", "subjectAltName=DNS:\(name)", "-days", "2", "-keyout", files.keyPath, "-out", files.certificatePath,
             ])
         try #require(status == 0, "openssl req for \(name): \(output)")
