@@ -62,7 +62,7 @@ public final class NetProxyHost: Service, Sendable {
         var channels: [Channel]
         var bound: BoundListener
         /// The socket file of a UNIX listener, removed when the listener closes.
-        var unixFile: (path: String, identity: UnixSocketFile.FileIdentity)?
+        var unixFile: (path: String, identity: UnixSocketFile.FileIdentity, settings: ProxyUnixSocket)?
     }
 
     private struct State {
@@ -236,11 +236,17 @@ public final class NetProxyHost: Service, Sendable {
     private func open(_ runtime: HostRuntime, keeping: [ListenerKey: OpenListener]) async throws -> [OpenListener] {
         var result: [OpenListener] = []
         var added: [OpenListener] = []
+        // Kept UNIX sockets whose mode or owner changes: done last, once everything is bound.
+        var restyled: [OpenListener] = []
         do {
             for (key, role) in zip(ListenerKey.keys(runtime.plan), runtime.roles) {
                 if var listener = keeping[key] {
                     listener.bound.plan = role.plan
                     listener.bound.plan.port = listener.bound.address.port ?? role.plan.port
+                    if let file = listener.unixFile, let settings = runtime.configuration.proxyUnixSockets[file.path], settings != file.settings {
+                        listener.unixFile?.settings = settings
+                        restyled.append(listener)
+                    }
                     result.append(listener)
                     continue
                 }
@@ -253,6 +259,9 @@ public final class NetProxyHost: Service, Sendable {
             guard shared.isEmpty else {
                 throw NetProxyConfigurationError(
                     "another process listens on \(shared.map { "\($0)" }.joined(separator: ", ")) too (started at the same time?)")
+            }
+            for case (let path, let identity, let settings)? in restyled.map(\.unixFile) {
+                try UnixSocketFile.update(path, ifStill: identity, settings: settings, key: "proxy_unix_sockets.\(path)")
             }
         } catch {
             await close(added)
@@ -345,7 +354,7 @@ public final class NetProxyHost: Service, Sendable {
             let address = try SocketAddress(unixDomainSocketPath: path)
             return OpenListener(
                 key: key, slot: slot, channels: [channel], bound: BoundListener(plan: plan, address: address),
-                unixFile: (path, identity))
+                unixFile: (path, identity, settings))
         }
         let channels = try await bindTCP(plan, slot: slot)
         let address = channels[0].localAddress!

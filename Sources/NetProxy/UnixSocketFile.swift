@@ -120,31 +120,44 @@ enum UnixSocketFile {
         return unlink(path) == 0
     }
 
+    /// Gives a published socket new owner, group and mode (a reload that keeps its path), if
+    /// `path` is still the socket published with `identity`.
+    static func update(_ path: String, ifStill identity: FileIdentity, settings: ProxyUnixSocket, key: String) throws(NetProxyConfigurationError) {
+        var status = stat()
+        guard lstat(path, &status) == 0, isSocket(status), FileIdentity(status) == identity else {
+            throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made")
+        }
+        try setOwnerAndMode(path, settings: settings, key: key)
+    }
+
     // MARK: - Publishing
+
+    /// Sets the owner and group (where given) and the mode of the socket at `path`.
+    private static func setOwnerAndMode(_ path: String, settings: ProxyUnixSocket, key: String) throws(NetProxyConfigurationError) {
+        let user = try settings.owner.map { owner throws(NetProxyConfigurationError) in try userID(owner, key: "\(key).owner") }
+        let group = try settings.group.map { group throws(NetProxyConfigurationError) in try groupID(group, key: "\(key).group") }
+        var status = stat()
+        guard lstat(path, &status) == 0 else {
+            throw NetProxyConfigurationError("\(key): cannot examine the bound socket \(path): \(errorText(errno))")
+        }
+        guard isSocket(status) else { throw NetProxyConfigurationError("\(key): \(path) is no longer a socket") }
+        if user != nil || group != nil {
+            guard lchown(path, user ?? uid_t.max, group ?? gid_t.max) == 0 else {
+                throw NetProxyConfigurationError("\(key): cannot change the owner of \(path): \(errorText(errno))")
+            }
+        }
+        try changeMode(path, to: mode_t(settings.mode), key: key)
+    }
 
     private static func install(
         temporary: String, as path: String, settings: ProxyUnixSocket, key: String
     ) throws(NetProxyConfigurationError)
         -> FileIdentity
     {
-        let user = try settings.owner.map { owner throws(NetProxyConfigurationError) in try userID(owner, key: "\(key).owner") }
-        let group = try settings.group.map { group throws(NetProxyConfigurationError) in try groupID(group, key: "\(key).group") }
-
         // Until the rename, the temporary name is ours alone; checking that it is still a socket keeps
         // the changes below from following a link to some other file.
+        try setOwnerAndMode(temporary, settings: settings, key: key)
         var status = stat()
-        guard lstat(temporary, &status) == 0 else {
-            throw NetProxyConfigurationError("\(key): cannot examine the bound socket \(temporary): \(errorText(errno))")
-        }
-        guard isSocket(status) else { throw NetProxyConfigurationError("\(key): \(temporary) is no longer a socket") }
-
-        if user != nil || group != nil {
-            guard lchown(temporary, user ?? uid_t.max, group ?? gid_t.max) == 0 else {
-                throw NetProxyConfigurationError("\(key): cannot change the owner of \(temporary): \(errorText(errno))")
-            }
-        }
-        try changeMode(temporary, to: mode_t(settings.mode), key: key)
-
         guard lstat(temporary, &status) == 0, isSocket(status) else {
             throw NetProxyConfigurationError("\(key): the bound socket \(temporary) disappeared before it was published")
         }

@@ -131,9 +131,19 @@ import Testing
         #expect(Self.mode(path) == 0o660)
         let reply = try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8))
         #expect(reply == Array("hi".utf8))
+        // The same path with another mode: the same socket, with the new mode.
+        var before = stat()
+        lstat(path, &before)
+        try await running.host.reload(
+            configuration: try NetProxyConfiguration(
+                json: Data(#"{"echo_ports": [0], "proxy_unix_sockets": {"\#(path)": {"service": "echo", "mode": "0600"}}}"#.utf8)))
+        var after = stat()
+        lstat(path, &after)
+        #expect(after.st_ino == before.st_ino)
+        #expect(Self.mode(path) == 0o600)
         try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(#"{"echo_ports": [0]}"#.utf8)))
         #expect(!FileManager.default.fileExists(atPath: path))
-        #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="success"} 2"#))
+        #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="success"} 3"#))
         await running.stop()
     }
 
