@@ -52,6 +52,54 @@ func freePorts(_ count: Int) throws -> [Int] {
         await running.stop()
     }
 
+    /// HAProxy connecting from 127.0.0.12: trusted by the port whose own list names it, refused by
+    /// the port that keeps the global list.
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyIsTrustedOnlyWhereItsPortSaysSo() async throws {
+        let ports = try freePorts(2)
+        let running = try await RunningHost(
+            """
+            {"interfaces": ["127.0.0.1"], "http_ports": [],
+             "proxy_port_mappings": {"\(ports[0])": "http", "\(ports[1])": "http"},
+             "proxy_trusted_proxies": ["127.0.0.1"],
+             "proxy_port_options": {"\(ports[0])": {"trusted_proxies": ["127.0.0.12"], "versions": [2]}}}
+            """)
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for (port, trusted) in [(ports[0], true), (ports[1], false)] {
+            let (haproxy, frontendPort, log) = try Peer.startHAProxy(
+                """
+                defaults
+                    mode tcp
+                    timeout connect 5s
+                    timeout client 10s
+                    timeout server 10s
+                frontend in
+                    bind fd@0
+                    default_backend netproxy
+                backend netproxy
+                    server s 127.0.0.1:\(port) send-proxy-v2 source 127.0.0.12
+
+                """, in: directory)
+            defer { Peer.stop(haproxy) }
+            let (status, output) = try Peer.run(
+                try Peer.require("curl"),
+                ["-sS", "--max-time", "10", "--interface", "127.0.0.13", "-w", "\n%{local_port}", "http://127.0.0.1:\(frontendPort)/"])
+            #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+            if trusted {
+                #expect(status == 0, "\(output)")
+                let lines = output.split(separator: "\n")
+                let body = try json(Array(lines.first.map(String.init)?.utf8 ?? "".utf8))
+                #expect(endpoint(body["source"]) == "127.0.0.13 \(lines.last ?? "")")
+                #expect((body["peer"] as? [String: Any])?["ip"] as? String == "127.0.0.12")
+            } else {
+                // HAProxy's connection is closed unread: curl gets an empty reply (exit 52).
+                #expect(status == 52, "\(output)")
+            }
+        }
+        #expect(Self.rejected(running.host, "untrusted_source") == 1)
+        await running.stop()
+    }
+
     @Test func versionsLocalAndUnspecifiedPerPort() async throws {
         let ports = try freePorts(2)
         let running = try await RunningHost(
