@@ -18,12 +18,12 @@ public struct TrustedProxies: Hashable, Sendable {
     public var networks: [IPNetwork]
     /// Whether every peer on a UNIX domain socket is trusted. Default: no. Set it for a socket
     /// whose file permissions admit only the proxy (a UNIX peer has no address to check).
-    public var unixDomainSockets: Bool
+    public var includesUnixDomainSockets: Bool
 
-    /// Trusts the given networks and, when `unixDomainSockets`, every UNIX socket peer.
-    public init(_ networks: [IPNetwork], unixDomainSockets: Bool = false) {
+    /// Trusts the given networks and, when `includesUnixDomainSockets`, every UNIX socket peer.
+    public init(_ networks: [IPNetwork], includesUnixDomainSockets: Bool = false) {
         self.networks = networks
-        self.unixDomainSockets = unixDomainSockets
+        self.includesUnixDomainSockets = includesUnixDomainSockets
     }
 
     /// Parses entries such as `127.0.0.1`, `::1` or `10.0.0.0/8`; the error names the bad entry.
@@ -47,14 +47,9 @@ public struct TrustedProxies: Hashable, Sendable {
     }
 
     /// Whether a socket peer may send headers; a UNIX socket peer only with
-    /// ``unixDomainSockets``.
+    /// ``includesUnixDomainSockets``.
     public func contains(_ address: SocketAddress) -> Bool {
-        ProxyIPAddress(address).map(contains) ?? unixDomainSockets
-    }
-
-    /// Whether some address is in both sets (UNIX peers aside).
-    public func overlaps(_ other: TrustedProxies) -> Bool {
-        networks.contains { network in other.networks.contains { $0.overlaps(network) } }
+        ProxyIPAddress(address).map(contains) ?? includesUnixDomainSockets
     }
 }
 

@@ -53,6 +53,9 @@ struct HostRuntime: Sendable {
         }
         let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
         try Self.checkForwardLoops(configuration, plan.listeners)
+        for path in configuration.proxyUnixSockets.keys.sorted() {
+            try UnixSocketFile.check(path, settings: configuration.proxyUnixSockets[path]!, key: "proxy_unix_sockets.\(path)")
+        }
         let tls = try ServerTLS.makeContext(configuration)
         self.configuration = configuration
         self.services = byName

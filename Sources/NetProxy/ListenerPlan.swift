@@ -202,7 +202,7 @@ struct HostPlan {
             trust = try networks(configuration.trustedProxies, "proxy_trusted_proxies")
         }
         let direct = try networks(configuration.directClients, "proxy_direct_clients")
-        if configuration.versions.isEmpty { throw NetProxyConfigurationError("proxy_versions: no version would be accepted") }
+        if configuration.acceptedVersions.isEmpty { throw NetProxyConfigurationError("proxy_versions: no version would be accepted") }
         return (trust, direct)
     }
 
@@ -237,29 +237,31 @@ struct HostPlan {
                     "\(directKey): \(clash) overlaps \(trustKey) \(shown) on PROXY port \(port): a source is either a trusted proxy or a direct client"
                 )
             }
-            if let versions = options.versions, versions.isEmpty {
+            if let versions = options.acceptedVersions, versions.isEmpty {
                 throw NetProxyConfigurationError("\(prefix)versions: no version would be accepted")
             }
-            let timeout = options.headerTimeout ?? configuration.headerTimeout
             if let custom = options.headerTimeout {
                 try checkSeconds(custom, prefix + "header_timeout")
                 if custom < 3 { warnings.append("\(prefix)header_timeout is \(custom) s; the PROXY specification asks for at least 3 s") }
             }
             policies[port] = ProxyPolicy(
-                header: ProxyProtocolConfiguration(
-                    trustedProxies: trust, headerTimeout: .fractionalSeconds(timeout), maximumHeaderLength: configuration.maximumHeaderSize,
-                    acceptedVersions: options.versions ?? configuration.versions, acceptsLocal: options.acceptsLocal ?? configuration.acceptsLocal,
-                    unspecifiedAddresses: (options.acceptsUnspecified ?? configuration.acceptsUnspecified) ? .useSocketAddresses : .reject),
-                directClients: direct.networks.isEmpty ? nil : direct)
+                header: header(configuration, options, trust: trust), directClients: direct.networks.isEmpty ? nil : direct)
         }
+        // A UNIX socket's file permissions decide who connects: every peer there is trusted.
         let unix = ProxyPolicy(
-            header: ProxyProtocolConfiguration(
-                trustedProxies: TrustedProxies([], unixDomainSockets: true), headerTimeout: .fractionalSeconds(configuration.headerTimeout),
-                maximumHeaderLength: configuration.maximumHeaderSize, acceptedVersions: configuration.versions,
-                acceptsLocal: configuration.acceptsLocal,
-                unspecifiedAddresses: configuration.acceptsUnspecified ? .useSocketAddresses : .reject),
-            directClients: nil)
+            header: header(configuration, ProxyPortOptions(), trust: TrustedProxies([], includesUnixDomainSockets: true)), directClients: nil)
         return (policies, unix)
+    }
+
+    /// How a listener reads headers: `options` where given, else the global keys.
+    private static func header(
+        _ configuration: NetProxyConfiguration, _ options: ProxyPortOptions, trust: TrustedProxies
+    ) -> ProxyProtocolConfiguration {
+        ProxyProtocolConfiguration(
+            trustedProxies: trust, headerTimeout: .fractionalSeconds(options.headerTimeout ?? configuration.headerTimeout),
+            maximumHeaderLength: configuration.maximumHeaderSize, acceptedVersions: options.acceptedVersions ?? configuration.acceptedVersions,
+            acceptsLocal: options.acceptsLocal ?? configuration.acceptsLocal,
+            unspecifiedAddresses: options.unspecifiedAddresses ?? configuration.unspecifiedAddresses)
     }
 
     /// A list of addresses and networks; the error names `key`.

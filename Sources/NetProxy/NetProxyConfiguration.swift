@@ -1,4 +1,5 @@
 import Foundation
+import NIOProxyProtocol
 import ProxyProtocol
 
 /// The host's configuration, with the keys and conventions of Prosody's mod_net_proxy.
@@ -33,13 +34,13 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     /// `proxy_header_timeout`, in seconds.
     public var headerTimeout: Double = 10
     /// `proxy_versions`: the header versions accepted, `[1, 2]` in the file.
-    public var versions: ProxyVersions = .all
+    public var acceptedVersions: ProxyVersions = .all
     /// `proxy_local` (`"accept"` or `"reject"`): whether version 2 `LOCAL` headers (a balancer's
     /// health checks) are accepted.
     public var acceptsLocal: Bool = true
-    /// `proxy_unspecified` (`"accept"` or `"reject"`): whether headers without addresses (v2
-    /// `UNSPEC`, v1 `UNKNOWN`) are accepted; the connection then keeps its socket addresses.
-    public var acceptsUnspecified: Bool = true
+    /// `proxy_unspecified` (`"accept"` or `"reject"`): what to do with headers without addresses
+    /// (v2 `UNSPEC`, v1 `UNKNOWN`); accepted, the connection keeps its socket addresses.
+    public var unspecifiedAddresses: ProxyProtocolConfiguration.UnspecifiedAddressPolicy = .useSocketAddresses
     /// `proxy_direct_clients`: addresses and CIDR networks that connect to PROXY ports directly,
     /// without a header (monitoring, a sidecar). They are served at once with their socket
     /// address, as on a regular port. Overlapping ``trustedProxies`` is an error.
@@ -106,9 +107,9 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case "proxy_port_mappings": proxyPortMappings = try value.mappings(key)
             case "proxy_trusted_proxies": trustedProxies = try value.strings(key)
             case "proxy_header_timeout": headerTimeout = try value.seconds(key)
-            case "proxy_versions": versions = try value.versions(key)
+            case "proxy_versions": acceptedVersions = try value.versions(key)
             case "proxy_local": acceptsLocal = try value.acceptOrReject(key)
-            case "proxy_unspecified": acceptsUnspecified = try value.acceptOrReject(key)
+            case "proxy_unspecified": unspecifiedAddresses = try value.acceptOrReject(key) ? .useSocketAddresses : .reject
             case "proxy_direct_clients": directClients = try value.strings(key)
             case "proxy_port_options": proxyPortOptions = try value.portOptions(key)
             case "proxy_unix_sockets": proxyUnixSockets = try value.unixSockets(key)
@@ -344,9 +345,9 @@ extension JSONInput {
             try value.fields(path) { field, value, path throws(NetProxyConfigurationError) in
                 switch field {
                 case "trusted_proxies": options.trustedProxies = try value.strings(path)
-                case "versions": options.versions = try value.versions(path)
+                case "versions": options.acceptedVersions = try value.versions(path)
                 case "local": options.acceptsLocal = try value.acceptOrReject(path)
-                case "unspecified": options.acceptsUnspecified = try value.acceptOrReject(path)
+                case "unspecified": options.unspecifiedAddresses = try value.acceptOrReject(path) ? .useSocketAddresses : .reject
                 case "header_timeout": options.headerTimeout = try value.seconds(path)
                 case "direct_clients": options.directClients = try value.strings(path)
                 default: return false
@@ -463,18 +464,29 @@ public struct ProxyPortOptions: Hashable, Sendable {
     /// `trusted_proxies`, in place of `proxy_trusted_proxies`.
     public var trustedProxies: [String]?
     /// `versions`, in place of `proxy_versions`.
-    public var versions: ProxyVersions?
+    public var acceptedVersions: ProxyVersions?
     /// `local`, in place of `proxy_local`.
     public var acceptsLocal: Bool?
     /// `unspecified`, in place of `proxy_unspecified`.
-    public var acceptsUnspecified: Bool?
+    public var unspecifiedAddresses: ProxyProtocolConfiguration.UnspecifiedAddressPolicy?
     /// `header_timeout` in seconds, in place of `proxy_header_timeout`.
     public var headerTimeout: Double?
     /// `direct_clients`, in place of `proxy_direct_clients`.
     public var directClients: [String]?
 
-    /// Options that change nothing.
-    public init() {}
+    /// Options for one port; each one left `nil` keeps the global setting.
+    public init(
+        trustedProxies: [String]? = nil, acceptedVersions: ProxyVersions? = nil, acceptsLocal: Bool? = nil,
+        unspecifiedAddresses: ProxyProtocolConfiguration.UnspecifiedAddressPolicy? = nil, headerTimeout: Double? = nil,
+        directClients: [String]? = nil
+    ) {
+        self.trustedProxies = trustedProxies
+        self.acceptedVersions = acceptedVersions
+        self.acceptsLocal = acceptsLocal
+        self.unspecifiedAddresses = unspecifiedAddresses
+        self.headerTimeout = headerTimeout
+        self.directClients = directClients
+    }
 }
 
 /// A UNIX socket listener of the PROXY protocol (`proxy_unix_sockets`).
@@ -487,6 +499,9 @@ public struct ProxyUnixSocket: Hashable, Sendable {
     public var owner: String?
     /// The socket file's group, a group name or number; `nil` leaves the process's group.
     public var group: String?
+
+    /// What the socket file gets: mode, owner and group (not the service).
+    var fileAttributes: [String?] { [String(mode, radix: 8), owner, group] }
 
     /// A listener for `service`.
     public init(service: String, mode: Int = 0o660, owner: String? = nil, group: String? = nil) {

@@ -69,7 +69,8 @@ public final class NetProxyHost: Service, Sendable {
         var lifecycle = Lifecycle.idle
         var runtime: HostRuntime
         var listeners: [OpenListener] = []
-        var reloading = false
+        /// Completed when the reload in progress ends; shutdown waits for it.
+        var reloadFinished: EventLoopFuture<Void>?
         var connections: [ObjectIdentifier: Channel] = [:]
         /// Runs the connections of async services; owned by the host and awaited on shutdown.
         var serviceTasks: Task<Void, Never>?
@@ -150,53 +151,80 @@ public final class NetProxyHost: Service, Sendable {
         }
         do {
             let opened = try await open(runtime, keeping: [:])
-            state.withLockedValue { $0.listeners = opened }
+            let started = state.withLockedValue { state -> Bool in
+                guard case .starting = state.lifecycle else { return false }
+                state.listeners = opened
+                state.lifecycle = .running
+                return true
+            }
+            guard started else {
+                await close(opened)
+                throw NetProxyConfigurationError("the host was shut down while starting")
+            }
+            await startAccepting(opened)
         } catch {
             await shutdown(gracePeriod: .zero)
             throw error
         }
-        state.withLockedValue { $0.lifecycle = .running }
         return listeners
     }
 
-    /// Reads the configuration anew with `load` and applies it to new connections; the
-    /// connections already accepted keep what they had.
+    /// Reads the configuration anew with `load` and applies it as ``reload(configuration:)``
+    /// does. An error from `load` is counted and logged as a failed reload, and thrown as it is.
+    public func reload(loading load: () async throws -> NetProxyConfiguration) async throws {
+        let configuration: NetProxyConfiguration
+        do {
+            configuration = try await load()
+        } catch {
+            failed(error)
+            throw error
+        }
+        try await reload(configuration: configuration)
+    }
+
+    /// Applies `configuration` to new connections; the connections already accepted keep what
+    /// they had.
     ///
     /// Listeners that the new configuration still asks for keep their sockets (no connection is
     /// refused during a reload) and take their new role: service, trust list, policies and
-    /// certificates. New listeners are bound and dropped ones closed. If anything fails (reading,
-    /// a check, a bind) nothing changes: the error, which names the entry at fault, is logged and
-    /// thrown, and the configuration in force keeps serving. Each reload is counted in
-    /// `netproxy_reloads_total{result}`.
-    public func reload(loading load: () throws(NetProxyConfigurationError) -> NetProxyConfiguration) async throws(NetProxyConfigurationError) {
+    /// certificates. New listeners are bound, but accept only once the new configuration is in
+    /// force, and dropped ones are closed. If a check or a bind fails, nothing changes: the error,
+    /// which names the entry at fault, is logged and thrown, and the configuration in force keeps
+    /// serving. Each reload is counted in `netproxy_reloads_total{result}`.
+    public func reload(configuration: NetProxyConfiguration) async throws(NetProxyConfigurationError) {
         do {
-            let (added, removed, kept) = try await replaceRuntime(load)
+            let (added, removed, kept) = try await replaceRuntime(configuration)
             metrics.reloaded(success: true)
             logger.info("configuration reloaded: \(added) listener(s) added, \(removed) closed, \(kept) kept")
         } catch {
-            metrics.reloaded(success: false)
-            logger.error("reload failed; the configuration in force is unchanged: \(error)")
+            failed(error)
             throw error
         }
     }
 
-    /// Applies `configuration` as ``reload(loading:)`` does.
-    public func reload(configuration: NetProxyConfiguration) async throws(NetProxyConfigurationError) {
-        try await reload { () throws(NetProxyConfigurationError) in configuration }
+    private func failed(_ error: any Error) {
+        metrics.reloaded(success: false)
+        logger.error("reload failed; the configuration in force is unchanged: \(error)")
     }
 
     private func replaceRuntime(
-        _ load: () throws(NetProxyConfigurationError) -> NetProxyConfiguration
-    ) async throws(NetProxyConfigurationError) -> (added: Int, removed: Int, kept: Int) {
+        _ configuration: NetProxyConfiguration
+    ) async throws(NetProxyConfigurationError) -> (
+        added: Int, removed: Int, kept: Int
+    ) {
+        let finished = group.any().makePromise(of: Void.self)
         let current = try state.withLockedValue { state -> Result<[OpenListener], NetProxyConfigurationError> in
             guard case .running = state.lifecycle else { return .failure(NetProxyConfigurationError("the host is not running")) }
-            guard !state.reloading else { return .failure(NetProxyConfigurationError("a reload is already in progress")) }
-            state.reloading = true
+            guard state.reloadFinished == nil else { return .failure(NetProxyConfigurationError("a reload is already in progress")) }
+            state.reloadFinished = finished.futureResult
             return .success(state.listeners)
         }.get()
-        defer { state.withLockedValue { $0.reloading = false } }
+        defer {
+            state.withLockedValue { $0.reloadFinished = nil }
+            finished.succeed()
+        }
         let runtime = try HostRuntime(
-            try load(), registered: registered, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
+            configuration, registered: registered, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
             logger: logger)
         let keeping = Dictionary(uniqueKeysWithValues: current.map { ($0.key, $0) })
         let opened: [OpenListener]
@@ -209,6 +237,7 @@ public final class NetProxyHost: Service, Sendable {
         }
         let keys = Set(opened.map(\.key))
         let removed = current.filter { !keys.contains($0.key) }
+        let added = opened.filter { keeping[$0.key] == nil }
         let committed = state.withLockedValue { state -> Bool in
             guard case .running = state.lifecycle else { return false }
             for (listener, role) in zip(opened, runtime.roles) where keeping[listener.key] != nil {
@@ -218,39 +247,57 @@ public final class NetProxyHost: Service, Sendable {
             state.runtime = runtime
             return true
         }
-        let added = opened.filter { keeping[$0.key] == nil }
         guard committed else {
             await close(added)
             throw NetProxyConfigurationError("the host is shutting down")
         }
+        await startAccepting(added)
         for warning in runtime.warnings {
             logger.warning("\(warning)")
         }
         await close(removed)
+        // A kept socket file's new mode and owner (checked when the runtime was built).
+        for listener in opened {
+            guard let file = listener.unixFile, let before = keeping[listener.key]?.unixFile,
+                before.settings.fileAttributes != file.settings.fileAttributes
+            else { continue }
+            do {
+                try UnixSocketFile.update(file.path, ifStill: file.identity, settings: file.settings, key: "proxy_unix_sockets.\(file.path)")
+            } catch {
+                logger.error("reloaded, but \(error)")
+            }
+        }
         return (added.count, removed.count, opened.count - added.count)
     }
 
     /// The listeners of `runtime` in its order: those in `keeping` as they are (with their new
-    /// plan), the others bound now. If one cannot be bound, or another process listens on a new
-    /// address too, what was bound here is closed and the error thrown.
+    /// plan), the others bound now, not accepting yet. If one cannot be bound, or another process
+    /// listens on a new address too, what was bound here is closed and the error thrown.
     private func open(_ runtime: HostRuntime, keeping: [ListenerKey: OpenListener]) async throws -> [OpenListener] {
         var result: [OpenListener] = []
         var added: [OpenListener] = []
-        // Kept UNIX sockets whose mode or owner changes: done last, once everything is bound.
-        var restyled: [OpenListener] = []
         do {
             for (key, role) in zip(ListenerKey.keys(runtime.plan), runtime.roles) {
                 if var listener = keeping[key] {
                     listener.bound.plan = role.plan
                     listener.bound.plan.port = listener.bound.address.port ?? role.plan.port
-                    if let file = listener.unixFile, let settings = runtime.configuration.proxyUnixSockets[file.path], settings != file.settings {
+                    if let path = listener.unixFile?.path, let settings = runtime.configuration.proxyUnixSockets[path] {
                         listener.unixFile?.settings = settings
-                        restyled.append(listener)
                     }
                     result.append(listener)
                     continue
                 }
-                let listener = try await bind(role, key: key, configuration: runtime.configuration)
+                let listener: OpenListener
+                do {
+                    listener = try await bind(role, key: key, configuration: runtime.configuration)
+                } catch {
+                    // Our own socket in the way: a port moving to or from a wildcard address.
+                    let own = keeping.values.first { $0.unixFile == nil && $0.bound.address.port == role.plan.port && role.plan.path == nil }
+                    guard let own else { throw error }
+                    throw NetProxyConfigurationError(
+                        "\(error); this host's \(own.bound.plan) holds the port until the reload ends: change its address in two reloads (remove, then add)"
+                    )
+                }
                 added.append(listener)
                 result.append(listener)
                 logger.info("listening: \(listener.bound.plan)")
@@ -260,14 +307,18 @@ public final class NetProxyHost: Service, Sendable {
                 throw NetProxyConfigurationError(
                     "another process listens on \(shared.map { "\($0)" }.joined(separator: ", ")) too (started at the same time?)")
             }
-            for case (let path, let identity, let settings)? in restyled.map(\.unixFile) {
-                try UnixSocketFile.update(path, ifStill: identity, settings: settings, key: "proxy_unix_sockets.\(path)")
-            }
         } catch {
             await close(added)
             throw error
         }
         return result
+    }
+
+    /// Lets listeners bound by ``open(_:keeping:)`` accept, once their configuration is in force.
+    private func startAccepting(_ listeners: [OpenListener]) async {
+        for channel in listeners.flatMap(\.channels) {
+            try? await channel.setOption(.autoRead, value: true)
+        }
     }
 
     /// Closes listeners' sockets (never their connections) and removes their socket files.
@@ -305,6 +356,9 @@ public final class NetProxyHost: Service, Sendable {
             }
         }
         guard proceed else { return }
+        // A reload in progress sees the host stopping when it tries to commit, and closes what it
+        // bound; wait for it, so that nothing it opened outlives the shutdown.
+        try? await state.withLockedValue { $0.reloadFinished }?.get()
         await close(state.withLockedValue { $0.listeners })
         let connections = state.withLockedValue { Array($0.connections.values) }
         logger.info("shutting down: \(connections.count) connection(s) open, draining for up to \(gracePeriod)")

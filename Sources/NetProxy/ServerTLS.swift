@@ -125,7 +125,7 @@ struct CertificateSelector<Value: Sendable>: Sendable {
     /// only), or a name given twice in different case.
     init(_ values: [String: Value]) throws(NetProxyConfigurationError) {
         for name in values.keys.sorted() {
-            let entryKey = "proxy_tls_certificates.\"\(name)\""
+            let entryKey = "proxy_tls_certificates.\(name)"
             if let problem = Self.problem(with: name) {
                 throw NetProxyConfigurationError("\(entryKey): \(problem)")
             }

@@ -47,17 +47,8 @@ enum UnixSocketFile {
     ///   - key: The configuration key that starts every error message, such as `proxy_unix_sockets./run/x.sock`.
     /// - Returns: A path in the same directory, unique to this process and call, where nothing is.
     static func prepare(_ path: String, key: String) throws(NetProxyConfigurationError) -> String {
-        guard !path.utf8.contains(0) else { throw NetProxyConfigurationError("\(key): the path contains a NUL byte") }
-        guard path.hasPrefix("/") else { throw NetProxyConfigurationError("\(key): \"\(path)\" is not an absolute path; it must start with \"/\"") }
+        try checkForm(path, key: key)
         let (directory, name) = split(path)
-        guard !name.isEmpty, name != ".", name != ".." else {
-            throw NetProxyConfigurationError("\(key): \"\(path)\" does not name a file in a directory")
-        }
-        let length = path.utf8.count
-        guard length <= maximumPathLength else {
-            throw NetProxyConfigurationError(
-                "\(key): the path is \(length) bytes long; SwiftNIO allows at most \(maximumPathLength) bytes for a UNIX socket path")
-        }
         try checkDirectory(directory, key: key)
         try checkExisting(path, key: key)
 
@@ -127,6 +118,10 @@ enum UnixSocketFile {
         guard lstat(path, &status) == 0, isSocket(status), FileIdentity(status) == identity else {
             throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made")
         }
+        // No owner or group means the process's own, as for a socket bound anew.
+        var settings = settings
+        settings.owner = settings.owner ?? String(getuid())
+        settings.group = settings.group ?? String(getgid())
         try setOwnerAndMode(path, settings: settings, key: key)
     }
 
@@ -181,32 +176,21 @@ enum UnixSocketFile {
 
     /// A user name, or else a decimal user id, as `chown` reads it.
     private static func userID(_ text: String, key: String) throws(NetProxyConfigurationError) -> uid_t {
-        let found = lookUp(text) { name, entry, buffer, size, result in
-            getpwnam_r(name, entry, buffer, size, result)
-        } id: { (entry: passwd) in
-            entry.pw_uid
-        }
-        switch found {
-        case .found(let id): return id
-        case .failed(let code): throw NetProxyConfigurationError("\(key): cannot look up the user \"\(text)\": \(errorText(code))")
-        case .missing:
-            guard let id = decimalID(text) else { throw NetProxyConfigurationError("\(key): unknown user \"\(text)\"") }
-            return id
-        }
+        try accountID(text, kind: "user", key: key, lookUp(text, { getpwnam_r($0, $1, $2, $3, $4) }, id: { (entry: passwd) in entry.pw_uid }))
     }
 
     /// A group name, or else a decimal group id, as `chown` reads it.
     private static func groupID(_ text: String, key: String) throws(NetProxyConfigurationError) -> gid_t {
-        let found = lookUp(text) { name, entry, buffer, size, result in
-            getgrnam_r(name, entry, buffer, size, result)
-        } id: { (entry: group) in
-            entry.gr_gid
-        }
+        try accountID(text, kind: "group", key: key, lookUp(text, { getgrnam_r($0, $1, $2, $3, $4) }, id: { (entry: group) in entry.gr_gid }))
+    }
+
+    /// The id a look-up found, or `text` as a decimal id when there is no such name.
+    private static func accountID(_ text: String, kind: String, key: String, _ found: LookUp) throws(NetProxyConfigurationError) -> UInt32 {
         switch found {
         case .found(let id): return id
-        case .failed(let code): throw NetProxyConfigurationError("\(key): cannot look up the group \"\(text)\": \(errorText(code))")
+        case .failed(let code): throw NetProxyConfigurationError("\(key): cannot look up the \(kind) \"\(text)\": \(errorText(code))")
         case .missing:
-            guard let id = decimalID(text) else { throw NetProxyConfigurationError("\(key): unknown group \"\(text)\"") }
+            guard let id = decimalID(text) else { throw NetProxyConfigurationError("\(key): unknown \(kind) \"\(text)\"") }
             return id
         }
     }
@@ -257,6 +241,30 @@ enum UnixSocketFile {
     }
 
     // MARK: - Checking
+
+    /// What can be checked of a listener's settings without touching the file system beyond the
+    /// user and group databases: the path's form, and the owner and group. Run when a
+    /// configuration is built, so a reload fails before it changes anything.
+    static func check(_ path: String, settings: ProxyUnixSocket, key: String) throws(NetProxyConfigurationError) {
+        try checkForm(path, key: key)
+        _ = try settings.owner.map { owner throws(NetProxyConfigurationError) in try userID(owner, key: "\(key).owner") }
+        _ = try settings.group.map { group throws(NetProxyConfigurationError) in try groupID(group, key: "\(key).group") }
+    }
+
+    /// An absolute path naming a file, short enough for SwiftNIO.
+    private static func checkForm(_ path: String, key: String) throws(NetProxyConfigurationError) {
+        guard !path.utf8.contains(0) else { throw NetProxyConfigurationError("\(key): the path contains a NUL byte") }
+        guard path.hasPrefix("/") else { throw NetProxyConfigurationError("\(key): \"\(path)\" is not an absolute path; it must start with \"/\"") }
+        let name = split(path).name
+        guard !name.isEmpty, name != ".", name != ".." else {
+            throw NetProxyConfigurationError("\(key): \"\(path)\" does not name a file in a directory")
+        }
+        let length = path.utf8.count
+        guard length <= maximumPathLength else {
+            throw NetProxyConfigurationError(
+                "\(key): the path is \(length) bytes long; SwiftNIO allows at most \(maximumPathLength) bytes for a UNIX socket path")
+        }
+    }
 
     /// The directory (without a trailing slash, so empty for `/`) and the last component of an absolute path.
     private static func split(_ path: String) -> (directory: String, name: String) {

@@ -22,7 +22,7 @@ struct Reload: ParsableCommand {
     var pidFile: String
 
     func run() throws {
-        let pid = try PIDFile.read(pidFile)
+        let pid = try PIDFile.runningServer(pidFile)
         guard kill(pid, SIGHUP) == 0 else {
             let reason = errno == ESRCH ? "no such process (a stale PID file?)" : String(cString: strerror(errno))
             throw CommandFailure("cannot signal process \(pid) from \(pidFile): \(reason)")
@@ -31,32 +31,59 @@ struct Reload: ParsableCommand {
     }
 }
 
-/// The file with the server's process ID.
-struct PIDFile {
+/// The file with the server's process ID, locked (`flock`) by the server for as long as it runs:
+/// a file nobody holds is stale, and its number may by now belong to an unrelated process, which
+/// SIGHUP would kill.
+final class PIDFile {
     let path: String
+    private let descriptor: CInt
 
-    /// Writes this process's ID to `path`, replacing what was there.
+    private init(path: String, descriptor: CInt) {
+        self.path = path
+        self.descriptor = descriptor
+    }
+
+    /// Takes the file (created if needed) for this process and writes its ID; fails if another
+    /// running server holds it.
     static func create(_ path: String) throws(CommandFailure) -> PIDFile {
-        do {
-            try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-        } catch {
-            throw CommandFailure("cannot write the PID file \(path): \(error.localizedDescription)")
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw CommandFailure("cannot open the PID file \(path): \(String(cString: strerror(errno)))") }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let reason = errno == EWOULDBLOCK ? "another running server holds it" : String(cString: strerror(errno))
+            close(descriptor)
+            throw CommandFailure("cannot take the PID file \(path): \(reason)")
         }
-        return PIDFile(path: path)
+        let text = Array("\(getpid())\n".utf8)
+        guard ftruncate(descriptor, 0) == 0, text.withUnsafeBytes({ pwrite(descriptor, $0.baseAddress, $0.count, 0) }) == text.count else {
+            let reason = String(cString: strerror(errno))
+            close(descriptor)
+            throw CommandFailure("cannot write the PID file \(path): \(reason)")
+        }
+        return PIDFile(path: path, descriptor: descriptor)
     }
 
-    /// Removes the file, if it still names this process (a newer server may have replaced it).
+    /// Removes the file, then lets it go (removing it first: a server starting meanwhile makes a
+    /// new file rather than finding this one unlocked).
     func remove() {
-        if (try? Self.read(path)) == getpid() { unlink(path) }
+        unlink(path)
+        close(descriptor)
     }
 
-    /// The process ID in `path`: one positive decimal number, optionally followed by a newline.
-    static func read(_ path: String) throws(CommandFailure) -> pid_t {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CommandFailure("cannot read the PID file \(path)") }
-        var text = String(decoding: data, as: UTF8.self)
+    /// The process ID of the running server that holds `path`.
+    static func runningServer(_ path: String) throws(CommandFailure) -> pid_t {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw CommandFailure("cannot read the PID file \(path): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let count = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        var text = String(decoding: bytes.prefix(max(count, 0)), as: UTF8.self)
         if text.hasSuffix("\n") { text.removeLast() }
         guard let pid = pid_t(text), pid > 1, String(pid) == text else {
             throw CommandFailure("\(path) does not hold a process ID: \(String(reflecting: String(text.prefix(40))))")
+        }
+        // A server holds the lock for as long as it runs.
+        if flock(descriptor, LOCK_SH | LOCK_NB) == 0 {
+            throw CommandFailure("no server holds \(path) (it is stale): process \(pid) was not signalled")
         }
         return pid
     }

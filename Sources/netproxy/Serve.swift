@@ -49,20 +49,21 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure("\(config ?? "configuration"): \(error)")
         }
         Self.raiseDescriptorLimit(logger: logger)
+        // Taken before the listeners exist: a second server on the same file stops here, and one
+        // that fails to start leaves nothing behind.
+        let pidFile = try pidFile.map { path throws(CommandFailure) in try PIDFile.create(path) }
+        defer { pidFile?.remove() }
         let listeners: [NetProxyHost.BoundListener]
         do {
             listeners = try await host.start()
         } catch {
             throw CommandFailure("\(error)")
         }
-        // The PID file first: whoever waits for the banner may look for it.
-        let pidFile = try pidFile.map { path throws(CommandFailure) in try PIDFile.create(path) }
-        defer { pidFile?.remove() }
         FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
         let signalService = SignalService(signals: signals, logger: logger) { [config, logger] in
             logger.info("SIGHUP received: reloading \(config ?? "the default configuration")")
             // The outcome is logged and counted by the host.
-            try? await host.reload { () throws(NetProxyConfigurationError) in try Self.load(config) }
+            try? await host.reload { try Self.load(config) }
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(

@@ -76,26 +76,22 @@ import Testing
             listener: nginxListener, in: directory)
         defer { Peer.stop(nginx, signal: SIGTERM) }
         let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(nginxListener.port)", "send_proxy": "v2""#)
-        let haproxyListener = try ListeningSocket()
-        let config = directory.appendingPathComponent("haproxy.cfg")
-        try """
-        defaults
-            mode tcp
-            timeout connect 5s
-            timeout client 10s
-            timeout server 10s
-        frontend in
-            bind fd@0
-            default_backend netproxy
-        backend netproxy
-            server s 127.0.0.1:\(port) send-proxy-v2
+        let (haproxy, haproxyPort, log) = try Peer.startHAProxy(
+            """
+            defaults
+                mode tcp
+                timeout connect 5s
+                timeout client 10s
+                timeout server 10s
+            frontend in
+                bind fd@0
+                default_backend netproxy
+            backend netproxy
+                server s 127.0.0.1:\(port) send-proxy-v2
 
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let log = directory.appendingPathComponent("haproxy.log")
-        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", config.path], standardInput: haproxyListener.descriptor, output: log)
-        haproxyListener.close()
+            """, in: directory)
         defer { Peer.stop(haproxy) }
-        let client = try BlockingSocket(connectingTo: "127.0.0.1", port: haproxyListener.port, from: "127.0.0.23")
+        let client = try BlockingSocket(connectingTo: "127.0.0.1", port: haproxyPort, from: "127.0.0.23")
         defer { client.close() }
         let reply = String(decoding: try await BlockingSocket.onThread { try client.receiveAll() }, as: UTF8.self)
         let clientPort = try #require(client.localPort)

@@ -27,6 +27,16 @@ struct RunningHost {
     }
 }
 
+/// The error a configuration stops a host with at creation, or `nil`.
+func startupError(_ json: String) -> String? {
+    do {
+        _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        return nil
+    } catch {
+        return "\(error)"
+    }
+}
+
 func json(_ bytes: [UInt8]) throws -> [String: Any] {
     try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
 }

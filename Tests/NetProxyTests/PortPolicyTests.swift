@@ -5,16 +5,6 @@ import ProxyProtocol
 import TestSupport
 import Testing
 
-/// Ports the kernel says are free now, for configurations that key settings by port (a PROXY
-/// port's options cannot be given for port 0 twice).
-func freePorts(_ count: Int) throws -> [Int] {
-    let sockets = try (0..<count).map { _ in try ListeningSocket() }
-    defer {
-        for socket in sockets { socket.close() }
-    }
-    return sockets.map(\.port)
-}
-
 /// `proxy_port_options` and the global policy keys: each PROXY port reads headers by its own rules.
 @Suite(.timeLimit(.minutes(1))) struct PortPolicyTests {
     static let header = ProxyHeader(
@@ -188,15 +178,6 @@ func freePorts(_ count: Int) throws -> [Int] {
         let reply = try await LoopbackClient.exchange(port: port, from: "127.0.0.21", send: header + Array("after".utf8), halfClose: true)
         #expect(reply == header + Array("after".utf8))
         await running.stop()
-    }
-
-    func startupError(_ json: String) -> String? {
-        do {
-            _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
-            return nil
-        } catch {
-            return "\(error)"
-        }
     }
 
     @Test func aSourceCannotBeBothProxyAndDirectClient() {

@@ -108,16 +108,16 @@ import Testing
     func invalidName(name: String, reason: String) {
         #expect(
             error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector([name: 1]) }
-                == "proxy_tls_certificates.\"\(name)\": \(reason)")
+                == "proxy_tls_certificates.\(name): \(reason)")
     }
 
     @Test func nameGivenTwiceInDifferentCase() {
         #expect(
             error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector(["XMPP.example.com": 1, "xmpp.example.com": 2]) }
-                == #"proxy_tls_certificates."xmpp.example.com": the same name as "XMPP.example.com""#)
+                == #"proxy_tls_certificates.xmpp.example.com: the same name as "XMPP.example.com""#)
         #expect(
             error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector(["*.Example.com": 1, "*.example.com": 2]) }
-                == #"proxy_tls_certificates."*.example.com": the same name as "*.Example.com""#)
+                == #"proxy_tls_certificates.*.example.com: the same name as "*.Example.com""#)
     }
 
     @Test func validALPN() throws {
@@ -147,7 +147,7 @@ import Testing
         let tls = #""proxy_tls_ports": [15222], "proxy_tls_certificate": "/nonexistent.pem", "proxy_tls_key": "/nonexistent.key""#
         #expect(
             makeContext(#"{\#(tls), "proxy_tls_certificates": {"a.*.example": {"certificate": "/a.pem", "key": "/a.key"}}}"#)
-                == #"proxy_tls_certificates."a.*.example": "*" can only be the whole leftmost label, as in "*.example.com""#)
+                == #"proxy_tls_certificates.a.*.example: "*" can only be the whole leftmost label, as in "*.example.com""#)
         #expect(makeContext(#"{\#(tls), "proxy_tls_alpn": ["xmpp-client", ""]}"#) == "proxy_tls_alpn[1]: a protocol name is 1 to 255 bytes, not 0")
         #expect(makeContext(#"{\#(tls)}"#) == "proxy_tls_certificate: cannot load /nonexistent.pem: failedToLoadCertificate")
         #expect(

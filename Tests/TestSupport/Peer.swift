@@ -146,6 +146,17 @@ public enum Peer {
     }
 }
 
+/// Ports the kernel says are free now, for configurations that need fixed ports (settings keyed
+/// by port, ports kept across a reload). Another process could take one before it is used; on
+/// loopback in a test run that does not happen in practice.
+public func freePorts(_ count: Int) throws -> [Int] {
+    let sockets = try (0..<count).map { _ in try ListeningSocket() }
+    defer {
+        for socket in sockets { socket.close() }
+    }
+    return sockets.map(\.port)
+}
+
 /// A TCP socket listening on a port the kernel chose, to hand to a peer as an inherited
 /// descriptor, with the socket as standard input (HAProxy: `bind fd@0`; nginx: `NGINX=0;` in
 /// its environment and a `listen` on the same address and port). No other process can take the
