@@ -1,6 +1,12 @@
 import Foundation
 import NIOCore
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// Listening sockets of other processes on the host's addresses.
 ///
 /// The host listens with `SO_REUSEPORT` (a socket per event loop), which Linux lets any process
@@ -16,7 +22,7 @@ enum ForeignListeners {
     /// The addresses among `addresses` where another process listens too; empty where `/proc`
     /// cannot tell.
     static func shared(among addresses: [SocketAddress]) -> [SocketAddress] {
-        guard let own = ownSocketInodes() else { return [] }
+        guard !addresses.isEmpty, let own = ownSocketInodes() else { return [] }
         var foreign: [(address: Substring, port: Int)] = []
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
             guard let text = readWhole(table) else { continue }
@@ -64,15 +70,36 @@ enum ForeignListeners {
         words.allSatisfy { $0 == "0" }
     }
 
-    /// A `/proc` file to its end: its size says 0, and one read returns a page at a time.
-    private static func readWhole(_ path: String) -> String? {
-        guard let file = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? file.close() }
-        var data = Data()
-        while let chunk = try? file.read(upToCount: 65536), !chunk.isEmpty {
-            data.append(chunk)
+    /// The paths that other processes' listening UNIX sockets were bound to (`/proc/net/unix`
+    /// keeps the name given to `bind`, even after the file is renamed or removed); `nil` where
+    /// `/proc` cannot tell.
+    static func unixListenerPaths() -> [String]? {
+        guard let own = ownSocketInodes(), let text = readWhole("/proc/net/unix") else { return nil }
+        var paths: [String] = []
+        for line in text.split(separator: "\n").dropFirst() {
+            // Num RefCount Protocol Flags Type St Inode Path; flag 00010000 is a listening socket.
+            let fields = line.split(separator: " ", maxSplits: 7)
+            guard fields.count == 8, fields[3] == "00010000", let inode = UInt64(fields[6]), !own.contains(inode) else { continue }
+            paths.append(String(fields[7]))
         }
-        return String(decoding: data, as: UTF8.self)
+        return paths
+    }
+
+    /// A `/proc` file to its end: its size says 0, and each read returns what fits of whole
+    /// lines, so the buffer is large (a busy host has tens of thousands of lines).
+    private static func readWhole(_ path: String) -> String? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 18)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += buffer[..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// The inodes of this process's sockets (`socket:[N]` in `/proc/self/fd`).

@@ -226,7 +226,14 @@ public final class NetProxyHost: Service, Sendable {
         let runtime = try HostRuntime(
             configuration, registered: registered, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
             logger: logger)
-        let keeping = Dictionary(uniqueKeysWithValues: current.map { ($0.key, $0) })
+        // A UNIX listener whose file was removed (or replaced) since is bound anew: no client can
+        // reach the old socket.
+        let intact = current.filter { listener in
+            guard let file = listener.unixFile, !UnixSocketFile.isPublished(file.path, as: file.identity) else { return true }
+            logger.warning("proxy_unix_sockets.\(file.path): the socket file is gone or replaced; binding it anew")
+            return false
+        }
+        let keeping = Dictionary(uniqueKeysWithValues: intact.map { ($0.key, $0) })
         let opened: [OpenListener]
         do {
             opened = try await open(runtime, keeping: keeping)
@@ -235,9 +242,9 @@ public final class NetProxyHost: Service, Sendable {
         } catch {
             throw NetProxyConfigurationError("\(error)")
         }
-        let keys = Set(opened.map(\.key))
-        let removed = current.filter { !keys.contains($0.key) }
         let added = opened.filter { keeping[$0.key] == nil }
+        let kept = Set(opened.map(\.key)).intersection(keeping.keys)
+        let removed = current.filter { !kept.contains($0.key) }
         let committed = state.withLockedValue { state -> Bool in
             guard case .running = state.lifecycle else { return false }
             for (listener, role) in zip(opened, runtime.roles) where keeping[listener.key] != nil {
@@ -317,7 +324,7 @@ public final class NetProxyHost: Service, Sendable {
     /// Lets listeners bound by ``open(_:keeping:)`` accept, once their configuration is in force.
     private func startAccepting(_ listeners: [OpenListener]) async {
         for channel in listeners.flatMap(\.channels) {
-            try? await channel.setOption(.autoRead, value: true)
+            try? await channel.setOption(.autoRead, value: true).get()
         }
     }
 
@@ -470,13 +477,19 @@ public final class NetProxyHost: Service, Sendable {
         } catch {
             throw NetProxyConfigurationError("\(key): cannot listen: \(error)")
         }
+        let identity: UnixSocketFile.FileIdentity
         do {
-            let identity = try UnixSocketFile.publish(temporary: temporary, as: path, settings: settings, key: key)
-            return (channel, identity)
+            identity = try UnixSocketFile.publish(temporary: temporary, as: path, settings: settings, key: key)
         } catch {
             try? await channel.close()
             throw error
         }
+        if let other = UnixSocketFile.competitor(for: path) {
+            try? await channel.close()
+            UnixSocketFile.remove(path, ifStill: identity)
+            throw NetProxyConfigurationError("\(key): another process listens on a socket bound for \(path) (\(other)): started at the same time?")
+        }
+        return (channel, identity)
     }
 
     private func bootstrap(

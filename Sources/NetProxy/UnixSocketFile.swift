@@ -98,6 +98,12 @@ enum UnixSocketFile {
         }
     }
 
+    /// Whether `path` is still the socket published with `identity`.
+    static func isPublished(_ path: String, as identity: FileIdentity) -> Bool {
+        var status = stat()
+        return lstat(path, &status) == 0 && isSocket(status) && FileIdentity(status) == identity
+    }
+
     /// Unlinks `path` if it is still the socket published with `identity`.
     ///
     /// A host that stops must not delete the socket of a newer instance that has since replaced its
@@ -238,6 +244,25 @@ enum UnixSocketFile {
         guard !text.isEmpty, text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }), let id = UInt32(text), id != .max
         else { return nil }
         return id
+    }
+
+    /// Another process's listening socket bound at `path` or at one of its temporary names: a host
+    /// publishing the same path at the same moment (both found it free, and the last rename
+    /// wins). Run after ``publish(temporary:as:settings:key:)``: of two hosts that overlap, at
+    /// least one sees the other.
+    static func competitor(for path: String) -> String? {
+        let (directory, name) = split(path)
+        return ForeignListeners.unixListenerPaths()?.first { other in
+            guard other != path else { return true }
+            let (otherDirectory, otherName) = split(other)
+            // ".<name, maybe shortened>.<pid>.<number>"
+            let parts = otherName.split(separator: ".", omittingEmptySubsequences: false)
+            guard otherDirectory == directory, otherName.hasPrefix("."), parts.count >= 4,
+                parts.suffix(2).allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) })
+            else { return false }
+            let stem = parts.dropFirst().dropLast(2).joined(separator: ".")
+            return name.hasPrefix(stem)
+        }
     }
 
     // MARK: - Checking

@@ -79,13 +79,34 @@ struct Serve: AsyncParsableCommand {
     /// The configuration file `path`, or the default one without a path; the error names the file.
     static func load(_ path: String?) throws(NetProxyConfigurationError) -> NetProxyConfiguration {
         guard let path else { return .defaultServe }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw NetProxyConfigurationError("cannot read \(path)")
-        }
+        let data = try readFile(path)
         do {
             return try NetProxyConfiguration(json: data)
         } catch {
             throw NetProxyConfigurationError("\(path): \(error)")
+        }
+    }
+
+    /// A regular file's bytes; the error says why not (missing, a directory, a FIFO that would
+    /// block the reload, no permission).
+    static func readFile(_ path: String) throws(NetProxyConfigurationError) -> Data {
+        func failure(_ reason: String) -> NetProxyConfigurationError { NetProxyConfigurationError("cannot read \(path): \(reason)") }
+        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else { throw failure(String(cString: strerror(errno))) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw failure(String(cString: strerror(errno))) }
+        guard status.st_mode & S_IFMT == S_IFREG else {
+            throw failure(status.st_mode & S_IFMT == S_IFDIR ? "it is a directory" : "it is not a regular file")
+        }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw failure(String(cString: strerror(errno))) }
+            if count == 0 { return data }
+            data.append(contentsOf: buffer[..<count])
         }
     }
 
@@ -130,7 +151,8 @@ extension ListenerPlan.Kind {
 extension NetProxyHost.BoundListener {
     /// A command that exercises this listener, for PROXY ports.
     var tryCommand: String? {
-        guard case .proxy(let service?, let tls) = plan.kind else { return nil }
+        // `send` speaks TCP only.
+        guard case .proxy(let service?, let tls) = plan.kind, plan.path == nil else { return nil }
         let target = address.displayText
         if service == "http" {
             return "curl --haproxy-protocol \(tls ? "-k https" : "http")://\(target)/"

@@ -61,22 +61,34 @@ enum SignalPipe {
 }
 
 /// Ends (and so, in the service group, starts the graceful shutdown) on SIGINT, SIGTERM or
-/// SIGQUIT; reloads the configuration on SIGHUP. Signals are taken one at a time, so a reload
-/// finishes before the next signal is looked at.
+/// SIGQUIT; reloads the configuration on SIGHUP.
+///
+/// Reloads run one at a time, and SIGHUPs that arrive during one collapse into a single reload
+/// after it (each reads the file anew, so one is enough). A stop signal is acted on at once,
+/// never queued behind reloads.
 struct SignalService: Service {
     let signals: AsyncStream<CInt>
     let logger: Logger
     let reload: @Sendable () async -> Void
 
     func run() async {
-        for await signal in signals.cancelOnGracefulShutdown() {
-            switch signal {
-            case SIGHUP:
-                await reload()
-            default:
-                logger.info("\(Self.name(signal)) received: shutting down")
-                return
+        let (requests, pending) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await _ in requests { await reload() }
             }
+            for await signal in signals.cancelOnGracefulShutdown() {
+                if signal == SIGHUP {
+                    pending.yield()
+                    continue
+                }
+                logger.info("\(Self.name(signal)) received: shutting down")
+                break
+            }
+            // A reload already running finishes (the host's shutdown waits for it); one still
+            // pending is dropped.
+            pending.finish()
+            group.cancelAll()
         }
     }
 

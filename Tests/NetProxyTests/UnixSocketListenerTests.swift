@@ -132,9 +132,17 @@ import Testing
         lstat(path, &after)
         #expect(after.st_ino == before.st_ino)
         #expect(Self.mode(path) == 0o600)
+        // Someone removes the file: the next reload binds the socket anew.
+        unlink(path)
+        try await running.host.reload(
+            configuration: try NetProxyConfiguration(
+                json: Data(#"{"echo_ports": [0], "proxy_unix_sockets": {"\#(path)": {"service": "echo", "mode": "0600"}}}"#.utf8)))
+        #expect(Self.mode(path) == 0o600)
+        let again = try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView) + Array("back".utf8))
+        #expect(again == Array("back".utf8))
         try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(#"{"echo_ports": [0]}"#.utf8)))
         #expect(!FileManager.default.fileExists(atPath: path))
-        #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="success"} 3"#))
+        #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="success"} 4"#))
         await running.stop()
     }
 

@@ -1,0 +1,81 @@
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// Two servers that publish the same UNIX socket path at the same moment: both find it free, and
+/// the last rename wins, so the other would listen where no client can reach it. Each looks for
+/// the other's socket after publishing; at most one keeps running.
+@Suite(.timeLimit(.minutes(2))) struct UnixSocketRaceTests {
+    static func config(_ path: String) -> String {
+        #"{"echo_ports": [], "proxy_unix_sockets": {"\#(path)": "echo"}}"#
+    }
+
+    /// Another process listening on a temporary name of the path (as a server publishing it does
+    /// between its bind and its rename) is seen as a competitor.
+    @Test(.enabled(if: Peer.available("python3"))) func aSocketBeingPublishedByAnotherProcessStopsTheStart() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("c2s.sock").path
+        let temporary = directory.appendingPathComponent(".c2s.sock.99999.0").path
+        let ready = directory.appendingPathComponent("ready").path
+        // Listens on the temporary name until killed; writes a file once listening.
+        let other = try Peer.start(
+            try Peer.require("python3"),
+            [
+                "-c",
+                "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); open(sys.argv[2], 'w').close(); time.sleep(600)",
+                temporary, ready,
+            ])
+        defer { Peer.stop(other) }
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: ready) {
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        try #require(FileManager.default.fileExists(atPath: ready))
+        // A server that wrongly starts prints its banner and is killed when the test ends.
+        let server = try ServeProcess(config: Self.config(path))
+        #expect(server.banner == "")
+        let output = try await server.waitForExit()
+        #expect(output.status == 1)
+        #expect(
+            output.errors.hasSuffix(
+                "error: proxy_unix_sockets.\(path): another process listens on a socket bound for \(path) (\(temporary)): started at the same time?\n"
+            ),
+            "\(output.errors)")
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    /// Started from a shell with `&`, the two are a fraction of a millisecond apart, often within
+    /// the window between finding the path free and renaming onto it.
+    @Test func twoServersStartedTogetherNeverBothServe() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("s.sock").path
+        let config = directory.appendingPathComponent("config.json")
+        try Data(Self.config(path).utf8).write(to: config)
+        let script = """
+            both=0
+            for round in 1 2 3 4 5 6 7 8 9 10; do
+              "$1" serve --config "$2" >/dev/null 2>&1 & a=$!
+              "$1" serve --config "$2" >/dev/null 2>&1 & b=$!
+              sleep 1
+              up=0
+              kill -0 $a 2>/dev/null && up=$((up + 1))
+              kill -0 $b 2>/dev/null && up=$((up + 1))
+              [ $up = 2 ] && both=$((both + 1))
+              kill -TERM $a $b 2>/dev/null
+              wait $a $b
+            done
+            echo "both up: $both"
+            """
+        let (status, output) = try Peer.run("/bin/sh", ["-c", script, "sh", CommandRunner.executable.path, config.path])
+        #expect(status == 0)
+        #expect(output == "both up: 0\n")
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+}
