@@ -12,7 +12,12 @@ import Testing
 
 /// `netproxy serve` re-reading its configuration on SIGHUP and `netproxy reload`, with clients
 /// streaming all along.
+///
+/// The server listens on an address of its own, 127.0.0.62: a port it lets go may be taken by
+/// another test's listener on 127.0.0.1, which the probes for a closed port must not reach.
 @Suite(.timeLimit(.minutes(3))) struct ReloadTests {
+    static let address = "127.0.0.62"
+
     /// The ports of one run: echo's regular and PROXY ports (where the streams run), a spare
     /// regular port, a PROXY port whose role changes, and metrics.
     struct Ports {
@@ -30,7 +35,7 @@ import Testing
         _ ports: Ports, service: String = "whoami", echoProxyTrust: String = "127.0.0.1", whoamiPorts: [Int] = [], extra: String = ""
     ) -> String {
         """
-        {"interfaces": ["127.0.0.1"], "echo_ports": [\(ports.echo)], "whoami_ports": \(whoamiPorts), "metrics_port": \(ports.metrics),
+        {"interfaces": ["\(address)"], "echo_ports": [\(ports.echo)], "whoami_ports": \(whoamiPorts), "metrics_port": \(ports.metrics),
          "proxy_port_mappings": {"\(ports.echoProxy)": "echo", "\(ports.changing)": "\(service)"},
          "proxy_port_options": {"\(ports.echoProxy)": {"trusted_proxies": ["\(echoProxyTrust)"]}}\(extra)}
         """
@@ -48,7 +53,7 @@ import Testing
     static func exchange(_ port: Int, from source: String = "127.0.0.1", _ bytes: [UInt8]) throws -> [UInt8]? {
         let socket: BlockingSocket
         do {
-            socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port, from: source)
+            socket = try BlockingSocket(connectingTo: address, port: port, from: source)
         } catch let failure as BlockingSocket.Failure where failure.description.hasSuffix("errno \(ECONNREFUSED)") {
             return nil
         }
@@ -73,7 +78,7 @@ import Testing
         private(set) var rounds = NIOLockedValueBox(0)
 
         init(port: Int, header: [UInt8]?, seed: UInt64) throws {
-            socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
+            socket = try BlockingSocket(connectingTo: ReloadTests.address, port: port, from: "127.0.0.1")
             Thread.detachNewThread { [self] in
                 let result: String
                 do {

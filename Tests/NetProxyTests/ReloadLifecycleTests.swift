@@ -12,10 +12,15 @@ import Testing
 
 /// Reloads that fail half-way, and shutdowns that meet a start or a reload: nothing is left
 /// listening that should not be, and the configuration in force is the old one or the new one.
+///
+/// The hosts listen on an address of their own, 127.0.0.77: a port these tests let go may be
+/// taken by another test's listener on 127.0.0.1, which a probe must not reach.
 @Suite(.timeLimit(.minutes(1))) struct ReloadLifecycleTests {
-    /// Whether something accepts connections on 127.0.0.1:`port`.
+    static let address = "127.0.0.77"
+
+    /// Whether something accepts connections on 127.0.0.77:`port`.
     static func accepts(_ port: Int) -> Bool {
-        (try? BlockingSocket(connectingTo: "127.0.0.1", port: port)) != nil
+        (try? BlockingSocket(connectingTo: address, port: port)) != nil
     }
 
     static func configuration(_ json: String) throws -> NetProxyConfiguration {
@@ -24,36 +29,37 @@ import Testing
 
     @Test func aFailedBindClosesWhatTheReloadBound() async throws {
         let ports = try freePorts(2)
-        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
-        let echo = running.port(.service("echo"))
-        let taken = try ListeningSocket()
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "echo_ports": [0]}"#)
+        let echo = running.port(.service("echo"), host: Self.address)
+        let taken = try ListeningSocket(host: Self.address)
         defer { taken.close() }
         // http is bound first (services in name order), then whoami fails on the taken port.
         let next = try Self.configuration(
-            #"{"interfaces": ["127.0.0.1"], "echo_ports": [0], "http_ports": [\#(ports[0])], "whoami_ports": [\#(taken.port)]}"#)
+            #"{"interfaces": ["127.0.0.77"], "echo_ports": [0], "http_ports": [\#(ports[0])], "whoami_ports": [\#(taken.port)]}"#)
         do {
             try await running.host.reload(configuration: next)
             Issue.record("the reload succeeded on a taken port")
         } catch {
-            #expect("\(error)".hasPrefix("cannot listen for whoami on 127.0.0.1:\(taken.port): "), "\(error)")
+            #expect("\(error)".hasPrefix("cannot listen for whoami on 127.0.0.77:\(taken.port): "), "\(error)")
         }
         #expect(!Self.accepts(ports[0]))
-        #expect(running.host.listeners.map(\.plan.description) == ["echo on 127.0.0.1:\(echo)"])
-        #expect(try await LoopbackClient.exchange(port: echo, send: Array("still".utf8), halfClose: true) == Array("still".utf8))
+        #expect(running.host.listeners.map(\.plan.description) == ["echo on 127.0.0.77:\(echo)"])
+        #expect(
+            try await LoopbackClient.exchange(port: echo, host: Self.address, send: Array("still".utf8), halfClose: true) == Array("still".utf8))
         #expect(running.host.metricsExposition.contains("netproxy_reloads_total{result=\"failure\"} 1\n"))
         await running.stop()
     }
 
     @Test func movingAPortToTheWildcardAddressNamesTheWayOut() async throws {
         let port = try freePorts(1)[0]
-        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [\#(port)]}"#)
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "echo_ports": [\#(port)]}"#)
         do {
             try await running.host.reload(configuration: try Self.configuration(#"{"interfaces": ["0.0.0.0"], "echo_ports": [\#(port)]}"#))
             Issue.record("both sockets were bound")
         } catch {
             #expect(
                 "\(error)".hasSuffix(
-                    "; this host's echo on 127.0.0.1:\(port) holds the port until the reload ends: change its address in two reloads (remove, then add)"
+                    "; this host's echo on 127.0.0.77:\(port) holds the port until the reload ends: change its address in two reloads (remove, then add)"
                 ),
                 "\(error)")
         }
@@ -65,7 +71,7 @@ import Testing
     /// none of them accepts.
     @Test func shutdownDuringStartLeavesNothingListening() async throws {
         let ports = try freePorts(40)
-        let host = try NetProxyHost(configuration: try Self.configuration(#"{"interfaces": ["127.0.0.1"], "echo_ports": \#(ports)}"#))
+        let host = try NetProxyHost(configuration: try Self.configuration(#"{"interfaces": ["127.0.0.77"], "echo_ports": \#(ports)}"#))
         let start = Task { try await host.start() }
         try await Task.sleep(for: .milliseconds(5))
         await host.shutdown(gracePeriod: .zero)
@@ -80,9 +86,9 @@ import Testing
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("echo.sock").path
-        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "echo_ports": [0]}"#)
         let next = try Self.configuration(
-            #"{"interfaces": ["127.0.0.1"], "echo_ports": [0], "whoami_ports": \#(ports), "proxy_unix_sockets": {"\#(path)": "echo"}}"#)
+            #"{"interfaces": ["127.0.0.77"], "echo_ports": [0], "whoami_ports": \#(ports), "proxy_unix_sockets": {"\#(path)": "echo"}}"#)
         let reload = Task { try await running.host.reload(configuration: next) }
         try await Task.sleep(for: .milliseconds(5))
         await running.stop()
