@@ -109,12 +109,18 @@ struct HostRuntime: Sendable {
                 default: continue
                 }
                 guard let bound = ProxyIPAddress(listener.host) else { continue }
-                let wildcard = bound == .v4(ProxyIPv4Address(0, 0, 0, 0)) || bound == .v6(ProxyIPv6Address(high: 0, low: 0))
-                if wildcard || bound.unmapped == target.unmapped {
+                if bound.isWildcard || bound.unmapped == target.unmapped {
                     throw NetProxyConfigurationError("forward_services.\(name): the target \(forward.target) is this host's own \(listener)")
                 }
             }
         }
+    }
+}
+
+extension ProxyIPAddress {
+    /// `0.0.0.0` or `::`: a listener there takes every address of the machine.
+    var isWildcard: Bool {
+        self == .v4(ProxyIPv4Address(0, 0, 0, 0)) || self == .v6(ProxyIPv6Address(high: 0, low: 0))
     }
 }
 

@@ -299,7 +299,11 @@ public final class NetProxyHost: Service, Sendable {
                     listener = try await bind(role, key: key, configuration: runtime.configuration)
                 } catch {
                     // Our own socket in the way: a port moving to or from a wildcard address.
-                    let own = keeping.values.first { $0.unixFile == nil && $0.bound.address.port == role.plan.port && role.plan.path == nil }
+                    func isWildcard(_ host: String) -> Bool { ProxyIPAddress(host)?.isWildcard ?? false }
+                    let own = keeping.values.first { other in
+                        other.unixFile == nil && role.plan.path == nil && other.bound.address.port == role.plan.port
+                            && (isWildcard(other.bound.plan.host) || isWildcard(role.plan.host))
+                    }
                     guard let own else { throw error }
                     throw NetProxyConfigurationError(
                         "\(error); this host's \(own.bound.plan) holds the port until the reload ends: change its address in two reloads (remove, then add)"
