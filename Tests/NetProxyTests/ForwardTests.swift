@@ -76,20 +76,7 @@ import Testing
             listener: nginxListener, in: directory)
         defer { Peer.stop(nginx, signal: SIGTERM) }
         let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(nginxListener.port)", "send_proxy": "v2""#)
-        let (haproxy, haproxyPort, log) = try Peer.startHAProxy(
-            """
-            defaults
-                mode tcp
-                timeout connect 5s
-                timeout client 10s
-                timeout server 10s
-            frontend in
-                bind fd@0
-                default_backend netproxy
-            backend netproxy
-                server s 127.0.0.1:\(port) send-proxy-v2
-
-            """, in: directory)
+        let (haproxy, haproxyPort, log) = try Peer.startHAProxy(tcpServer: "127.0.0.1:\(port) send-proxy-v2", in: directory)
         defer { Peer.stop(haproxy) }
         let client = try BlockingSocket(connectingTo: "127.0.0.1", port: haproxyPort, from: "127.0.0.23")
         defer { client.close() }

@@ -56,20 +56,7 @@ import Testing
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         for (port, trusted) in [(ports[0], true), (ports[1], false)] {
-            let (haproxy, frontendPort, log) = try Peer.startHAProxy(
-                """
-                defaults
-                    mode tcp
-                    timeout connect 5s
-                    timeout client 10s
-                    timeout server 10s
-                frontend in
-                    bind fd@0
-                    default_backend netproxy
-                backend netproxy
-                    server s 127.0.0.1:\(port) send-proxy-v2 source 127.0.0.12
-
-                """, in: directory)
+            let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "127.0.0.1:\(port) send-proxy-v2 source 127.0.0.12", in: directory)
             defer { Peer.stop(haproxy) }
             let (status, output) = try Peer.run(
                 try Peer.require("curl"),

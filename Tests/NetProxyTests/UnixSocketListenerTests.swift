@@ -28,20 +28,7 @@ import Testing
             #"{"interfaces": ["127.0.0.1"], "http_ports": [], "proxy_unix_sockets": {"\#(path)": {"service": "http", "mode": "0640"}}}"#)
         #expect(Self.mode(path) == 0o640)
         #expect(running.host.listeners.map(\.plan.description) == ["PROXY on unix:\(path) -> http"])
-        let (haproxy, frontendPort, log) = try Peer.startHAProxy(
-            """
-            defaults
-                mode tcp
-                timeout connect 5s
-                timeout client 10s
-                timeout server 10s
-            frontend in
-                bind fd@0
-                default_backend netproxy
-            backend netproxy
-                server s unix@\(path) send-proxy-v2
-
-            """, in: directory)
+        let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "unix@\(path) send-proxy-v2", in: directory)
         defer { Peer.stop(haproxy) }
         let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontendPort)/"])
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")

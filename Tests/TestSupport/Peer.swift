@@ -139,6 +139,25 @@ public enum Peer {
         return (haproxy, listener.port, log)
     }
 
+    /// HAProxy relaying TCP from its `fd@0` frontend to one backend server, given as the rest of
+    /// its `server` line (`127.0.0.1:PORT send-proxy-v2`).
+    public static func startHAProxy(tcpServer server: String, in directory: URL) throws -> (haproxy: Process, port: Int, log: URL) {
+        try startHAProxy(
+            """
+            defaults
+                mode tcp
+                timeout connect 5s
+                timeout client 10s
+                timeout server 10s
+            frontend in
+                bind fd@0
+                default_backend netproxy
+            backend netproxy
+                server s \(server)
+
+            """, in: directory)
+    }
+
     public static func temporaryDirectory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-interop-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
