@@ -54,15 +54,16 @@ final class AcceptErrorHandler: ChannelInboundHandler {
         }
     }
 
-    private let plan: ListenerPlan
+    /// Read when logging: a reload may have given the listener another role since.
+    private let slot: ListenerSlot
     private let logger: Logger
     private let metrics: HostMetrics
     private let episode: Episode
     private var inEpisode = false
     private var resume: Scheduled<Void>?
 
-    init(listener: ListenerPlan, episode: Episode, logger: Logger, metrics: HostMetrics) {
-        self.plan = listener
+    init(slot: ListenerSlot, episode: Episode, logger: Logger, metrics: HostMetrics) {
+        self.slot = slot
         self.episode = episode
         self.logger = logger
         self.metrics = metrics
@@ -79,8 +80,8 @@ final class AcceptErrorHandler: ChannelInboundHandler {
 
     /// The listener, with the port it is bound to.
     private func listener(_ context: ChannelHandlerContext) -> String {
-        var bound = plan
-        bound.port = context.channel.localAddress?.port ?? plan.port
+        var bound = slot.role.plan
+        bound.port = context.channel.localAddress?.port ?? bound.port
         return bound.description
     }
 

@@ -453,7 +453,7 @@ public final class NetProxyHost: Service, Sendable {
             }
             let episode = AcceptErrorHandler.Episode()
             for loop in group.makeIterator() {
-                let channel = try await bootstrap(listener, slot: slot, group: loop, episode: episode)
+                let channel = try await bootstrap(slot: slot, group: loop, episode: episode)
                     .serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
                     .bind(host: listener.host, port: port).get()
                 channels.append(channel)
@@ -476,7 +476,7 @@ public final class NetProxyHost: Service, Sendable {
         let temporary = try UnixSocketFile.prepare(path, key: key)
         let channel: Channel
         do {
-            channel = try await bootstrap(slot.role.plan, slot: slot, group: group, episode: AcceptErrorHandler.Episode())
+            channel = try await bootstrap(slot: slot, group: group, episode: AcceptErrorHandler.Episode())
                 .bind(unixDomainSocketPath: temporary).get()
         } catch {
             throw NetProxyConfigurationError("\(key): cannot listen: \(error)")
@@ -496,16 +496,17 @@ public final class NetProxyHost: Service, Sendable {
         return (channel, identity)
     }
 
-    private func bootstrap(
-        _ listener: ListenerPlan, slot: ListenerSlot, group: EventLoopGroup, episode: AcceptErrorHandler.Episode
-    ) -> ServerBootstrap {
+    private func bootstrap(slot: ListenerSlot, group: EventLoopGroup, episode: AcceptErrorHandler.Episode) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: Self.listenBacklog)
+            // Accepting starts once the configuration the listener belongs to is in force
+            // (``startAccepting(_:)``); until then connections wait in the backlog.
+            .serverChannelOption(.autoRead, value: false)
             .serverChannelInitializer { [logger, metrics] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        AcceptErrorHandler(listener: listener, episode: episode, logger: logger, metrics: metrics)
+                        AcceptErrorHandler(slot: slot, episode: episode, logger: logger, metrics: metrics)
                     )
                 }
             }
