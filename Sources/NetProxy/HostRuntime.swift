@@ -70,7 +70,7 @@ struct HostRuntime: Sendable {
                 return ListenerRole(plan: listener, setup: .service(service), tls: nil, allowsHalfClosure: service?.allowsHalfClosure ?? false)
             case .proxy(let name, let isTLS):
                 let service = name.flatMap { byName[$0] }
-                let policy = listener.path == nil ? plan.policies[listener.port]! : plan.unixPolicy
+                let policy = listener.path.map { plan.unixPolicies[$0]! } ?? plan.policies[listener.port]!
                 return ListenerRole(
                     plan: listener, setup: .proxy(service, policy), tls: isTLS ? tls : nil, allowsHalfClosure: service?.allowsHalfClosure ?? false)
             }

@@ -53,8 +53,9 @@ struct HostPlan {
     let warnings: [String]
     /// By PROXY port.
     let policies: [Int: ProxyPolicy]
-    /// For `proxy_unix_sockets`: every peer is trusted, the rest as the global keys say.
-    let unixPolicy: ProxyPolicy
+    /// By `proxy_unix_sockets` path: every peer is trusted, the rest as the socket's options or
+    /// the global keys say.
+    let unixPolicies: [String: ProxyPolicy]
 
     init(_ configuration: NetProxyConfiguration, serviceNames: Set<String>) throws(NetProxyConfigurationError) {
         var warnings: [String] = []
@@ -70,7 +71,7 @@ struct HostPlan {
             guard case .proxy = listener.kind, listener.path == nil else { return nil }
             return listener.port
         }
-        (self.policies, self.unixPolicy) = try Self.proxyPolicies(configuration, globals, proxyPorts: proxyPorts, warnings: &warnings)
+        (self.policies, self.unixPolicies) = try Self.proxyPolicies(configuration, globals, proxyPorts: proxyPorts, warnings: &warnings)
         self.listeners = listeners
         self.warnings = warnings
     }
@@ -210,7 +211,7 @@ struct HostPlan {
     private static func proxyPolicies(
         _ configuration: NetProxyConfiguration, _ globals: (trust: TrustedProxies, direct: TrustedProxies), proxyPorts: [Int],
         warnings: inout [String]
-    ) throws(NetProxyConfigurationError) -> ([Int: ProxyPolicy], ProxyPolicy) {
+    ) throws(NetProxyConfigurationError) -> ([Int: ProxyPolicy], [String: ProxyPolicy]) {
         for port in configuration.proxyPortOptions.keys.sorted() where !proxyPorts.contains(port) {
             throw NetProxyConfigurationError("proxy_port_options: port \(port) is not a PROXY port")
         }
@@ -248,8 +249,22 @@ struct HostPlan {
                 header: header(configuration, options, trust: trust), directClients: direct.networks.isEmpty ? nil : direct)
         }
         // A UNIX socket's file permissions decide who connects: every peer there is trusted.
-        let unix = ProxyPolicy(
-            header: header(configuration, ProxyPortOptions(), trust: TrustedProxies([], includesUnixDomainSockets: true)), directClients: nil)
+        var unix: [String: ProxyPolicy] = [:]
+        for path in configuration.proxyUnixSockets.keys.sorted() {
+            let options = configuration.proxyUnixSockets[path]!.options
+            let key = "proxy_unix_sockets.\(path)"
+            if options.trustedProxies != nil || options.directClients != nil {
+                throw NetProxyConfigurationError("\(key): every peer of a UNIX socket is trusted; its file's mode and owner decide who connects")
+            }
+            if let versions = options.acceptedVersions, versions.isEmpty {
+                throw NetProxyConfigurationError("\(key).versions: no version would be accepted")
+            }
+            if let custom = options.headerTimeout {
+                try checkSeconds(custom, key + ".header_timeout")
+            }
+            unix[path] = ProxyPolicy(
+                header: header(configuration, options, trust: TrustedProxies([], includesUnixDomainSockets: true)), directClients: nil)
+        }
         return (policies, unix)
     }
 

@@ -345,12 +345,8 @@ extension JSONInput {
             try value.fields(path) { field, value, path throws(NetProxyConfigurationError) in
                 switch field {
                 case "trusted_proxies": options.trustedProxies = try value.strings(path)
-                case "versions": options.acceptedVersions = try value.versions(path)
-                case "local": options.acceptsLocal = try value.acceptOrReject(path)
-                case "unspecified": options.unspecifiedAddresses = try value.acceptOrReject(path) ? .useSocketAddresses : .reject
-                case "header_timeout": options.headerTimeout = try value.seconds(path)
                 case "direct_clients": options.directClients = try value.strings(path)
-                default: return false
+                default: return try options.readHeaderPolicy(field, value, path)
                 }
                 return true
             }
@@ -358,8 +354,9 @@ extension JSONInput {
         }
     }
 
-    /// `proxy_unix_sockets`: path -> service name, or -> `{"service", "mode", "owner", "group"}`
-    /// with the mode as an octal string such as `"0660"`.
+    /// `proxy_unix_sockets`: path -> service name, or -> `{"service", "mode", "owner", "group",
+    /// "versions", "local", "unspecified", "header_timeout"}` with the mode as an octal string
+    /// such as `"0660"`.
     func unixSockets(_ key: String) throws(NetProxyConfigurationError) -> [String: ProxyUnixSocket] {
         guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object of path to service") }
         var result: [String: ProxyUnixSocket] = [:]
@@ -384,7 +381,7 @@ extension JSONInput {
                     socket.mode = mode
                 case "owner": socket.owner = try value.string(fieldPath)
                 case "group": socket.group = try value.string(fieldPath)
-                default: return false
+                default: return try socket.options.readHeaderPolicy(field, value, fieldPath)
                 }
                 return true
             }
@@ -415,6 +412,20 @@ extension JSONInput {
             result[name] = TLSCertificateFiles(certificatePath: certificate, keyPath: privateKey)
         }
         return result
+    }
+}
+
+extension ProxyPortOptions {
+    /// Reads `versions`, `local`, `unspecified` or `header_timeout`; `false` for another field.
+    mutating func readHeaderPolicy(_ field: String, _ value: JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool {
+        switch field {
+        case "versions": acceptedVersions = try value.versions(path)
+        case "local": acceptsLocal = try value.acceptOrReject(path)
+        case "unspecified": unspecifiedAddresses = try value.acceptOrReject(path) ? .useSocketAddresses : .reject
+        case "header_timeout": headerTimeout = try value.seconds(path)
+        default: return false
+        }
+        return true
     }
 }
 
@@ -503,12 +514,20 @@ public struct ProxyUnixSocket: Hashable, Sendable {
     /// What the socket file gets: mode, owner and group (not the service).
     var fileAttributes: [String?] { [String(mode, radix: 8), owner, group] }
 
+    /// How headers are read here where not as the global keys say (`versions`, `local`,
+    /// `unspecified`, `header_timeout`). Every peer is trusted (the file's permissions decide who
+    /// connects), so `trustedProxies` and `directClients` must stay `nil`.
+    public var options: ProxyPortOptions
+
     /// A listener for `service`.
-    public init(service: String, mode: Int = 0o660, owner: String? = nil, group: String? = nil) {
+    public init(
+        service: String, mode: Int = 0o660, owner: String? = nil, group: String? = nil, options: ProxyPortOptions = ProxyPortOptions()
+    ) {
         self.service = service
         self.mode = mode
         self.owner = owner
         self.group = group
+        self.options = options
     }
 }
 

@@ -99,6 +99,35 @@ import Testing
                 == #"proxy_unix_sockets./tmp/x.sock: expected a service name, or an object with "service""#)
     }
 
+    /// A socket's own header policy; every peer is trusted there, so a trust list is an error.
+    @Test func policyPerSocket() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let strict = directory.appendingPathComponent("strict.sock").path
+        let open = directory.appendingPathComponent("open.sock").path
+        let running = try await RunningHost(
+            #"{"echo_ports": [], "proxy_unix_sockets": {"\#(strict)": {"service": "echo", "versions": [1], "unspecified": "accept"}, "\#(open)": "echo"}}"#
+        )
+        let local = Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8)
+        let unknown = Array(try ProxyHeader.v1Unknown.encoded().readableBytesView) + Array("hi".utf8)
+        #expect(try await Self.exchange(path: strict, local) == [])
+        #expect(try await Self.exchange(path: strict, unknown) == Array("hi".utf8))
+        #expect(try await Self.exchange(path: open, local) == Array("hi".utf8))
+        await running.stop()
+        #expect(
+            startupError(#"{"echo_ports": [], "proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "trusted_proxies": []}}}"#)
+                == #"proxy_unix_sockets./tmp/x.sock: unknown key "trusted_proxies""#)
+        var configuration = NetProxyConfiguration()
+        configuration.servicePorts = ["echo": []]
+        configuration.proxyUnixSockets = ["/tmp/x.sock": ProxyUnixSocket(service: "echo", options: ProxyPortOptions(trustedProxies: ["10.0.0.1"]))]
+        #expect(
+            throws: NetProxyConfigurationError(
+                "proxy_unix_sockets./tmp/x.sock: every peer of a UNIX socket is trusted; its file's mode and owner decide who connects")
+        ) {
+            try NetProxyHost(configuration: configuration)
+        }
+    }
+
     @Test func reloadAddsAndRemovesSockets() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
