@@ -125,8 +125,9 @@ extension ProxyIPAddress {
 }
 
 /// What a connection on a listener gets. The host reads it for every new connection, so a
-/// reload changes it for the next connection and never for one already accepted.
-struct ListenerRole: Sendable {
+/// reload changes it for the next connection and never for one already accepted. A class, so
+/// that reading it on that path costs one reference, not a copy of every field.
+final class ListenerRole: Sendable {
     enum Setup: Sendable {
         case metrics
         /// A regular port; `nil` never happens (the plan checks every name) but closes.
@@ -135,12 +136,19 @@ struct ListenerRole: Sendable {
         case proxy(NetProxyService?, HostPlan.ProxyPolicy)
     }
 
-    var plan: ListenerPlan
-    var setup: Setup
+    let plan: ListenerPlan
+    let setup: Setup
     /// TLS after the header (or at once, for a direct client).
-    var tls: NIOSSLContext?
+    let tls: NIOSSLContext?
     /// Whether the service asked to see the client's half-close.
-    var allowsHalfClosure: Bool
+    let allowsHalfClosure: Bool
+
+    init(plan: ListenerPlan, setup: Setup, tls: NIOSSLContext?, allowsHalfClosure: Bool) {
+        self.plan = plan
+        self.setup = setup
+        self.tls = tls
+        self.allowsHalfClosure = allowsHalfClosure
+    }
 }
 
 /// Which listener of a new configuration is the same socket as one in force: the same address

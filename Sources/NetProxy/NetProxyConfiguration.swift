@@ -193,17 +193,7 @@ enum JSONInput {
     }
 
     func mappings(_ key: String) throws(NetProxyConfigurationError) -> [Int: String] {
-        guard case .object(let object) = self else {
-            throw NetProxyConfigurationError("\(key): expected an object of port to service name")
-        }
-        var result: [Int: String] = [:]
-        for portText in object.keys.sorted() {
-            guard let port = Int(portText), String(port) == portText, (0...65535).contains(port) else {
-                throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (0-65535)")
-            }
-            result[port] = try object[portText]!.string("\(key).\(portText)")
-        }
-        return result
+        try byPort(key, of: "service name") { value, path throws(NetProxyConfigurationError) in try value.string(path) }
     }
 }
 
@@ -223,10 +213,9 @@ extension JSONInput {
             guard case .object(let fields) = entries[name]! else { throw NetProxyConfigurationError("\(path): expected an object") }
             guard let first = fields[required] else { throw NetProxyConfigurationError("\(path): \"\(required)\" is missing") }
             var service = try make(first, "\(path).\(required)")
-            for field in fields.keys.sorted() where field != required {
-                guard try apply(&service, field, fields[field]!, "\(path).\(field)") else {
-                    throw NetProxyConfigurationError("\(path): unknown key \"\(field)\"")
-                }
+            try entries[name]!.fields(path) { field, value, fieldPath throws(NetProxyConfigurationError) in
+                if field == required { return true }
+                return try apply(&service, field, value, fieldPath)
             }
             services[name] = service
         }
@@ -310,11 +299,11 @@ extension JSONInput {
         }
     }
 
-    /// An object keyed by port number, each value read by `read`; errors name `key.port`.
-    private func byPort<Value>(
-        _ key: String, _ read: (JSONInput, String) throws(NetProxyConfigurationError) -> Value
+    /// An object keyed by port number, each value (`what`) read by `read`; errors name `key.port`.
+    fileprivate func byPort<Value>(
+        _ key: String, of what: String, _ read: (JSONInput, String) throws(NetProxyConfigurationError) -> Value
     ) throws(NetProxyConfigurationError) -> [Int: Value] {
-        guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object keyed by port") }
+        guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object of port to \(what)") }
         var result: [Int: Value] = [:]
         for portText in object.keys.sorted() {
             guard let port = Int(portText), String(port) == portText, (0...65535).contains(port) else {
@@ -326,7 +315,7 @@ extension JSONInput {
     }
 
     /// Reads each field of an object with `apply`, which answers whether it knows the field.
-    private func fields(
+    fileprivate func fields(
         _ key: String, _ apply: (_ field: String, JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool
     ) throws(NetProxyConfigurationError) {
         guard case .object(let fields) = self else { throw NetProxyConfigurationError("\(key): expected an object") }
@@ -340,7 +329,7 @@ extension JSONInput {
     /// `proxy_port_options`: port -> `{"trusted_proxies", "versions", "local", "unspecified",
     /// "header_timeout", "direct_clients"}`.
     func portOptions(_ key: String) throws(NetProxyConfigurationError) -> [Int: ProxyPortOptions] {
-        try byPort(key) { value, path throws(NetProxyConfigurationError) in
+        try byPort(key, of: "options") { value, path throws(NetProxyConfigurationError) in
             var options = ProxyPortOptions()
             try value.fields(path) { field, value, path throws(NetProxyConfigurationError) in
                 switch field {

@@ -75,7 +75,7 @@ import Testing
         private let stop = NIOLockedValueBox(false)
         private let done = DispatchSemaphore(value: 0)
         private let outcome = NIOLockedValueBox<String?>(nil)
-        private(set) var rounds = NIOLockedValueBox(0)
+        let rounds = NIOLockedValueBox(0)
 
         init(port: Int, header: [UInt8]?, seed: UInt64) throws {
             socket = try BlockingSocket(connectingTo: ReloadTests.address, port: port, from: "127.0.0.1")
