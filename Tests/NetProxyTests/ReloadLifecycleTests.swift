@@ -14,8 +14,9 @@ import Testing
 /// listening that should not be, and the configuration in force is the old one or the new one.
 ///
 /// The hosts listen on an address of their own, 127.0.0.77: a port these tests let go may be
-/// taken by another test's listener on 127.0.0.1, which a probe must not reach.
-@Suite(.timeLimit(.minutes(1))) struct ReloadLifecycleTests {
+/// taken by another test's listener on 127.0.0.1, which a probe must not reach. Serialized, as
+/// two of them could be handed the same free ports.
+@Suite(.serialized, .timeLimit(.minutes(1))) struct ReloadLifecycleTests {
     static let address = "127.0.0.77"
 
     /// Whether something accepts connections on 127.0.0.77:`port`.

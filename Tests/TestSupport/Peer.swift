@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Testing
 
 #if canImport(Glibc)
@@ -167,14 +168,24 @@ public enum Peer {
 
 /// Ports the kernel says are free now, for configurations that need fixed ports (settings keyed
 /// by port, ports kept across a reload). Another process could take one before it is used; on
-/// loopback in a test run that does not happen in practice.
+/// loopback in a test run that does not happen in practice. Within this process no port is
+/// handed out twice: the kernel readily gives a port back once it is free again, and two tests
+/// running at once would then share it.
 public func freePorts(_ count: Int) throws -> [Int] {
-    let sockets = try (0..<count).map { _ in try ListeningSocket() }
+    var sockets: [ListeningSocket] = []
     defer {
         for socket in sockets { socket.close() }
     }
-    return sockets.map(\.port)
+    var ports: [Int] = []
+    while ports.count < count {
+        let socket = try ListeningSocket()
+        sockets.append(socket)
+        if handedOutPorts.withLockedValue({ $0.insert(socket.port).inserted }) { ports.append(socket.port) }
+    }
+    return ports
 }
+
+private let handedOutPorts = NIOLockedValueBox<Set<Int>>([])
 
 /// A TCP socket listening on a port the kernel chose, to hand to a peer as an inherited
 /// descriptor, with the socket as standard input (HAProxy: `bind fd@0`; nginx: `NGINX=0;` in
