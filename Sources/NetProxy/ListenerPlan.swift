@@ -242,8 +242,7 @@ struct HostPlan {
                 throw NetProxyConfigurationError("\(prefix)versions: no version would be accepted")
             }
             if let custom = options.headerTimeout {
-                try checkSeconds(custom, prefix + "header_timeout")
-                if custom < 3 { warnings.append("\(prefix)header_timeout is \(custom) s; the PROXY specification asks for at least 3 s") }
+                try checkHeaderTimeout(custom, prefix + "header_timeout", warnings: &warnings)
             }
             policies[port] = ProxyPolicy(
                 header: header(configuration, options, trust: trust), directClients: direct.networks.isEmpty ? nil : direct)
@@ -260,7 +259,7 @@ struct HostPlan {
                 throw NetProxyConfigurationError("\(key).versions: no version would be accepted")
             }
             if let custom = options.headerTimeout {
-                try checkSeconds(custom, key + ".header_timeout")
+                try checkHeaderTimeout(custom, key + ".header_timeout", warnings: &warnings)
             }
             unix[path] = ProxyPolicy(
                 header: header(configuration, options, trust: TrustedProxies([], includesUnixDomainSockets: true)), directClients: nil)
@@ -288,6 +287,12 @@ struct HostPlan {
         }
     }
 
+    /// A header timeout: in range, and a warning under the specification's 3 s.
+    private static func checkHeaderTimeout(_ seconds: Double, _ key: String, warnings: inout [String]) throws(NetProxyConfigurationError) {
+        try checkSeconds(seconds, key)
+        if seconds < 3 { warnings.append("\(key) is \(seconds) s; the PROXY specification asks for at least 3 s") }
+    }
+
     private static func checkSeconds(_ seconds: Double, _ key: String) throws(NetProxyConfigurationError) {
         guard seconds > 0 && seconds <= 86400 else {
             throw NetProxyConfigurationError("\(key): \(seconds) is not a number of seconds from above 0 to 86400")
@@ -300,10 +305,7 @@ struct HostPlan {
         guard (ProxyHeader.v2FixedLength...ProxyHeader.maximumV2Length).contains(configuration.maximumHeaderSize) else {
             throw NetProxyConfigurationError("proxy_max_header_size: \(configuration.maximumHeaderSize) is not in 16...65551")
         }
-        try checkSeconds(configuration.headerTimeout, "proxy_header_timeout")
+        try checkHeaderTimeout(configuration.headerTimeout, "proxy_header_timeout", warnings: &warnings)
         try checkSeconds(configuration.shutdownGracePeriod, "shutdown_grace_period")
-        if configuration.headerTimeout < 3 {
-            warnings.append("proxy_header_timeout is \(configuration.headerTimeout) s; the PROXY specification asks for at least 3 s")
-        }
     }
 }

@@ -270,6 +270,43 @@ struct ServerHarness {
         #expect(refusingV2.failure()?.reason == .unspecifiedAddressesNotAccepted)
     }
 
+    /// A client that trickles the header a byte at a time does not move the deadline (Prosody's
+    /// module had no timeout at all).
+    @Test func tricklingDoesNotExtendTheTimeout() throws {
+        let harness = try ServerHarness(ProxyProtocolConfiguration(headerTimeout: .seconds(3)))
+        for byte in "PRO" {
+            try harness.send(String(byte))
+            harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(byte == "O" ? 999 : 1000))
+        }
+        #expect(harness.channel.isActive)
+        harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(!harness.channel.isActive)
+        #expect(harness.failure()?.reason == .headerTimeout)
+        #expect(harness.failure()?.receivedBytes == 3)
+        #expect(harness.recorder.events == [])
+    }
+
+    /// A version 1 line longer than the specification's 107 bytes is refused at byte 107,
+    /// whether it arrives at once or a byte at a time (Prosody's module buffered up to 8 MiB).
+    @Test func longVersion1LinesAreRefusedAtTheLimit() throws {
+        let atOnce = try ServerHarness()
+        try atOnce.send("PROXY " + String(repeating: "A", count: 1_000_000))
+        #expect(!atOnce.channel.isActive)
+        #expect(atOnce.failure()?.reason == .invalidHeader)
+        #expect(atOnce.failure()?.underlying as? ProxyHeaderError == ProxyHeaderError(.headerTooLong(limit: 107), at: 107))
+        #expect(atOnce.recorder.events == [])
+        let trickled = try ServerHarness()
+        let line = Array(("PROXY " + String(repeating: "A", count: 200)).utf8)
+        for byte in line.prefix(106) {
+            try trickled.send([byte])
+        }
+        #expect(trickled.channel.isActive)
+        // The 107th byte is not the line's LF: no valid line can end any more.
+        try trickled.send([line[106]])
+        #expect(!trickled.channel.isActive)
+        #expect(trickled.failure()?.underlying as? ProxyHeaderError == ProxyHeaderError(.headerTooLong(limit: 107), at: 107))
+    }
+
     @Test func limitsHeaderSizeAndVersions() throws {
         let small = try ServerHarness(ProxyProtocolConfiguration(maximumHeaderLength: 64))
         let header = ProxyHeader(version: .v2, addresses: .unspecified, tlvs: [ProxyTLV(type: .noop, bytes: [UInt8](repeating: 0, count: 100))])

@@ -51,6 +51,24 @@ import Testing
         await running.stop()
     }
 
+    /// A misspelt service in a reloaded file is refused as at start-up; the port keeps its service.
+    @Test func aMisspeltServiceFailsTheReload() async throws {
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "whoami_ports": [0]}"#)
+        let port = running.port(.service("whoami"), host: Self.address)
+        do {
+            try await running.host.reload(
+                configuration: try Self.configuration(
+                    #"{"interfaces": ["127.0.0.77"], "whoami_ports": [0], "proxy_port_mappings": {"15222": "whoamii"}}"#))
+            Issue.record("the reload succeeded")
+        } catch {
+            #expect("\(error)" == #"proxy_port_mappings: port 15222 maps to unknown service "whoamii" (known: echo, http, whoami)"#)
+        }
+        let reply = try await LoopbackClient.exchange(port: port, host: Self.address, send: [])
+        #expect(try json(reply)["service"] as? String == "whoami")
+        #expect(running.host.metricsExposition.contains("netproxy_reloads_total{result=\"failure\"} 1\n"))
+        await running.stop()
+    }
+
     @Test func movingAPortToTheWildcardAddressNamesTheWayOut() async throws {
         let port = try freePorts(1)[0]
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "echo_ports": [\#(port)]}"#)

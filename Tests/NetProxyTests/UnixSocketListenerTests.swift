@@ -128,6 +128,25 @@ import Testing
         }
     }
 
+    /// `local` and `header_timeout` of a socket's own; a timeout under 3 s warns, as for a port.
+    @Test func localAndHeaderTimeoutPerSocket() async throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("c2s.sock").path
+        let running = try await RunningHost(
+            #"{"echo_ports": [], "proxy_header_timeout": 60, "proxy_unix_sockets": {"\#(path)": {"service": "echo", "local": "reject", "header_timeout": 0.3}}}"#
+        )
+        #expect(running.host.warnings == ["proxy_unix_sockets.\(path).header_timeout is 0.3 s; the PROXY specification asks for at least 3 s"])
+        #expect(try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8)) == [])
+        #expect(try await Self.exchange(path: path, Array("PROXY UNKNOWN\r\nhi".utf8)) == Array("hi".utf8))
+        // Ten bytes of a header, then silence (no half-close): only the socket's 0.3 s ends it.
+        #expect(try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView.prefix(10)), halfClose: false) == [])
+        let metrics = running.host.metricsExposition
+        #expect(metrics.contains("netproxy_connections_rejected_total{reason=\"local_not_accepted\"} 1\n"))
+        #expect(metrics.contains("netproxy_connections_rejected_total{reason=\"header_timeout\"} 1\n"))
+        await running.stop()
+    }
+
     @Test func reloadAddsAndRemovesSockets() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -162,8 +181,9 @@ import Testing
         await running.stop()
     }
 
-    /// Connects to a UNIX socket, sends `bytes`, half-closes and reads to the end.
-    static func exchange(path: String, _ bytes: [UInt8]) async throws -> [UInt8] {
+    /// Connects to a UNIX socket, sends `bytes`, half-closes (unless told not to) and reads to
+    /// the end.
+    static func exchange(path: String, _ bytes: [UInt8], halfClose: Bool = true) async throws -> [UInt8] {
         try await BlockingSocket.onThread {
             let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -171,7 +191,7 @@ import Testing
             let connected = address.withSockAddr { connect(fd, $0, socklen_t($1)) }
             guard connected == 0 else { throw ConnectFailure(errno: errno) }
             _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            shutdown(fd, CInt(SHUT_WR))
+            if halfClose { shutdown(fd, CInt(SHUT_WR)) }
             var reply: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {

@@ -141,12 +141,14 @@ public enum Peer {
     }
 
     /// HAProxy relaying TCP from its `fd@0` frontend to one backend server, given as the rest of
-    /// its `server` line (`127.0.0.1:PORT send-proxy-v2`).
+    /// its `server` line (`127.0.0.1:PORT send-proxy-v2`). No retries: a refused connection is
+    /// tried once, so the server sees each client once.
     public static func startHAProxy(tcpServer server: String, in directory: URL) throws -> (haproxy: Process, port: Int, log: URL) {
         try startHAProxy(
             """
             defaults
                 mode tcp
+                retries 0
                 timeout connect 5s
                 timeout client 10s
                 timeout server 10s
