@@ -136,6 +136,17 @@ struct ServerHarness {
         #expect(info.carriesAddresses)
     }
 
+    /// An address family v2 does not define closes the connection (Prosody's module left it
+    /// open, with the header's bytes still in the stream).
+    @Test func unknownVersion2FamilyCloses() throws {
+        let harness = try ServerHarness()
+        try harness.send(ProxyHeader.v2Signature + [0x21, 0x41, 0x00, 0x0C] + [UInt8](repeating: 1, count: 12) + Array("x".utf8))
+        #expect(!harness.channel.isActive)
+        #expect(harness.recorder.events == [])
+        #expect(harness.failure()?.reason == .invalidHeader)
+        #expect(harness.failure()?.underlying as? ProxyHeaderError == ProxyHeaderError(.v2UnsupportedFamily(0x41), at: 13))
+    }
+
     @Test func invalidHeaderClosesAndPassesNothingOn() throws {
         let harness = try ServerHarness()
         let bytes = "PROXY TCP4 192.0.2.1 198.51.100.7 51234 4430000\r\nsecret"

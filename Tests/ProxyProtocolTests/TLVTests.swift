@@ -75,6 +75,17 @@ import Testing
         #expect(Array(ssl.encoded().readableBytesView) == Self.sslValue)
     }
 
+    /// Each client flag on its own, and a client whose certificate did not verify (verify != 0).
+    @Test func sslFlagsAndVerify() throws {
+        let session = try #require(try parsedTLVs([0x20, 0x00, 0x05, 0x04, 0x00, 0x00, 0x00, 0x00]).ssl)
+        #expect(session.client == [.certificateInSession])
+        #expect(session.isVerified)
+        let unverified = try #require(try parsedTLVs([0x20, 0x00, 0x05, 0x02, 0x00, 0x00, 0x00, 0x01]).ssl)
+        #expect(unverified.client == [.certificateOnConnection])
+        #expect(unverified.verify == 1)
+        #expect(!unverified.isVerified)
+    }
+
     /// Application-range types that do not have a cloud convention's shape stay raw and unnamed.
     @Test func cloudConventionsNeedTheirShape() throws {
         let tlvs = try parsedTLVs(
