@@ -19,6 +19,27 @@ import NIOCore
 /// Later arrivals are not caught: sharing a port with a process of the same user is what
 /// `SO_REUSEPORT` allows, as it does for HAProxy, Envoy and nginx's `reuseport`.
 enum ForeignListeners {
+    /// Fails if anyone listens on `host:port`, with `SO_REUSEPORT` or not: a plain bind, never a
+    /// listen, so that no connection can arrive on the probe and be left there unanswered.
+    static func probe(_ host: String, port: Int) throws(NetProxyConfigurationError) {
+        func failure(_ call: String) -> NetProxyConfigurationError {
+            NetProxyConfigurationError(errno == EADDRINUSE ? "the port is in use" : "\(call): \(String(cString: strerror(errno)))")
+        }
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(ipAddress: host, port: port)
+        } catch {
+            throw NetProxyConfigurationError("\(error)")
+        }
+        let descriptor = socket(CInt(address.protocol.rawValue), CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw failure("socket") }
+        defer { _ = close(descriptor) }
+        var on: CInt = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<CInt>.size))
+        let bound = address.withSockAddr { bind(descriptor, $0, socklen_t($1)) }
+        guard bound == 0 else { throw failure("bind") }
+    }
+
     /// The addresses among `addresses` where another process listens too; empty where `/proc`
     /// cannot tell.
     static func shared(among addresses: [SocketAddress]) -> [SocketAddress] {

@@ -294,6 +294,10 @@ public final class NetProxyHost: Service, Sendable {
                     result.append(listener)
                     continue
                 }
+                // A shutdown meanwhile: stop binding (what was bound is closed below).
+                if state.withLockedValue({ if case .stopping = $0.lifecycle { return true } else { return false } }) {
+                    throw NetProxyConfigurationError("the host is shutting down")
+                }
                 let listener: OpenListener
                 do {
                     listener = try await bind(role, key: key, configuration: runtime.configuration)
@@ -444,13 +448,7 @@ public final class NetProxyHost: Service, Sendable {
         var channels: [Channel] = []
         do {
             var port = listener.port
-            if port != 0 {
-                let probe = try await ServerBootstrap(group: group)
-                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .bind(host: listener.host, port: port)
-                    .get()
-                try await probe.close()
-            }
+            if port != 0 { try ForeignListeners.probe(listener.host, port: port) }
             let episode = AcceptErrorHandler.Episode()
             for loop in group.makeIterator() {
                 let channel = try await bootstrap(slot: slot, group: loop, episode: episode)

@@ -46,7 +46,8 @@ final class PIDFile {
     /// Takes the file (created if needed) for this process and writes its ID; fails if another
     /// running server holds it.
     static func create(_ path: String) throws(CommandFailure) -> PIDFile {
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // Not through a symbolic link: whoever can write the directory could aim it at any file.
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard descriptor >= 0 else { throw CommandFailure("cannot open the PID file \(path): \(String(cString: strerror(errno)))") }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             let reason = errno == EWOULDBLOCK ? "another running server holds it" : String(cString: strerror(errno))

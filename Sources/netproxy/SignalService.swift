@@ -73,23 +73,22 @@ struct SignalService: Service {
 
     func run() async {
         let (requests, pending) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        await withDiscardingTaskGroup { group in
-            group.addTask {
-                for await _ in requests { await reload() }
-            }
-            for await signal in signals.cancelOnGracefulShutdown() {
-                if signal == SIGHUP {
-                    pending.yield()
-                    continue
-                }
-                logger.info("\(Self.name(signal)) received: shutting down")
-                break
-            }
-            // A reload already running finishes (the host's shutdown waits for it); one still
-            // pending is dropped.
-            pending.finish()
-            group.cancelAll()
+        // Not a child task: a stop signal must not wait for a reload in progress. The host's
+        // shutdown does; the reload then finds the host stopping and undoes itself.
+        let reloads = Task {
+            for await _ in requests { await reload() }
         }
+        for await signal in signals.cancelOnGracefulShutdown() {
+            if signal == SIGHUP {
+                pending.yield()
+                continue
+            }
+            logger.info("\(Self.name(signal)) received: shutting down")
+            break
+        }
+        // A reload still pending is dropped.
+        pending.finish()
+        reloads.cancel()
     }
 
     static func name(_ signal: CInt) -> String {

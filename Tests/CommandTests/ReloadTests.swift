@@ -210,11 +210,16 @@ import Testing
         #expect(Self.whoami(try Self.exchange(ports.changing, Self.bytes(.local)))?["service"] as? String == "whoami")
         #expect(try Self.exchange(ports.echoProxy, v2 + Array("ping".utf8)) == Array("ping".utf8))
 
-        var failures: [String] = []
-        for (index, client) in clients.enumerated() {
-            let rounds = client.rounds.withLockedValue { $0 }
-            let result = client.finish()
-            if result != "ok" || rounds == 0 { failures.append("client \(index): \(result) (\(rounds) rounds)") }
+        // Waiting for the clients blocks: on a thread of its own, not one of the few that run
+        // every test's async code.
+        let failures = try await BlockingSocket.onThread { [clients] in
+            var failures: [String] = []
+            for (index, client) in clients.enumerated() {
+                let rounds = client.rounds.withLockedValue { $0 }
+                let result = client.finish()
+                if result != "ok" || rounds == 0 { failures.append("client \(index): \(result) (\(rounds) rounds)") }
+            }
+            return failures
         }
         #expect(failures == [])
         let metrics = Self.whoamiless(try Self.exchange(ports.metrics, Array("GET /metrics HTTP/1.0\r\n\r\n".utf8)))
@@ -229,6 +234,24 @@ import Testing
 
     func pidFileContents(_ path: String) throws -> Int32? {
         Int32(try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .newlines))
+    }
+
+    /// `serve --pid-file` never writes through a symbolic link.
+    @Test func pidFileIsNotALink() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-pid-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let precious = directory.appendingPathComponent("precious")
+        try Data("keep".utf8).write(to: precious)
+        let link = directory.appendingPathComponent("netproxy.pid").path
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: precious.path)
+        let config = directory.appendingPathComponent("config.json")
+        try Data("{}".utf8).write(to: config)
+        let output = try CommandRunner.run(["serve", "--config", config.path, "--pid-file", link])
+        #expect(output.status == 1)
+        #expect(
+            output.standardError.hasSuffix("error: cannot open the PID file \(link): Too many levels of symbolic links\n"), "\(output.standardError)")
+        #expect(try String(contentsOf: precious, encoding: .utf8) == "keep")
     }
 
     @Test func reloadCommandErrors() throws {
