@@ -20,6 +20,8 @@ extension NetProxyService {
     /// `http`: HTTP/1.1 with keep-alive; every GET is answered with the connection's JSON. A
     /// client that half-closes still gets the answers to the requests it sent.
     public static let http = NetProxyService(name: "http", allowsHalfClosure: true) { channel, info in
+        // A request trickled in byte by byte is not activity; a complete one is.
+        ConnectionGuard.find(in: channel.pipeline.syncOperations)?.countsReads = false
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
         let json = info.json + "\n"
         try channel.pipeline.syncOperations.addHandler(

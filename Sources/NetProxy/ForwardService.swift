@@ -31,6 +31,12 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
     public var transparent = false
     /// `connect_timeout`, in seconds.
     public var connectTimeout: Double = 5
+    /// `idle_timeout`, in seconds: replaces the listener's for this service's connections, on
+    /// both sides of the relay; `nil` keeps the listener's.
+    public var idleTimeout: Double?
+    /// `max_pending_connects`: clients of this service waiting for their target's connect at
+    /// once; over it a new client is closed (and counted) instead of connecting.
+    public var maxPendingConnects = 256
 
     /// A target with the defaults: no header, not transparent, 5 s to connect.
     public init(targetHost: String, targetPort: Int) {
@@ -41,9 +47,9 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
     /// The checks a configuration built in code also needs; the error names `key`.
     func check(_ key: String) throws(NetProxyConfigurationError) {
         guard (1...65535).contains(targetPort) else { throw NetProxyConfigurationError("\(key).target: \(targetPort) is not a port (1-65535)") }
-        guard connectTimeout > 0 && connectTimeout <= 86400 else {
-            throw NetProxyConfigurationError("\(key).connect_timeout: \(connectTimeout) is not a number of seconds from above 0 to 86400")
-        }
+        try HostPlan.checkSeconds(connectTimeout, "\(key).connect_timeout")
+        if let idleTimeout { try HostPlan.checkSeconds(idleTimeout, "\(key).idle_timeout") }
+        try NetProxyConfiguration.checkCount(maxPendingConnects, "\(key).max_pending_connects")
         if sendProxy != .v2 && (passTLVs || crc32c) {
             throw NetProxyConfigurationError(
                 "\(key): pass_tlvs and crc32c need send_proxy \"v2\" (send_proxy is \"\(sendProxy?.description ?? "none")\")")
@@ -63,18 +69,28 @@ extension NetProxyService {
     ) -> NetProxyService {
         // An IP address is used as it is: no resolver (a thread hop and a lookup per connection).
         let address = try? SocketAddress(ipAddress: configuration.targetHost, port: configuration.targetPort)
-        return NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
+        let pending = PendingCount(limit: configuration.maxPendingConnects)
+        var service = NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
             // Nothing more is read from the client until the target is connected.
             try channel.syncOptions?.setOption(.autoRead, value: false)
             try channel.pipeline.syncOperations.addHandler(
-                ForwardConnector(name: name, configuration: configuration, address: address, info: info, metrics: metrics, log: log))
+                ForwardConnector(
+                    name: name, configuration: configuration, address: address, info: info, pending: pending, metrics: metrics, log: log))
         }
+        service.idleTimeout = configuration.idleTimeout.map(TimeAmount.fractionalSeconds)
+        return service
     }
 }
 
 /// Connects to the target when the client's connection is handed over, then puts a relay
 /// between the two and leaves. Bytes and a half-close that arrive meanwhile are kept and passed
 /// on in order.
+///
+/// A client that leaves during the connect ends it at once: closed, or half-closed without
+/// having sent a byte (nothing to deliver, and a client that wants an answer sends first).
+/// Connects in progress are capped per service (`max_pending_connects`). The target's side
+/// gets a ``ConnectionGuard`` with the client's idle timeout, so a relay that stops moving is
+/// closed whichever side stalls.
 final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -84,30 +100,54 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     /// The target's address when it is an IP address; `nil` for a name.
     private let address: SocketAddress?
     private let info: ConnectionInfo
+    private let pending: PendingCount
     private let metrics: HostMetrics
     private let log: RateLimitedLog
     private var received: [ByteBuffer] = []
     private var inputClosed = false
+    /// The client's guard: its listener's counters, and the idle timeout the target side gets.
+    private var clientGuard: ConnectionGuard?
+    /// The target's channel while it connects, to end the connect if the client leaves.
+    private var connecting: Channel?
+    /// Whether this connection counts in ``pending``.
+    private var isPending = false
 
     init(
-        name: String, configuration: ForwardServiceConfiguration, address: SocketAddress?, info: ConnectionInfo, metrics: HostMetrics,
-        log: RateLimitedLog
+        name: String, configuration: ForwardServiceConfiguration, address: SocketAddress?, info: ConnectionInfo, pending: PendingCount,
+        metrics: HostMetrics, log: RateLimitedLog
     ) {
         self.name = name
         self.configuration = configuration
         self.address = address
         self.info = info
+        self.pending = pending
         self.metrics = metrics
         self.log = log
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        clientGuard = ConnectionGuard.find(in: context.pipeline.syncOperations)
+        guard pending.enter() else {
+            clientGuard?.listener.limited(
+                .pendingConnects,
+                "forward \(name): client \(info.source.displayText) closed: \(pending.limit) connects to \(configuration.target) in progress, its max_pending_connects"
+            )
+            context.close(promise: nil)
+            return
+        }
+        isPending = true
         let (clientSide, targetSide) = RelayHandler.pair()
+        let targetGuard = clientGuard?.companion()
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         var bootstrap = ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.fractionalSeconds(configuration.connectTimeout))
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(targetSide) }
+                channel.eventLoop.makeCompletedFuture {
+                    this.value.connecting = channel
+                    if let targetGuard { try channel.pipeline.syncOperations.addHandler(targetGuard) }
+                    try channel.pipeline.syncOperations.addHandler(targetSide)
+                }
             }
         if configuration.transparent {
             switch Self.transparentSource(info.source) {
@@ -132,9 +172,14 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
                 bootstrap.connect(host: configuration.targetHost, port: configuration.targetPort)
             }
         connected.assumeIsolated().whenComplete { [self] result in
+            connecting = nil
+            leavePending()
             switch result {
             case .success(let target):
                 relay(context: context, to: target, clientSide: clientSide, header: header)
+            case .failure where !context.channel.isActive:
+                // The client left first, and its leaving ended the connect.
+                break
             case .failure(let error):
                 fail(context: context, reason: Self.reason(error), detail: "\(error)")
             }
@@ -146,11 +191,27 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, event == .inputClosed {
-            inputClosed = true
-        } else {
-            context.fireUserInboundEventTriggered(event)
+        guard let event = event as? ChannelEvent, event == .inputClosed else { return context.fireUserInboundEventTriggered(event) }
+        inputClosed = true
+        if received.isEmpty, isPending {
+            // Gone without a word: nothing to deliver, so no connect to finish.
+            context.close(promise: nil)
         }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // The client is gone: so is the reason to connect (its descriptor is free now, the
+        // target's would not be until the connect ended).
+        connecting?.close(promise: nil)
+        connecting = nil
+        leavePending()
+        context.fireChannelInactive()
+    }
+
+    private func leavePending() {
+        guard isPending else { return }
+        isPending = false
+        pending.leave()
     }
 
     private func relay(context: ChannelHandlerContext, to target: Channel, clientSide: RelayHandler, header: ByteBuffer?) {
@@ -178,6 +239,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
 
     private func fail(context: ChannelHandlerContext, reason: String, detail: String) {
         metrics.forwardFailed(service: name, reason: reason)
+        if reason == "timeout" { clientGuard?.listener.metrics.timedOut(.connect) }
         log.warning(
             "forward \(name) to \(configuration.target) failed for client \(info.source.displayText): \(detail)",
             metadata: info.loggerMetadata)
@@ -214,7 +276,12 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
             return "unreachable"
         }
         if let error = error as? IOError {
-            return error.errnoCode == ECONNREFUSED ? "refused" : "unreachable"
+            switch error.errnoCode {
+            case ECONNREFUSED: return "refused"
+            // No socket for the target: this host is out of descriptors (or memory).
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return "resources"
+            default: return "unreachable"
+            }
         }
         return "other"
     }

@@ -10,6 +10,9 @@ import NIOHTTP1
 ///   one read's worth of requests, not a response per request it sent.
 /// - Half-closure: the connection closes once the answers to the requests received are sent
 ///   (`NIOHTTP1` holds the event back until the response to a pipelined request is written).
+/// - Idle timeout: each complete request part (head, body chunk, end) is reported to the
+///   ``ConnectionGuard`` as activity, which counts no single bytes here, so a request header
+///   trickled in too slowly is closed at the idle timeout.
 final class HTTPResponder: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -36,6 +39,7 @@ final class HTTPResponder: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.triggerUserOutboundEvent(ConnectionActivity(), promise: nil)
         switch unwrapInboundIn(data) {
         case .head(let head):
             request = head

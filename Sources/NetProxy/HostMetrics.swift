@@ -88,7 +88,7 @@ struct HostMetrics: Sendable {
     }
 
     /// The values of the `reason` label of forward failures, exported from zero.
-    static let forwardFailureReasons = ["refused", "timeout", "unreachable", "resolve", "transparent", "header", "other"]
+    static let forwardFailureReasons = ["refused", "timeout", "unreachable", "resolve", "transparent", "header", "resources", "other"]
 
     /// Makes a forward service's failure counters, so they are exported from zero.
     func registerForwardService(_ name: String) {
@@ -107,6 +107,61 @@ struct HostMetrics: Sendable {
             label: "netproxy_forward_failures_total", dimensions: [("service", service), ("reason", reason)], factory: factory)
     }
 
+    /// A listener's series (connections open, timeouts, connections closed at a limit), all
+    /// exported from zero. Made when the listener is bound.
+    func listener(_ label: String) -> ListenerMetrics {
+        ListenerMetrics(label: label, factory: factory)
+    }
+
     /// The Prometheus text exposition of every counter.
     var exposition: String { registry.emitToString() }
+}
+
+/// Why the host closed a connection at a deadline: the `kind` label of
+/// `netproxy_timeouts_total`.
+enum TimeoutKind: String, CaseIterable, Sendable {
+    case idle
+    case tlsHandshake = "tls_handshake"
+    case connect
+    case header
+}
+
+/// Which limit a connection was closed at: the `limit` label of
+/// `netproxy_connections_limited_total`.
+enum ConnectionLimit: String, CaseIterable, Sendable {
+    case maxConnections = "max_connections"
+    case maxConnectionsPerSource = "max_connections_per_source"
+    case pendingConnects = "pending_connects"
+    case pendingDetections = "pending_detections"
+}
+
+/// One listener's series: `netproxy_connections{listener}` (open now),
+/// `netproxy_timeouts_total{listener,kind}` and `netproxy_connections_limited_total{listener,limit}`.
+struct ListenerMetrics: Sendable {
+    private let open: CoreMetrics.Meter
+    private let timeouts: [TimeoutKind: CoreMetrics.Counter]
+    private let limits: [ConnectionLimit: CoreMetrics.Counter]
+
+    init(label: String, factory: PrometheusMetricsFactory) {
+        // The registry hands back the gauge a listener of the same name had before (a port given
+        // up and taken again), whose connections may still be open: it is not reset here.
+        open = CoreMetrics.Meter(label: "netproxy_connections", dimensions: [("listener", label)], factory: factory)
+        var timeouts: [TimeoutKind: CoreMetrics.Counter] = [:]
+        for kind in TimeoutKind.allCases {
+            timeouts[kind] = CoreMetrics.Counter(
+                label: "netproxy_timeouts_total", dimensions: [("listener", label), ("kind", kind.rawValue)], factory: factory)
+        }
+        self.timeouts = timeouts
+        var limits: [ConnectionLimit: CoreMetrics.Counter] = [:]
+        for limit in ConnectionLimit.allCases {
+            limits[limit] = CoreMetrics.Counter(
+                label: "netproxy_connections_limited_total", dimensions: [("listener", label), ("limit", limit.rawValue)], factory: factory)
+        }
+        self.limits = limits
+    }
+
+    func opened() { open.increment() }
+    func closed() { open.decrement() }
+    func timedOut(_ kind: TimeoutKind) { timeouts[kind]!.increment() }
+    func limited(_ limit: ConnectionLimit) { limits[limit]!.increment() }
 }

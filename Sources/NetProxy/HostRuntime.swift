@@ -1,3 +1,4 @@
+import Atomics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -15,12 +16,16 @@ struct HostRuntime: Sendable {
     let warnings: [String]
     /// A role per listener, in plan order.
     let roles: [ListenerRole]
+    /// `max_connections` for the whole process.
+    let maxConnections: Int
 
-    /// - Parameter registered: The services given to the host in code; the configuration adds
-    ///   its forward and multiplex services to them.
+    /// - Parameters:
+    ///   - registered: The services given to the host in code; the configuration adds its
+    ///     forward and multiplex services to them.
+    ///   - eventLoops: The host's event loops, each with a socket of every TCP listener.
     init(
         _ configuration: NetProxyConfiguration, registered: [String: NetProxyService], metrics: HostMetrics, log: RateLimitedLog,
-        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, eventLoops: Int, logger: Logger
     ) throws(NetProxyConfigurationError) {
         var byName = registered
         for name in configuration.forwardServices.keys.sorted() {
@@ -33,16 +38,23 @@ struct HostRuntime: Sendable {
         }
         // Routes lead to the services above, never to another multiplexer (no loops).
         let routable = byName
+        var warnings: [String] = []
         for name in configuration.multiplexServices.keys.sorted() {
             guard byName[name] == nil else {
                 throw NetProxyConfigurationError("multiplex_services.\(name): the name is taken by another service")
             }
             try Self.checkServiceName(name, "multiplex_services.\(name)")
             let multiplex = configuration.multiplexServices[name]!
-            guard multiplex.detectTimeout > 0 && multiplex.detectTimeout <= 86400 else {
-                throw NetProxyConfigurationError(
-                    "multiplex_services.\(name).detect_timeout: \(multiplex.detectTimeout) is not a number of seconds from above 0 to 86400")
+            try HostPlan.checkSeconds(multiplex.detectTimeout, "multiplex_services.\(name).detect_timeout")
+            if let idle = multiplex.idleTimeout {
+                try HostPlan.checkSeconds(idle, "multiplex_services.\(name).idle_timeout")
+                if idle < multiplex.detectTimeout {
+                    warnings.append(
+                        "multiplex_services.\(name).idle_timeout (\(idle) s) is shorter than its detect_timeout (\(multiplex.detectTimeout) s): a silent client is closed before the default service gets it"
+                    )
+                }
             }
+            try NetProxyConfiguration.checkCount(multiplex.maxPendingDetections, "multiplex_services.\(name).max_pending_detections")
             let routes = multiplex.routes.sorted { $0.key.name < $1.key.name }.map { ("routes.\($0.key.name)", $0.value) }
             for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
                 let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
@@ -51,7 +63,7 @@ struct HostRuntime: Sendable {
             }
             byName[name] = .multiplex(name: name, multiplex, services: routable, asyncConnections: asyncConnections, logger: logger)
         }
-        let plan = try HostPlan(configuration, serviceNames: Set(byName.keys))
+        let plan = try HostPlan(configuration, serviceNames: Set(byName.keys), eventLoops: eventLoops)
         try Self.checkForwardLoops(configuration, plan.listeners)
         for path in configuration.proxyUnixSockets.keys.sorted() {
             try UnixSocketFile.check(path, settings: configuration.proxyUnixSockets[path]!, key: "proxy_unix_sockets.\(path)")
@@ -60,19 +72,24 @@ struct HostRuntime: Sendable {
         self.configuration = configuration
         self.services = byName
         self.plan = plan.listeners
-        self.warnings = plan.warnings
+        self.warnings = plan.warnings + warnings
+        self.maxConnections = plan.maxConnections
         self.roles = plan.listeners.map { listener in
+            let regular = plan.regularConnectionPolicy(configuration, listener.kind)
             switch listener.kind {
             case .metrics:
-                return ListenerRole(plan: listener, setup: .metrics, tls: nil, allowsHalfClosure: true)
+                return ListenerRole(plan: listener, setup: .metrics, tls: nil, allowsHalfClosure: true, connections: regular)
             case .service(let name):
                 let service = byName[name]
-                return ListenerRole(plan: listener, setup: .service(service), tls: nil, allowsHalfClosure: service?.allowsHalfClosure ?? false)
+                return ListenerRole(
+                    plan: listener, setup: .service(service), tls: nil, allowsHalfClosure: service?.allowsHalfClosure ?? false,
+                    connections: regular)
             case .proxy(let name, let isTLS):
                 let service = name.flatMap { byName[$0] }
                 let policy = listener.path.map { plan.unixPolicies[$0]! } ?? plan.policies[listener.port]!
                 return ListenerRole(
-                    plan: listener, setup: .proxy(service, policy), tls: isTLS ? tls : nil, allowsHalfClosure: service?.allowsHalfClosure ?? false)
+                    plan: listener, setup: .proxy(service, policy), tls: isTLS ? tls : nil, allowsHalfClosure: service?.allowsHalfClosure ?? false,
+                    connections: policy.connections)
             }
         }
         for name in configuration.forwardServices.keys {
@@ -142,12 +159,15 @@ final class ListenerRole: Sendable {
     let tls: NIOSSLContext?
     /// Whether the service asked to see the client's half-close.
     let allowsHalfClosure: Bool
+    /// Deadlines and budgets of its connections.
+    let connections: ConnectionPolicy
 
-    init(plan: ListenerPlan, setup: Setup, tls: NIOSSLContext?, allowsHalfClosure: Bool) {
+    init(plan: ListenerPlan, setup: Setup, tls: NIOSSLContext?, allowsHalfClosure: Bool, connections: ConnectionPolicy) {
         self.plan = plan
         self.setup = setup
         self.tls = tls
         self.allowsHalfClosure = allowsHalfClosure
+        self.connections = connections
     }
 }
 
@@ -180,6 +200,7 @@ enum ListenerKey: Hashable, Sendable {
 /// a reload.
 final class ListenerSlot: Sendable {
     private let box: NIOLockedValueBox<ListenerRole>
+    private let loadReference = ManagedAtomicLazyReference<ListenerLoad>()
 
     init(_ role: ListenerRole) {
         box = NIOLockedValueBox(role)
@@ -188,5 +209,12 @@ final class ListenerSlot: Sendable {
     var role: ListenerRole {
         get { box.withLockedValue { $0 } }
         set { box.withLockedValue { $0 = newValue } }
+    }
+
+    /// The listener's load, set once its address is known (after the bind, before the first
+    /// accept), then read without a lock.
+    var load: ListenerLoad {
+        get { loadReference.load()! }
+        set { _ = loadReference.storeIfNilThenLoad(newValue) }
     }
 }

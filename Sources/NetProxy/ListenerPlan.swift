@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOProxyProtocol
 import ProxyProtocol
 
@@ -37,6 +38,41 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// The deadlines and budgets of one listener's connections.
+struct ConnectionPolicy: Sendable {
+    /// `idle_timeout`: no byte read or written for this long closes the connection.
+    var idleTimeout: TimeAmount
+    /// `tls_handshake_timeout`, on TLS listeners only.
+    var tlsHandshakeTimeout: TimeAmount?
+    /// `max_connections` of this listener alone; `nil` for none.
+    var maxConnections: Int?
+    /// `max_connections_per_source` for this listener's connections.
+    var maxConnectionsPerSource: Int
+
+    init(idleTimeout: TimeAmount, tlsHandshakeTimeout: TimeAmount?, maxConnections: Int?, maxConnectionsPerSource: Int) {
+        self.idleTimeout = idleTimeout
+        self.tlsHandshakeTimeout = tlsHandshakeTimeout
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerSource = maxConnectionsPerSource
+    }
+
+    /// A PROXY listener's: `options` where given (checked here, errors naming `keyPrefix`), else
+    /// the global keys.
+    init(
+        _ configuration: NetProxyConfiguration, _ options: ProxyPortOptions, keyPrefix: String, tls: Bool, perSource: Int
+    ) throws(NetProxyConfigurationError) {
+        if let idle = options.idleTimeout { try HostPlan.checkSeconds(idle, keyPrefix + "idle_timeout") }
+        if let handshake = options.tlsHandshakeTimeout { try HostPlan.checkSeconds(handshake, keyPrefix + "tls_handshake_timeout") }
+        if let limit = options.maxConnections { try NetProxyConfiguration.checkCount(limit, keyPrefix + "max_connections") }
+        if let limit = options.maxConnectionsPerSource { try NetProxyConfiguration.checkCount(limit, keyPrefix + "max_connections_per_source") }
+        self.init(
+            idleTimeout: .fractionalSeconds(options.idleTimeout ?? configuration.idleTimeout),
+            tlsHandshakeTimeout: tls ? .fractionalSeconds(options.tlsHandshakeTimeout ?? configuration.tlsHandshakeTimeout) : nil,
+            maxConnections: options.maxConnections,
+            maxConnectionsPerSource: options.maxConnectionsPerSource ?? perSource)
+    }
+}
+
 /// The listeners a configuration asks for, checked against the registered services.
 ///
 /// The checks run in a fixed order (interfaces, regular ports, PROXY ports, metrics, port
@@ -47,6 +83,8 @@ struct HostPlan {
         var header: ProxyProtocolConfiguration
         /// Sources served without a header; `nil` for none.
         var directClients: TrustedProxies?
+        /// Deadlines and budgets after `proxy_port_options` (or the UNIX socket's options).
+        var connections: ConnectionPolicy
     }
 
     let listeners: [ListenerPlan]
@@ -56,8 +94,13 @@ struct HostPlan {
     /// By `proxy_unix_sockets` path: every peer is trusted, the rest as the socket's options or
     /// the global keys say.
     let unixPolicies: [String: ProxyPolicy]
+    /// `max_connections`, or its default from the descriptor limit.
+    let maxConnections: Int
+    /// `max_connections_per_source`, or its default.
+    let maxConnectionsPerSource: Int
 
-    init(_ configuration: NetProxyConfiguration, serviceNames: Set<String>) throws(NetProxyConfigurationError) {
+    /// - Parameter eventLoops: The host's event loops: a TCP listener has a socket on each.
+    init(_ configuration: NetProxyConfiguration, serviceNames: Set<String>, eventLoops: Int) throws(NetProxyConfigurationError) {
         var warnings: [String] = []
         try Self.checkInterfaces(configuration.interfaces, "interfaces")
         var listeners = try Self.regularListeners(configuration, serviceNames: serviceNames)
@@ -71,7 +114,27 @@ struct HostPlan {
             guard case .proxy = listener.kind, listener.path == nil else { return nil }
             return listener.port
         }
-        (self.policies, self.unixPolicies) = try Self.proxyPolicies(configuration, globals, proxyPorts: proxyPorts, warnings: &warnings)
+        let maxConnections =
+            configuration.maxConnections
+            ?? Self.defaultMaxConnections(
+                descriptorLimit: DescriptorLimit.current?.soft, listeningSockets: Self.listeningSockets(listeners, eventLoops: eventLoops))
+        // Under a low descriptor limit the default max_connections is small, and 100 per source
+        // would let one client take all of it.
+        let perSource = configuration.maxConnectionsPerSource ?? (configuration.maxConnections == nil ? min(100, max(1, maxConnections / 4)) : 100)
+        (self.policies, self.unixPolicies) = try Self.proxyPolicies(
+            configuration, globals, proxyPorts: proxyPorts, tlsPorts: Set(configuration.proxyTLSPorts), perSource: perSource,
+            warnings: &warnings)
+        try Self.checkServiceIdleTimeouts(configuration, serviceNames: serviceNames)
+        let explicitPerSource =
+            [("max_connections_per_source", configuration.maxConnectionsPerSource)]
+            + configuration.proxyPortOptions.keys.sorted().map { port in
+                ("proxy_port_options.\(port).max_connections_per_source", configuration.proxyPortOptions[port]!.maxConnectionsPerSource)
+            }
+        for case (let key, let limit?) in explicitPerSource where limit >= maxConnections {
+            warnings.append("\(key) (\(limit)) is not below max_connections (\(maxConnections)): one client can take every connection")
+        }
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerSource = perSource
         self.listeners = listeners
         self.warnings = warnings
     }
@@ -210,7 +273,7 @@ struct HostPlan {
     /// Each PROXY port's policy: the global keys, overridden by its `proxy_port_options` entry.
     private static func proxyPolicies(
         _ configuration: NetProxyConfiguration, _ globals: (trust: TrustedProxies, direct: TrustedProxies), proxyPorts: [Int],
-        warnings: inout [String]
+        tlsPorts: Set<Int>, perSource: Int, warnings: inout [String]
     ) throws(NetProxyConfigurationError) -> ([Int: ProxyPolicy], [String: ProxyPolicy]) {
         for port in configuration.proxyPortOptions.keys.sorted() where !proxyPorts.contains(port) {
             throw NetProxyConfigurationError("proxy_port_options: port \(port) is not a PROXY port")
@@ -244,8 +307,12 @@ struct HostPlan {
             if let custom = options.headerTimeout {
                 try checkHeaderTimeout(custom, prefix + "header_timeout", warnings: &warnings)
             }
+            if options.tlsHandshakeTimeout != nil && !tlsPorts.contains(port) {
+                throw NetProxyConfigurationError("\(prefix)tls_handshake_timeout: port \(port) is not in proxy_tls_ports")
+            }
             policies[port] = ProxyPolicy(
-                header: header(configuration, options, trust: trust), directClients: direct.networks.isEmpty ? nil : direct)
+                header: header(configuration, options, trust: trust), directClients: direct.networks.isEmpty ? nil : direct,
+                connections: try ConnectionPolicy(configuration, options, keyPrefix: prefix, tls: tlsPorts.contains(port), perSource: perSource))
         }
         // A UNIX socket's file permissions decide who connects: every peer there is trusted.
         var unix: [String: ProxyPolicy] = [:]
@@ -262,7 +329,8 @@ struct HostPlan {
                 try checkHeaderTimeout(custom, key + ".header_timeout", warnings: &warnings)
             }
             unix[path] = ProxyPolicy(
-                header: header(configuration, options, trust: TrustedProxies([], includesUnixDomainSockets: true)), directClients: nil)
+                header: header(configuration, options, trust: TrustedProxies([], includesUnixDomainSockets: true)), directClients: nil,
+                connections: try ConnectionPolicy(configuration, options, keyPrefix: key + ".", tls: false, perSource: perSource))
         }
         return (policies, unix)
     }
@@ -293,7 +361,7 @@ struct HostPlan {
         if seconds < 3 { warnings.append("\(key) is \(seconds) s; the PROXY specification asks for at least 3 s") }
     }
 
-    private static func checkSeconds(_ seconds: Double, _ key: String) throws(NetProxyConfigurationError) {
+    static func checkSeconds(_ seconds: Double, _ key: String) throws(NetProxyConfigurationError) {
         guard seconds > 0 && seconds <= 86400 else {
             throw NetProxyConfigurationError("\(key): \(seconds) is not a number of seconds from above 0 to 86400")
         }
@@ -307,5 +375,59 @@ struct HostPlan {
         }
         try checkHeaderTimeout(configuration.headerTimeout, "proxy_header_timeout", warnings: &warnings)
         try checkSeconds(configuration.shutdownGracePeriod, "shutdown_grace_period")
+        try checkSeconds(configuration.idleTimeout, "idle_timeout")
+        try checkSeconds(configuration.tlsHandshakeTimeout, "tls_handshake_timeout")
+        if let maxConnections = configuration.maxConnections { try NetProxyConfiguration.checkCount(maxConnections, "max_connections") }
+        if let perSource = configuration.maxConnectionsPerSource {
+            try NetProxyConfiguration.checkCount(perSource, "max_connections_per_source")
+        }
+    }
+
+    /// `<service>_idle_timeout`: a known service (or the metrics endpoint), in range.
+    private static func checkServiceIdleTimeouts(
+        _ configuration: NetProxyConfiguration, serviceNames: Set<String>
+    ) throws(NetProxyConfigurationError) {
+        for name in configuration.serviceIdleTimeouts.keys.sorted() {
+            guard serviceNames.contains(name) || name == "metrics" else {
+                throw NetProxyConfigurationError("\(name)_idle_timeout: \(unknownService(name, serviceNames))")
+            }
+            try checkSeconds(configuration.serviceIdleTimeouts[name]!, "\(name)_idle_timeout")
+        }
+    }
+
+    /// Half of what the descriptor limit leaves once the listening sockets, the metrics
+    /// endpoint's connections and a reserve (the event loops' own descriptors, files read on
+    /// reload) are taken: a forwarded connection holds two descriptors, so even then the host
+    /// stops accepting before `accept` fails. At least 16.
+    static func defaultMaxConnections(descriptorLimit: UInt64?, listeningSockets: Int) -> Int {
+        guard let limit = descriptorLimit else { return 10_000 }
+        let half = (Int(clamping: limit) - 64 - metricsMaxConnections - listeningSockets) / 2
+        return min(max(half, 16), NetProxyConfiguration.maximumCount)
+    }
+
+    /// The deadlines and budgets of a regular or metrics listener: the global keys, with
+    /// `<service>_idle_timeout` (`metrics_idle_timeout`).
+    func regularConnectionPolicy(_ configuration: NetProxyConfiguration, _ kind: ListenerPlan.Kind) -> ConnectionPolicy {
+        let name: String? =
+            switch kind {
+            case .service(let name): name
+            case .metrics: "metrics"
+            case .proxy: nil
+            }
+        // The metrics endpoint is outside the process's max_connections, so that it can be
+        // scraped when the process is full; it has a small budget of its own instead.
+        let isMetrics = if case .metrics = kind { true } else { false }
+        return ConnectionPolicy(
+            idleTimeout: .fractionalSeconds(name.flatMap { configuration.serviceIdleTimeouts[$0] } ?? configuration.idleTimeout),
+            tlsHandshakeTimeout: nil, maxConnections: isMetrics ? Self.metricsMaxConnections : nil,
+            maxConnectionsPerSource: maxConnectionsPerSource)
+    }
+
+    /// Connections the metrics endpoint holds at once (scrapers, and a person with curl).
+    static let metricsMaxConnections = 32
+
+    /// Every listener's sockets: one per event loop for a TCP listener, one for a UNIX socket.
+    static func listeningSockets(_ listeners: [ListenerPlan], eventLoops: Int) -> Int {
+        listeners.reduce(0) { $0 + ($1.path == nil ? eventLoops : 1) }
     }
 }

@@ -40,6 +40,12 @@ public struct MultiplexServiceConfiguration: Hashable, Sendable {
     /// `detect_timeout`, in seconds: how long a silent client waits before the default service
     /// gets it (protocols where the server speaks first).
     public var detectTimeout: Double = 5
+    /// `idle_timeout`, in seconds: replaces the listener's while the multiplexer holds a
+    /// connection and after, unless the chosen service has its own; `nil` keeps the listener's.
+    public var idleTimeout: Double?
+    /// `max_pending_detections`: connections of this service whose protocol is not known yet,
+    /// at once; over it a new connection is closed (and counted).
+    public var maxPendingDetections = 256
 
     /// Routes with a default service and a 5 s detection timeout.
     public init(routes: [DetectedProtocol: String], defaultService: String) {
@@ -104,15 +110,23 @@ extension NetProxyService {
         name: String, _ configuration: MultiplexServiceConfiguration, services: [String: NetProxyService],
         asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
     ) -> NetProxyService {
-        NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
+        let detecting = PendingCount(limit: configuration.maxPendingDetections)
+        var service = NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
             try channel.pipeline.syncOperations.addHandler(
-                Multiplexer(configuration: configuration, info: info, services: services, asyncConnections: asyncConnections, logger: logger))
+                Multiplexer(
+                    configuration: configuration, info: info, services: services, detecting: detecting, asyncConnections: asyncConnections,
+                    logger: logger))
         }
+        service.idleTimeout = configuration.idleTimeout.map(TimeAmount.fractionalSeconds)
+        return service
     }
 }
 
 /// Holds a connection's first bytes until its protocol is known, then hands the connection on
-/// and replays them.
+/// and replays them. Connections under detection are capped per service
+/// (`max_pending_detections`). A silent client handed to the default service at
+/// `detect_timeout` is still a silent client: its idle time counts from its last byte, so the
+/// default service's idle timeout closes it on time.
 final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -124,6 +138,9 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
     private let configuration: MultiplexServiceConfiguration
     private let info: ConnectionInfo
     private let services: [String: NetProxyService]
+    private let detecting: PendingCount
+    /// Whether this connection counts in ``detecting``.
+    private var isDetecting = false
     private let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
     private let logger: Logger
     private var received: ByteBuffer?
@@ -132,18 +149,28 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
     private var timeout: NIOScheduledCallback?
 
     init(
-        configuration: MultiplexServiceConfiguration, info: ConnectionInfo, services: [String: NetProxyService],
+        configuration: MultiplexServiceConfiguration, info: ConnectionInfo, services: [String: NetProxyService], detecting: PendingCount,
         asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
     ) {
         self.configuration = configuration
         self.info = info
         self.services = services
+        self.detecting = detecting
         self.asyncConnections = asyncConnections
         self.logger = logger
     }
 
     func channelActive(context: ChannelHandlerContext) {
         // Held back: the chosen service gets it.
+        guard detecting.enter() else {
+            decided = true
+            ConnectionGuard.find(in: context.pipeline.syncOperations)?.listener.limited(
+                .pendingDetections,
+                "multiplex \(info.service): client \(info.source.displayText) closed: \(detecting.limit) connections under detection, its max_pending_detections"
+            )
+            return context.close(promise: nil)
+        }
+        isDetecting = true
         timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
             in: .fractionalSeconds(configuration.detectTimeout), handler: DetectTimeout(multiplexer: self, context: context))
     }
@@ -170,7 +197,14 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
+        leaveDetecting()
         context.fireChannelInactive()
+    }
+
+    private func leaveDetecting() {
+        guard isDetecting else { return }
+        isDetecting = false
+        detecting.leave()
     }
 
     private func decide(context: ChannelHandlerContext) {
@@ -196,6 +230,7 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         guard !decided else { return }
         decided = true
         timeout?.cancel()
+        leaveDetecting()
         // The host checked every route at start-up.
         let service = services[name]!
         var info = self.info

@@ -72,6 +72,28 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     public var metricsInterfaces: [String]?
     /// `shutdown_grace_period`, in seconds: how long connections may drain on SIGINT/SIGTERM.
     public var shutdownGracePeriod: Double = 10
+    /// `idle_timeout`, in seconds: a connection with no byte read and none written for this long
+    /// is closed. Ten minutes (nginx's `proxy_timeout`): far above an XMPP client's 60 s
+    /// whitespace keep-alive and common clients' 300 s ping interval, short enough that
+    /// abandoned connections do not pile up.
+    public var idleTimeout: Double = 600
+    /// `<service>_idle_timeout`: ``idleTimeout`` for the regular ports of one service (or of
+    /// the metrics endpoint, as `metrics_idle_timeout`).
+    public var serviceIdleTimeouts: [String: Double] = [:]
+    /// `tls_handshake_timeout`, in seconds: from the end of the PROXY header (or the accept, for
+    /// a direct client) to a finished TLS handshake on ``proxyTLSPorts``.
+    public var tlsHandshakeTimeout: Double = 10
+    /// `max_connections`: connections open at once in the whole process. At the limit the
+    /// listeners stop accepting (new connections wait in the kernel's backlog) until one closes.
+    /// `nil`: half the descriptor limit less 64 (at least 16), since a forwarded connection
+    /// takes two descriptors.
+    public var maxConnections: Int?
+    /// `max_connections_per_source`: connections open at once from one client, counted over the
+    /// whole process: the PROXY header's source on PROXY ports, the socket's peer elsewhere;
+    /// IPv6 clients by /64. Over it a connection is closed at accept (after the header on a
+    /// PROXY port). `nil`: 100; when ``maxConnections`` is left to its default too, at most a
+    /// quarter of it, so that under a low descriptor limit one client cannot take every place.
+    public var maxConnectionsPerSource: Int?
     /// `forward_services`: services that relay connections to another server, by name.
     public var forwardServices: [String: ForwardServiceConfiguration] = [:]
     /// `multiplex_services`: services that pick another service by the protocol a connection
@@ -80,6 +102,16 @@ public struct NetProxyConfiguration: Hashable, Sendable {
 
     /// The defaults: no services, loopback interfaces, loopback trusted.
     public init() {}
+
+    /// The largest value a connection limit may take.
+    static let maximumCount = 10_000_000
+
+    /// A limit on a number of connections: from 1 to ``maximumCount``; the error names `key`.
+    static func checkCount(_ value: Int, _ key: String) throws(NetProxyConfigurationError) {
+        guard (1...maximumCount).contains(value) else {
+            throw NetProxyConfigurationError("\(key): \(value) is not a number of connections from 1 to \(maximumCount)")
+        }
+    }
 
     /// The configuration `netproxy` runs without arguments: echo, whoami and http, each on a
     /// regular port and a PROXY port, on loopback only.
@@ -122,12 +154,18 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case "metrics_port": metricsPort = try value.port(key)
             case "metrics_interfaces": metricsInterfaces = try value.strings(key)
             case "shutdown_grace_period": shutdownGracePeriod = try value.seconds(key)
+            case "idle_timeout": idleTimeout = try value.seconds(key)
+            case "tls_handshake_timeout": tlsHandshakeTimeout = try value.seconds(key)
+            case "max_connections": maxConnections = try value.count(key)
+            case "max_connections_per_source": maxConnectionsPerSource = try value.count(key)
             case "forward_services": forwardServices = try value.forwardServices(key)
             case "multiplex_services": multiplexServices = try value.multiplexServices(key)
             case _ where key.hasSuffix("_ports") && key.count > 6:
                 servicePorts[String(key.dropLast(6))] = try value.ports(key)
             case _ where key.hasSuffix("_interfaces") && key.count > 11:
                 serviceInterfaces[String(key.dropLast(11))] = try value.strings(key)
+            case _ where key.hasSuffix("_idle_timeout") && key.count > 13:
+                serviceIdleTimeouts[String(key.dropLast(13))] = try value.seconds(key)
             default:
                 throw NetProxyConfigurationError("unknown key \"\(key)\"")
             }
@@ -179,6 +217,13 @@ enum JSONInput {
         default: throw NetProxyConfigurationError("\(key): expected a number of seconds")
         }
         guard value > 0 else { throw NetProxyConfigurationError("\(key): expected a number of seconds above 0") }
+        return value
+    }
+
+    /// A limit on a number of connections: a whole number from 1 to ``NetProxyConfiguration/maximumCount``.
+    func count(_ key: String) throws(NetProxyConfigurationError) -> Int {
+        let value = try integer(key)
+        try NetProxyConfiguration.checkCount(value, key)
         return value
     }
 
@@ -241,6 +286,8 @@ extension JSONInput {
             case "crc32c": service.crc32c = try value.bool(path)
             case "transparent": service.transparent = try value.bool(path)
             case "connect_timeout": service.connectTimeout = try value.seconds(path)
+            case "idle_timeout": service.idleTimeout = try value.seconds(path)
+            case "max_pending_connects": service.maxPendingConnects = try value.count(path)
             default: return false
             }
             return true
@@ -254,6 +301,8 @@ extension JSONInput {
         } apply: { service, field, value, path throws(NetProxyConfigurationError) in
             switch field {
             case "detect_timeout": service.detectTimeout = try value.seconds(path)
+            case "idle_timeout": service.idleTimeout = try value.seconds(path)
+            case "max_pending_detections": service.maxPendingDetections = try value.count(path)
             case "routes":
                 guard case .object(let routes) = value else { throw NetProxyConfigurationError("\(path): expected an object") }
                 for protocolName in routes.keys.sorted() {
@@ -327,7 +376,8 @@ extension JSONInput {
     }
 
     /// `proxy_port_options`: port -> `{"trusted_proxies", "versions", "local", "unspecified",
-    /// "header_timeout", "direct_clients"}`.
+    /// "header_timeout", "direct_clients", "idle_timeout", "tls_handshake_timeout",
+    /// "max_connections", "max_connections_per_source"}`.
     func portOptions(_ key: String) throws(NetProxyConfigurationError) -> [Int: ProxyPortOptions] {
         try byPort(key, of: "options") { value, path throws(NetProxyConfigurationError) in
             var options = ProxyPortOptions()
@@ -335,6 +385,7 @@ extension JSONInput {
                 switch field {
                 case "trusted_proxies": options.trustedProxies = try value.strings(path)
                 case "direct_clients": options.directClients = try value.strings(path)
+                case "tls_handshake_timeout": options.tlsHandshakeTimeout = try value.seconds(path)
                 default: return try options.readHeaderPolicy(field, value, path)
                 }
                 return true
@@ -344,8 +395,8 @@ extension JSONInput {
     }
 
     /// `proxy_unix_sockets`: path -> service name, or -> `{"service", "mode", "owner", "group",
-    /// "versions", "local", "unspecified", "header_timeout"}` with the mode as an octal string
-    /// such as `"0660"`.
+    /// "versions", "local", "unspecified", "header_timeout", "idle_timeout", "max_connections",
+    /// "max_connections_per_source"}` with the mode as an octal string such as `"0660"`.
     func unixSockets(_ key: String) throws(NetProxyConfigurationError) -> [String: ProxyUnixSocket] {
         guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object of path to service") }
         var result: [String: ProxyUnixSocket] = [:]
@@ -405,13 +456,17 @@ extension JSONInput {
 }
 
 extension ProxyPortOptions {
-    /// Reads `versions`, `local`, `unspecified` or `header_timeout`; `false` for another field.
+    /// Reads `versions`, `local`, `unspecified`, `header_timeout`, `idle_timeout`,
+    /// `max_connections` or `max_connections_per_source`; `false` for another field.
     mutating func readHeaderPolicy(_ field: String, _ value: JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool {
         switch field {
         case "versions": acceptedVersions = try value.versions(path)
         case "local": acceptsLocal = try value.acceptOrReject(path)
         case "unspecified": unspecifiedAddresses = try value.acceptOrReject(path) ? .useSocketAddresses : .reject
         case "header_timeout": headerTimeout = try value.seconds(path)
+        case "idle_timeout": idleTimeout = try value.seconds(path)
+        case "max_connections": maxConnections = try value.count(path)
+        case "max_connections_per_source": maxConnectionsPerSource = try value.count(path)
         default: return false
         }
         return true
@@ -473,12 +528,23 @@ public struct ProxyPortOptions: Hashable, Sendable {
     public var headerTimeout: Double?
     /// `direct_clients`, in place of `proxy_direct_clients`.
     public var directClients: [String]?
+    /// `idle_timeout` in seconds, in place of the global `idle_timeout`.
+    public var idleTimeout: Double?
+    /// `tls_handshake_timeout` in seconds, in place of the global one (TLS ports only).
+    public var tlsHandshakeTimeout: Double?
+    /// `max_connections`: connections open at once on this listener, besides the process's
+    /// limit. At it the listener stops accepting until one closes.
+    public var maxConnections: Int?
+    /// `max_connections_per_source`, in place of the global one for this listener's
+    /// connections (still counted against the source's connections in the whole process).
+    public var maxConnectionsPerSource: Int?
 
     /// Options for one port; each one left `nil` keeps the global setting.
     public init(
         trustedProxies: [String]? = nil, acceptedVersions: ProxyVersions? = nil, acceptsLocal: Bool? = nil,
         unspecifiedAddresses: ProxyProtocolConfiguration.UnspecifiedAddressPolicy? = nil, headerTimeout: Double? = nil,
-        directClients: [String]? = nil
+        directClients: [String]? = nil, idleTimeout: Double? = nil, tlsHandshakeTimeout: Double? = nil, maxConnections: Int? = nil,
+        maxConnectionsPerSource: Int? = nil
     ) {
         self.trustedProxies = trustedProxies
         self.acceptedVersions = acceptedVersions
@@ -486,6 +552,10 @@ public struct ProxyPortOptions: Hashable, Sendable {
         self.unspecifiedAddresses = unspecifiedAddresses
         self.headerTimeout = headerTimeout
         self.directClients = directClients
+        self.idleTimeout = idleTimeout
+        self.tlsHandshakeTimeout = tlsHandshakeTimeout
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerSource = maxConnectionsPerSource
     }
 }
 

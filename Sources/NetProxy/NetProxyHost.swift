@@ -61,6 +61,8 @@ public final class NetProxyHost: Service, Sendable {
         var slot: ListenerSlot
         var channels: [Channel]
         var bound: BoundListener
+        /// Its connections' count, limit and metrics.
+        var load: ListenerLoad
         /// The socket file of a UNIX listener, removed when the listener closes.
         var unixFile: (path: String, identity: UnixSocketFile.FileIdentity, settings: ProxyUnixSocket)?
     }
@@ -87,10 +89,14 @@ public final class NetProxyHost: Service, Sendable {
     private let registered: [String: NetProxyService]
     private let logger: Logger
     private let group: EventLoopGroup
+    /// The group's event loops: a TCP listener has a socket on each.
+    private let eventLoops: Int
     private let metrics: HostMetrics
     private let refusals: RateLimitedLog
-    /// Counts and logs a refused PROXY connection; one closure for all of them.
-    private let onRefusal: @Sendable (ProxyProtocolError) -> Void
+    /// What the whole process holds, against `max_connections` and per source.
+    private let budget: ConnectionBudget
+    /// Where connections' deadlines are checked, one per event loop.
+    private let sweeps: IdleSweeps
     private let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
     private let state: NIOLockedValueBox<State>
 
@@ -109,18 +115,19 @@ public final class NetProxyHost: Service, Sendable {
         }
         let metrics = HostMetrics(registry: metricsRegistry)
         let refusals = RateLimitedLog(logger: logger)
+        let eventLoops = Array(eventLoopGroup.makeIterator()).count
         let runtime = try HostRuntime(
-            configuration, registered: byName, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation, logger: logger)
+            configuration, registered: byName, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
+            eventLoops: eventLoops, logger: logger)
         self.registered = byName
+        self.eventLoops = eventLoops
         self.state = NIOLockedValueBox(State(runtime: runtime))
         self.logger = logger
         self.group = eventLoopGroup
         self.metrics = metrics
         self.refusals = refusals
-        self.onRefusal = { error in
-            metrics.rejected(reason: error.reason.name)
-            refusals.warning("refused \(error)")
-        }
+        self.budget = ConnectionBudget(maxConnections: runtime.maxConnections)
+        self.sweeps = IdleSweeps(group: eventLoopGroup)
     }
 
     /// The bound listeners, once started.
@@ -225,7 +232,7 @@ public final class NetProxyHost: Service, Sendable {
         }
         let runtime = try HostRuntime(
             configuration, registered: registered, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
-            logger: logger)
+            eventLoops: eventLoops, logger: logger)
         // A UNIX listener whose file was removed (or replaced) since is bound anew: no client can
         // reach the old socket.
         let intact = current.filter { listener in
@@ -249,7 +256,9 @@ public final class NetProxyHost: Service, Sendable {
             guard case .running = state.lifecycle else { return false }
             for (listener, role) in zip(opened, runtime.roles) where keeping[listener.key] != nil {
                 listener.slot.role = role
+                listener.load.maxConnections = role.connections.maxConnections
             }
+            budget.maxConnections = runtime.maxConnections
             state.listeners = opened
             state.runtime = runtime
             return true
@@ -423,12 +432,24 @@ public final class NetProxyHost: Service, Sendable {
             let address = try SocketAddress(unixDomainSocketPath: path)
             return OpenListener(
                 key: key, slot: slot, channels: [channel], bound: BoundListener(plan: plan, address: address),
-                unixFile: (path, identity, settings))
+                load: makeLoad(address, role: role, slot: slot), unixFile: (path, identity, settings))
         }
         let channels = try await bindTCP(plan, slot: slot)
         let address = channels[0].localAddress!
         plan.port = address.port ?? plan.port
-        return OpenListener(key: key, slot: slot, channels: channels, bound: BoundListener(plan: plan, address: address), unixFile: nil)
+        return OpenListener(
+            key: key, slot: slot, channels: channels, bound: BoundListener(plan: plan, address: address),
+            load: makeLoad(address, role: role, slot: slot), unixFile: nil)
+    }
+
+    /// The load of a listener bound at `address`, given to its sockets before they accept.
+    private func makeLoad(_ address: SocketAddress, role: ListenerRole, slot: ListenerSlot) -> ListenerLoad {
+        let isMetrics = if case .metrics = role.setup { true } else { false }
+        let load = ListenerLoad(
+            label: address.displayText, maxConnections: role.connections.maxConnections, countsInProcess: !isMetrics, budget: budget,
+            metrics: metrics, log: refusals, logger: logger)
+        slot.load = load
+        return load
     }
 
     /// A listening socket per event loop, all on the listener's port with `SO_REUSEPORT`, each
@@ -503,7 +524,8 @@ public final class NetProxyHost: Service, Sendable {
             .serverChannelOption(.autoRead, value: false)
             .serverChannelInitializer { [logger, metrics] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
+                    try channel.pipeline.syncOperations.addHandlers(
+                        AcceptGate(slot: slot),
                         AcceptErrorHandler(slot: slot, episode: episode, logger: logger, metrics: metrics)
                     )
                 }
@@ -511,19 +533,28 @@ public final class NetProxyHost: Service, Sendable {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let role = slot.role
+                    // Counted against max_connections by the listener's AcceptGate. First in the
+                    // pipeline, so that it sees every byte.
+                    let connectionGuard = ConnectionGuard(
+                        idleTimeout: role.connections.idleTimeout, listener: slot.load, sweeps: self.sweeps, accepted: true)
+                    try channel.pipeline.syncOperations.addHandler(connectionGuard)
                     // Set here rather than as a child channel option, which the bootstrap applies
                     // through a chain of futures for every connection.
                     if role.allowsHalfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }
-                    try self.setUp(channel, as: role)
+                    try self.setUp(channel, as: role, guard: connectionGuard)
                 }
             }
     }
 
-    private func setUp(_ channel: Channel, as role: ListenerRole) throws {
+    private func setUp(_ channel: Channel, as role: ListenerRole, guard connectionGuard: ConnectionGuard) throws {
         track(channel)
         let pipeline = channel.pipeline.syncOperations
+        let sourceLimit = role.connections.maxConnectionsPerSource
         switch role.setup {
         case .metrics:
+            // A request trickled in byte by byte is not activity; a complete one is.
+            connectionGuard.countsReads = false
+            connectionGuard.startIdleClock()
             try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
             try pipeline.addHandler(
                 HTTPResponder { [metrics] head in
@@ -535,20 +566,27 @@ public final class NetProxyHost: Service, Sendable {
         case .service(let service):
             metrics.accepted(proxyListener: false)
             try pipeline.addHandler(
-                ServiceDispatcher(service: service, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
+                ServiceDispatcher(
+                    service: service, guard: connectionGuard, sourceLimit: sourceLimit, logger: logger, metrics: metrics,
+                    asyncConnections: asyncConnections.continuation))
         case .proxy(let service, let policy):
             metrics.accepted(proxyListener: true)
             // A direct client is served as on a regular port: no header is read.
             let direct = policy.directClients.map { clients in channel.remoteAddress.map(clients.contains) ?? false } ?? false
             if !direct {
                 // Accepted headers are counted by the dispatcher, which looks the header up anyway.
-                try pipeline.addHandler(ProxyProtocolServerHandler(configuration: policy.header, onRefusal: onRefusal))
+                try pipeline.addHandler(ProxyProtocolServerHandler(configuration: policy.header, onRefusal: connectionGuard.listener.onRefusal))
             }
             if let tls = role.tls {
                 try pipeline.addHandler(NIOSSLServerHandler(context: tls))
+                if let timeout = role.connections.tlsHandshakeTimeout {
+                    try pipeline.addHandler(TLSHandshakeDeadline(guard: connectionGuard, timeout: timeout))
+                }
             }
             try pipeline.addHandler(
-                ServiceDispatcher(service: service, logger: logger, metrics: metrics, asyncConnections: asyncConnections.continuation))
+                ServiceDispatcher(
+                    service: service, guard: connectionGuard, sourceLimit: sourceLimit, logger: logger, metrics: metrics,
+                    asyncConnections: asyncConnections.continuation))
         }
     }
 

@@ -35,6 +35,9 @@ public struct NetProxyService: Sendable {
     /// instead of the connection closing at once. Off by default.
     public let allowsHalfClosure: Bool
     let kind: Kind
+    /// The service's own `idle_timeout` (forward and multiplex services), which replaces the
+    /// listener's when it takes a connection.
+    var idleTimeout: TimeAmount?
 
     /// A service from a channel initializer.
     ///

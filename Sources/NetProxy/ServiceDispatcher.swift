@@ -9,18 +9,23 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
     private let service: NetProxyService?
+    private let connectionGuard: ConnectionGuard
+    private let sourceLimit: Int
     private let logger: Logger
     private let metrics: HostMetrics
     private let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
 
     /// - Parameters:
     ///   - service: `nil` for an unmapped PROXY port: the connection is closed.
+    ///   - sourceLimit: `max_connections_per_source` for this connection's client.
     ///   - asyncConnections: Where connections to async services go, for the host to run.
     init(
-        service: NetProxyService?, logger: Logger, metrics: HostMetrics,
+        service: NetProxyService?, guard connectionGuard: ConnectionGuard, sourceLimit: Int, logger: Logger, metrics: HostMetrics,
         asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
     ) {
         self.service = service
+        self.connectionGuard = connectionGuard
+        self.sourceLimit = sourceLimit
         self.logger = logger
         self.metrics = metrics
         self.asyncConnections = asyncConnections
@@ -36,6 +41,16 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
         let source = proxy?.source ?? peer
         let port = channel.localAddress?.port ?? 0
         if let proxy { metrics.proxied(proxy.header) }
+        connectionGuard.startIdleClock()
+        // The client is known now: on a PROXY port only once the header has arrived.
+        guard connectionGuard.admitSource(source, limit: sourceLimit) else {
+            connectionGuard.listener.limited(
+                .maxConnectionsPerSource,
+                "connection from \(source.displayText)\(proxy == nil ? "" : " (through \(peer.displayText))") closed: it holds \(sourceLimit) connection(s), its max_connections_per_source"
+            )
+            context.close(promise: nil)
+            return
+        }
         guard let service else {
             logger.warning("closing connection on unmapped PROXY port \(port): proxy \(peer.displayText), client \(source.displayText)")
             metrics.rejected(reason: "unmapped_port")
@@ -71,6 +86,9 @@ extension NetProxyService {
     func take(
         _ channel: Channel, _ info: ConnectionInfo, asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
     ) -> Bool {
+        if let idleTimeout, let connectionGuard = ConnectionGuard.find(in: channel.pipeline.syncOperations) {
+            connectionGuard.idleTimeout = idleTimeout
+        }
         do {
             switch kind {
             case .channel(let initializer):

@@ -35,7 +35,7 @@ import Testing
         _ ports: Ports, service: String = "whoami", echoProxyTrust: String = "127.0.0.1", whoamiPorts: [Int] = [], extra: String = ""
     ) -> String {
         """
-        {"interfaces": ["\(address)"], "echo_ports": [\(ports.echo)], "whoami_ports": \(whoamiPorts), "metrics_port": \(ports.metrics),
+        {"interfaces": ["\(address)"], "max_connections_per_source": 1000, "echo_ports": [\(ports.echo)], "whoami_ports": \(whoamiPorts), "metrics_port": \(ports.metrics),
          "proxy_port_mappings": {"\(ports.echoProxy)": "echo", "\(ports.changing)": "\(service)"},
          "proxy_port_options": {"\(ports.echoProxy)": {"trusted_proxies": ["\(echoProxyTrust)"]}}\(extra)}
         """

@@ -155,9 +155,11 @@ import Testing
 
     /// Out of descriptors, the listener pauses instead of spinning on accept, says so once,
     /// and serves again when descriptors free up. (Before: 15,000 failed accepts in 3 s.)
+    /// `max_connections` is set above the limit, which its default (from the descriptor limit)
+    /// never is, so that the descriptors run out first.
     @Test func acceptLoopWaitsAtTheDescriptorLimit() async throws {
         let serve = try ServeProcess(
-            config: #"{"interfaces": ["127.0.0.1"], "echo_ports": [0], "metrics_port": 0}"#, descriptorLimit: 40
+            config: #"{"interfaces": ["127.0.0.1"], "echo_ports": [0], "metrics_port": 0, "max_connections": 1000}"#, descriptorLimit: 40
         )
         let echo = try #require(serve.port("echo"))
         let metrics = try #require(serve.port("metrics"))

@@ -47,7 +47,9 @@ import Testing
              "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 2}}}
             """
         let (status, output) = try Self.inNamespace(
-            Self.serving(config, then: "\(CommandRunner.executable.path) send --source 198.51.100.7:40123 127.0.0.1 17001 < /dev/null"))
+            // A byte before the end of input: a client that half-closes without one while the
+            // target is being connected has left, and its connect is ended.
+            Self.serving(config, then: "printf x | \(CommandRunner.executable.path) send --source 198.51.100.7:40123 127.0.0.1 17001"))
         #expect(status == 0, "\(output)")
         // whoami on its regular port reports the socket's peer: the client, not netproxy.
         #expect(output.contains(#""peer":{"ip":"198.51.100.7","port":40123}"#), "\(output)")
@@ -58,7 +60,8 @@ import Testing
     func aClientAddressThatCannotBeUsedIsCountedAndClosed() throws {
         // No route makes 203.0.113.0/24 local here: the target's answer to the connect never
         // comes back, so the connect times out; the client's connection is closed and the
-        // failure counted.
+        // failure counted. The client keeps its side open meanwhile (one that half-closes
+        // without a byte during the connect is taken to have left, and ends the connect).
         let config = """
             {"interfaces": ["127.0.0.1"], "whoami_ports": [7001], "metrics_port": 9090,
              "proxy_port_mappings": {"17001": "imap"},
@@ -68,7 +71,7 @@ import Testing
             Self.serving(
                 config,
                 then: """
-                    \(CommandRunner.executable.path) send --source 203.0.113.9:4000 127.0.0.1 17001 < /dev/null
+                    sleep 2 | \(CommandRunner.executable.path) send --source 203.0.113.9:4000 127.0.0.1 17001
                     echo "--"
                     curl -s http://127.0.0.1:9090/metrics | grep '^netproxy_forward_failures_total' | grep -v ' 0$'
                     """))

@@ -13,7 +13,11 @@ struct RunningHost {
     let host: NetProxyHost
 
     init(_ json: String, services: [NetProxyService] = NetProxyService.builtins) async throws {
-        host = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)), services: services)
+        try await self.init(configuration: try NetProxyConfiguration(json: Data(json.utf8)), services: services)
+    }
+
+    init(configuration: NetProxyConfiguration, services: [NetProxyService] = NetProxyService.builtins) async throws {
+        host = try NetProxyHost(configuration: configuration, services: services)
         try await host.start()
     }
 
