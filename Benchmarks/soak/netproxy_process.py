@@ -22,6 +22,22 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BANNER_LINE = re.compile(r"^  (\S+)(?: \((PROXY(?:\+TLS)?)\))?\s+(\S+)$")
 
 
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+              "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
+              "0B": "CLOSING"}
+
+
+def proc_address(text):
+    """`0100007F:1F90` (or the 32-digit IPv6 form) from /proc/net/tcp{,6} as ("127.0.0.1", 8080).
+    The address is in host byte order, 32 bits at a time."""
+    hex_address, _, hex_port = text.partition(":")
+    raw = b"".join(struct.pack("<I", int(hex_address[i:i + 8], 16)) for i in range(0, len(hex_address), 8))
+    address = ipaddress.ip_address(raw)
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address), int(hex_port, 16)
+
+
 class ServerError(Exception):
     pass
 
@@ -132,8 +148,9 @@ class NetProxyServer:
         utime, stime = int(fields[11]), int(fields[12])
         return (utime + stime) / CLOCK_TICKS
 
-    def socket_states(self):
-        """{state name: count} for the process's TCP sockets (from /proc/PID/net/tcp{,6})."""
+    def tcp_sockets(self):
+        """[(state name, (local ip, port), (remote ip, port))] for the process's own TCP sockets
+        (from /proc/PID/net/tcp{,6}, matched by the inodes in /proc/PID/fd)."""
         inodes = set()
         directory = "/proc/%d/fd" % self.pid
         for name in os.listdir(directory):
@@ -143,10 +160,7 @@ class NetProxyServer:
                 continue
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
-        names = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
-                 "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
-                 "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
-        counts = {}
+        sockets = []
         for table in ("tcp", "tcp6"):
             try:
                 with open("/proc/%d/net/%s" % (self.pid, table)) as file:
@@ -154,10 +168,19 @@ class NetProxyServer:
                     for line in file:
                         fields = line.split()
                         if len(fields) > 9 and fields[9] in inodes:
-                            state = names.get(fields[3], fields[3])
-                            counts[state] = counts.get(state, 0) + 1
+                            sockets.append((TCP_STATES.get(fields[3], fields[3]), proc_address(fields[1]),
+                                            proc_address(fields[2])))
             except OSError:
                 pass
+        return sockets
+
+    def socket_states(self, remote_ip=None):
+        """{state name: count} for the process's TCP sockets; with `remote_ip`, only those whose
+        peer is that address."""
+        counts = {}
+        for state, _, remote in self.tcp_sockets():
+            if remote_ip is None or remote[0] == remote_ip:
+                counts[state] = counts.get(state, 0) + 1
         return counts
 
     def stderr_text(self):
@@ -193,6 +216,84 @@ class NetProxyServer:
     def __exit__(self, *exc):
         self.stop()
 
+
+# --- deadlines and budgets --------------------------------------------------------------------
+
+# Keys of the idle and handshake deadlines and of the connection budgets. A build that predates
+# them refuses each one as an unknown key; without_limit_keys() gives the same configuration
+# without them, for such a build.
+LIMIT_KEYS = ("idle_timeout", "tls_handshake_timeout", "max_connections", "max_connections_per_source")
+FORWARD_LIMIT_KEYS = ("idle_timeout", "max_pending_connects")
+MULTIPLEX_LIMIT_KEYS = ("idle_timeout", "max_pending_detections")
+
+
+def without_limit_keys(config):
+    """A copy of `config` without the deadline and budget keys, at the top level (including
+    `<service>_idle_timeout`), in `proxy_port_options` entries and in forward and multiplex
+    services."""
+    copy = json.loads(json.dumps(config))
+    for key in list(copy):
+        if key in LIMIT_KEYS or key.endswith("_idle_timeout"):
+            del copy[key]
+    for section, keys in (("proxy_port_options", LIMIT_KEYS), ("forward_services", FORWARD_LIMIT_KEYS),
+                          ("multiplex_services", MULTIPLEX_LIMIT_KEYS)):
+        for entry in copy.get(section, {}).values():
+            for key in keys:
+                entry.pop(key, None)
+    return copy
+
+
+def start_server(binary, config, ulimit_files=None):
+    """Starts a server on `config` and waits for its banner; returns (server, new_keys).
+
+    A binary that refuses a key as unknown (a build before the deadlines and budgets) is started
+    once more on without_limit_keys(config), and new_keys is then False."""
+    server = NetProxyServer(binary, config, ulimit_files=ulimit_files)
+    try:
+        server.wait_for_banner()
+        return server, True
+    except ServerError:
+        server.stop()
+        if "unknown key" not in server.stderr_text():
+            raise
+    server = NetProxyServer(binary, without_limit_keys(config), ulimit_files=ulimit_files)
+    try:
+        server.wait_for_banner()
+    except BaseException:
+        server.stop()
+        raise
+    return server, False
+
+
+METRIC_FAMILIES = ("netproxy_timeouts_total", "netproxy_connections_limited_total", "netproxy_connections",
+                   "netproxy_forward_failures_total", "netproxy_connections_rejected_total")
+
+
+def scrape_metrics(address, families=METRIC_FAMILIES, nonzero=True, source=None):
+    """{series: value} of the named families from GET /metrics (only the non-zero series unless
+    `nonzero` is False); None when the scrape fails."""
+    try:
+        with connect(address, timeout=5, source=source) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status, _, body, _ = read_http_response(sock)
+    except (OSError, ValueError):
+        return None
+    if status != 200:
+        return None
+    series = {}
+    for line in body.decode("utf-8", "replace").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_and_labels, _, value = line.rpartition(" ")
+        if name_and_labels.split("{")[0] not in families:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if number or not nonzero:
+            series[name_and_labels] = int(number) if number.is_integer() else number
+    return series
 
 # --- PROXY headers ----------------------------------------------------------------------------
 
