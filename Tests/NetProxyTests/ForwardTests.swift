@@ -89,10 +89,11 @@ import Testing
     /// A target that refuses: the client's connection is closed, the failure counted, and the
     /// host goes on serving.
     @Test func refusedTargetClosesTheClientAndIsCounted() async throws {
-        let closed = try ListeningSocket()
-        let deadPort = closed.port
-        closed.close()
-        let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(deadPort)""#)
+        // Bound without listening for the whole test: connects are refused, and no other test's
+        // listener can take the port meanwhile (one closed at once sometimes was, and answered).
+        let closed = try ListeningSocket(listens: false)
+        defer { closed.close() }
+        let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(closed.port)""#)
         for _ in 0..<3 {
             let reply = try await LoopbackClient.exchange(port: port, send: Self.header(from: "192.0.2.5", port: 5))
             #expect(reply == [])

@@ -199,8 +199,9 @@ public final class ListeningSocket: @unchecked Sendable {
     public let port: Int
     private var isClosed = false
 
-    /// Binds an IPv4 address, port 0, and listens.
-    public init(host: String = "127.0.0.1") throws {
+    /// Binds an IPv4 address, port 0, and listens; with `listens` false it only binds, which
+    /// keeps the port from other sockets while connects to it are refused.
+    public init(host: String = "127.0.0.1", listens: Bool = true) throws {
         let fd = socket(AF_INET, CInt(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw BlockingSocket.Failure(description: "socket: errno \(errno)") }
         var address = sockaddr_in()
@@ -214,7 +215,7 @@ public final class ListeningSocket: @unchecked Sendable {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }
-        guard bound == 0, listen(fd, 128) == 0 else {
+        guard bound == 0, !listens || listen(fd, 128) == 0 else {
             let failure = BlockingSocket.Failure(description: "bind/listen \(host): errno \(errno)")
             Glibc.close(fd)
             throw failure
