@@ -264,8 +264,10 @@ struct HostPlan {
             trust = .everyone
         } else {
             trust = try networks(configuration.trustedProxies, "proxy_trusted_proxies")
+            warnAboutEveryone(configuration.trustedProxies, "proxy_trusted_proxies", warnings: &warnings)
         }
         let direct = try networks(configuration.directClients, "proxy_direct_clients")
+        warnAboutEveryone(configuration.directClients, "proxy_direct_clients", warnings: &warnings)
         if configuration.acceptedVersions.isEmpty { throw NetProxyConfigurationError("proxy_versions: no version would be accepted") }
         return (trust, direct)
     }
@@ -288,9 +290,11 @@ struct HostPlan {
                 try options.trustedProxies.map { entries throws(NetProxyConfigurationError) in
                     entries.isEmpty ? TrustedProxies.everyone : try networks(entries, trustKey)
                 } ?? globals.trust
-            if let entries = options.trustedProxies, entries.isEmpty {
-                warnings.append("\(trustKey) is empty: ANY client may send a PROXY header and claim any address")
+            if let entries = options.trustedProxies {
+                if entries.isEmpty { warnings.append("\(trustKey) is empty: ANY client may send a PROXY header and claim any address") }
+                warnAboutEveryone(entries, trustKey, warnings: &warnings)
             }
+            if let entries = options.directClients { warnAboutEveryone(entries, prefix + "direct_clients", warnings: &warnings) }
             let directKey = options.directClients == nil ? "proxy_direct_clients" : prefix + "direct_clients"
             let direct =
                 try options.directClients.map { entries throws(NetProxyConfigurationError) in try networks(entries, directKey) } ?? globals.direct
@@ -344,6 +348,27 @@ struct HostPlan {
             maximumHeaderLength: configuration.maximumHeaderSize, acceptedVersions: options.acceptedVersions ?? configuration.acceptedVersions,
             acceptsLocal: options.acceptsLocal ?? configuration.acceptsLocal,
             unspecifiedAddresses: options.unspecifiedAddresses ?? configuration.unspecifiedAddresses)
+    }
+
+    /// Entries of a trust or direct-client list that cover all of IPv4 or all of IPv6
+    /// (`0.0.0.0/0`, `::/0`, `::ffff:0:0/96`) are allowed, with a warning naming each: such a
+    /// list trusts (or serves without a header) every client of that family.
+    private static func warnAboutEveryone(_ entries: [String], _ key: String, warnings: inout [String]) {
+        let consequence =
+            key.hasSuffix("direct_clients")
+            ? "every such client is served without a PROXY header"
+            : "any such client may send a PROXY header and claim any address"
+        for (index, entry) in entries.enumerated() {
+            guard let network = try? IPNetwork(entry) else { continue }
+            func coversAll(_ first: String, _ last: String) -> Bool {
+                network.contains(ProxyIPAddress(first)!) && network.contains(ProxyIPAddress(last)!)
+            }
+            let families =
+                [("IPv4", coversAll("0.0.0.0", "255.255.255.255")), ("IPv6", coversAll("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"))]
+                .filter(\.1).map(\.0)
+            guard !families.isEmpty else { continue }
+            warnings.append("\(key)[\(index)]: \(entry) covers every \(families.joined(separator: " and ")) address: \(consequence)")
+        }
     }
 
     /// A list of addresses and networks; the error names `key`.

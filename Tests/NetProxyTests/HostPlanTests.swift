@@ -117,6 +117,26 @@ import Testing
             ])
     }
 
+    /// An entry that covers all of IPv4 or IPv6 trusts (or serves without a header) every
+    /// client of that family, which is rarely meant: each one is named in a warning. (Before:
+    /// accepted silently; only an empty list warned.)
+    @Test func entriesThatCoverEveryoneWarn() throws {
+        let host = try host(
+            #"""
+            {"proxy_trusted_proxies": ["10.0.0.1", "0.0.0.0/0"],
+             "proxy_port_mappings": {"15222": "c2s", "15269": "s2s"},
+             "proxy_port_options": {"15222": {"trusted_proxies": ["::ffff:0:0/96", "::/0"]},
+                                    "15269": {"trusted_proxies": ["2001:db8::1"], "direct_clients": ["0.0.0.0/0"]}}}
+            """#)
+        #expect(
+            host.warnings == [
+                "proxy_trusted_proxies[1]: 0.0.0.0/0 covers every IPv4 address: any such client may send a PROXY header and claim any address",
+                "proxy_port_options.15222.trusted_proxies[0]: ::ffff:0:0/96 covers every IPv4 address: any such client may send a PROXY header and claim any address",
+                "proxy_port_options.15222.trusted_proxies[1]: ::/0 covers every IPv4 and IPv6 address: any such client may send a PROXY header and claim any address",
+                "proxy_port_options.15269.direct_clients[0]: 0.0.0.0/0 covers every IPv4 address: every such client is served without a PROXY header",
+            ])
+    }
+
     @Test func portInUseIsReportedAtStart() async throws {
         let first = try host(#"{"c2s_ports": [0], "interfaces": ["127.0.0.1"]}"#)
         let port = try await first.start()[0].address.port!
