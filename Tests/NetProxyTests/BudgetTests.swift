@@ -236,6 +236,34 @@ import Testing
         #expect(HostPlan.defaultMaxConnections(descriptorLimit: nil, listeningSockets: 4) == 10_000)
     }
 
+    /// Connections closed before their first byte (a balancer's connect-only health checks,
+    /// closing or resetting at once) are counted as `closed_before_header`, never as refusals of
+    /// an unknown source. (Before: `unknown_source`, and a warning per check.)
+    @Test func connectOnlyChecksAreNotRefusals() async throws {
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "echo"}}"#)
+        let port = running.port(.proxy(service: "echo", tls: false))
+        try await BlockingSocket.onThread {
+            for index in 0..<20 {
+                let socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
+                if index % 2 == 0 {
+                    var linger = linger(l_onoff: 1, l_linger: 0)
+                    setsockopt(socket.descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+                }
+                socket.close()
+            }
+        }
+        var counted = 0.0
+        for _ in 0..<100 {
+            counted = metricValue(running.host.metricsExposition, #"netproxy_connections_rejected_total{reason="closed_before_header"}"#) ?? 0
+            if counted == 20 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(counted == 20, "\(running.host.metricsExposition)")
+        #expect(metricValue(running.host.metricsExposition, #"netproxy_connections_rejected_total{reason="unknown_source"}"#) == 0)
+        #expect(metricValue(running.host.metricsExposition, #"netproxy_connections_rejected_total{reason="read_failed"}"#) == 0)
+        await running.stop()
+    }
+
     /// A multiplexer holds at most `max_pending_detections` silent connections at once; the
     /// next is closed and counted, and a connection whose protocol is known at once is not
     /// held against the cap.

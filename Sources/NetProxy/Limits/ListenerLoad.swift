@@ -50,6 +50,15 @@ final class ListenerLoad: Sendable {
         self.logger = logger
         self.limit = ManagedAtomic(maxConnections ?? .max)
         self.onRefusal = { error in
+            // A connection closed or reset before its first byte (a balancer's connect-only health
+            // check, sometimes gone so soon that even its address is unknown) is routine, not a
+            // refusal.
+            let closedEarly: Set<ProxyProtocolError.Reason> = [.closedBeforeHeader, .unknownSource, .readFailed]
+            if error.receivedBytes == 0 && closedEarly.contains(error.reason) {
+                metrics.rejected(reason: ProxyProtocolError.Reason.closedBeforeHeader.name)
+                logger.debug("connection closed before its first byte on \(label)")
+                return
+            }
             metrics.rejected(reason: error.reason.name)
             if error.reason == .headerTimeout { series.timedOut(.header) }
             log.warning("refused \(error) on \(label)")
