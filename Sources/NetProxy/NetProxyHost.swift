@@ -256,7 +256,7 @@ public final class NetProxyHost: Service, Sendable {
             guard case .running = state.lifecycle else { return false }
             for (listener, role) in zip(opened, runtime.roles) where keeping[listener.key] != nil {
                 listener.slot.role = role
-                listener.load.maxConnections = role.connections.maxConnections
+                listener.load.setMaxConnections(role.connections.maxConnections)
             }
             budget.maxConnections = runtime.maxConnections
             state.listeners = opened

@@ -44,6 +44,8 @@ import Testing
         }
     }
 
+    static let v1Header = Array("PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n".utf8)
+
     /// One echo exchange from `source`, with `prefix` first.
     static func echoes(port: Int, from source: String = "127.0.0.1", prefix: [UInt8] = []) async throws -> Bool {
         let reply = try await LoopbackClient.exchange(port: port, from: source, send: prefix + Array("ping".utf8), halfClose: true)
@@ -107,13 +109,12 @@ import Testing
             scope == "port" ? #""proxy_port_options": {"0": {"max_connections": 2}}"# : #""max_connections": 2"#
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "echo"}, \#(limit)}"#)
         let port = running.port(.proxy(service: "echo", tls: false))
-        let header = Array("PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n".utf8)
         // One after the other: the first two are served before the third connects.
         let (sockets, firstTwo) = try await BlockingSocket.onThread { () throws -> ([BlockingSocket], Int) in
             var echoed = 0
             let sockets = try (0..<2).map { _ in
                 let socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
-                try socket.send(header + Array("a".utf8))
+                try socket.send(Self.v1Header + Array("a".utf8))
                 var byte = [UInt8](repeating: 0, count: 1)
                 echoed += try byte.withUnsafeMutableBytes { try socket.receive(into: $0) }
                 return socket
@@ -123,7 +124,7 @@ import Testing
         #expect(firstTwo == 2)
         let third = sockets[2]
         let waiting = try await BlockingSocket.onThread { () throws -> Int32 in
-            try third.send(header + Array("b".utf8))
+            try third.send(Self.v1Header + Array("b".utf8))
             var pollDescriptor = pollfd(fd: third.descriptor, events: Int16(POLLIN), revents: 0)
             return poll(&pollDescriptor, 1, 700)
         }
@@ -150,10 +151,9 @@ import Testing
         let running = try await RunningHost(
             #"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "echo"}, "proxy_port_options": {"0": {"max_connections": 2}}}"#)
         let port = running.port(.proxy(service: "echo", tls: false))
-        let header = Array("PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n".utf8)
         let (served, echoes) = try await BlockingSocket.onThread { () throws -> ([Int], Int) in
             let sockets = try (0..<6).map { _ in try BlockingSocket(connectingTo: "127.0.0.1", port: port) }
-            for socket in sockets { try socket.send(header + Array("x".utf8)) }
+            for socket in sockets { try socket.send(Self.v1Header + Array("x".utf8)) }
             var rounds: [Int] = []
             var echoes = 0
             var waiting = sockets
@@ -265,8 +265,7 @@ import Testing
     }
 
     /// A multiplexer holds at most `max_pending_detections` silent connections at once; the
-    /// next is closed and counted, and a connection whose protocol is known at once is not
-    /// held against the cap.
+    /// next is closed and counted, and once they leave a new one is held again.
     @Test func multiplexerCapsConnectionsUnderDetection() async throws {
         let running = try await RunningHost(
             #"""
@@ -274,14 +273,14 @@ import Testing
              "multiplex_services": {"edge": {"default": "echo", "detect_timeout": 30, "max_pending_detections": 3}}}
             """#)
         let port = running.port(.proxy(service: "edge", tls: false))
-        let header = Array("PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n".utf8)
-        let (closed, open) = try await Self.openAndCountClosed(port: port, count: 5, from: "127.0.0.1", prefix: header, expectedClosed: 2)
+        let (closed, open) = try await Self.openAndCountClosed(port: port, count: 5, from: "127.0.0.1", prefix: Self.v1Header, expectedClosed: 2)
         #expect(closed == 2)
         #expect(running.metric("netproxy_connections_limited_total", port: port, ("limit", "pending_detections")) == 2)
         for socket in open { socket.close() }
         #expect(try await running.waitForOpenConnections(0, port: port) == 0)
         // Room again: a new silent client is held, not closed.
-        let (closedAfter, openAfter) = try await Self.openAndCountClosed(port: port, count: 1, from: "127.0.0.1", prefix: header, expectedClosed: 0)
+        let (closedAfter, openAfter) = try await Self.openAndCountClosed(
+            port: port, count: 1, from: "127.0.0.1", prefix: Self.v1Header, expectedClosed: 0)
         #expect(closedAfter == 0)
         for socket in openAfter { socket.close() }
         await running.stop()
@@ -299,8 +298,7 @@ import Testing
              "forward_services": {"fw": {"target": "127.0.0.1:\#(target.port)", "connect_timeout": 30, "max_pending_connects": 3}}}
             """#)
         let port = running.port(.proxy(service: "fw", tls: false))
-        let header = Array("PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n".utf8)
-        let (closed, open) = try await Self.openAndCountClosed(port: port, count: 5, from: "127.0.0.1", prefix: header, expectedClosed: 2)
+        let (closed, open) = try await Self.openAndCountClosed(port: port, count: 5, from: "127.0.0.1", prefix: Self.v1Header, expectedClosed: 2)
         #expect(closed == 2)
         var inProgress = target.connectsInProgress()
         for _ in 0..<100 where inProgress != 3 {
@@ -318,7 +316,8 @@ import Testing
         }
         #expect(left == 0)
         #expect(try await running.waitForOpenConnections(0, port: port) == 0)
-        let (closedAfter, openAfter) = try await Self.openAndCountClosed(port: port, count: 3, from: "127.0.0.1", prefix: header, expectedClosed: 0)
+        let (closedAfter, openAfter) = try await Self.openAndCountClosed(
+            port: port, count: 3, from: "127.0.0.1", prefix: Self.v1Header, expectedClosed: 0)
         #expect(closedAfter == 0)
         for socket in openAfter { socket.close() }
         await running.stop()

@@ -91,11 +91,6 @@ final class ConnectionBudget: Sendable {
         }
     }
 
-    /// The connections `source` holds now.
-    func connections(from source: SourceKey) -> Int {
-        bySource.withLockedValue { $0[source, default: 0] }
-    }
-
     /// Calls `wake` once, at the next close or change of a limit: an accept gate waits this way
     /// for room. The gate registers, then checks again, so no close slips between its check and
     /// its registration unseen.

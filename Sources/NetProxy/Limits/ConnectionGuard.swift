@@ -47,7 +47,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Shared with the companion's guard: the two sides of a relay time out as one connection,
     /// counted and logged once.
     private var pair: TimeoutMark?
-    private var lastActivity = NIODeadline.now()
+    /// Set when the idle clock starts, then at each read or write.
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     /// Whether the idle clock runs: from the hand-over to the service (before it, the header's
     /// deadline and the TLS handshake's apply), at once for a connection opened on behalf of
     /// another.
@@ -101,7 +102,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        lastActivity = .now()
+        if idleClockRuns { lastActivity = .now() }
         let sweep = sweeps.sweep(for: context.eventLoop)
         sweep.add(self)
         self.sweep = sweep
@@ -119,12 +120,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if countsReads { lastActivity = .now() }
+        if countsReads && idleClockRuns { lastActivity = .now() }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        lastActivity = .now()
+        if idleClockRuns { lastActivity = .now() }
         context.write(data, promise: promise)
     }
 

@@ -65,16 +65,10 @@ final class ListenerLoad: Sendable {
         }
     }
 
-    /// This listener's own `max_connections` (`nil`: only the process's); a reload changes it.
-    var maxConnections: Int? {
-        get {
-            let value = limit.load(ordering: .relaxed)
-            return value == .max ? nil : value
-        }
-        set {
-            limit.store(newValue ?? .max, ordering: .relaxed)
-            budget.wakeWaiting()
-        }
+    /// Sets this listener's own `max_connections` (`nil`: only the process's), on a reload.
+    func setMaxConnections(_ value: Int?) {
+        limit.store(value ?? .max, ordering: .relaxed)
+        budget.wakeWaiting()
     }
 
     /// How many more connections the listener may take now, under its limit and the process's.

@@ -23,7 +23,4 @@ final class PendingCount: Sendable {
     func leave() {
         count.wrappingDecrement(ordering: .relaxed)
     }
-
-    /// Connections in the phase now.
-    var current: Int { count.load(ordering: .relaxed) }
 }
