@@ -14,10 +14,9 @@ import ProxyProtocol
 /// A `forward_services` entry: where to relay connections, and how to tell the target who the
 /// client is.
 public struct ForwardServiceConfiguration: Hashable, Sendable {
-    /// `target`: `host:port`, `[IPv6]:port`, or a name resolved at each connection.
-    public var targetHost: String
-    /// The target's port.
-    public var targetPort: Int
+    /// `target`: where to connect, one address or a list; a client gets the first of its own
+    /// address family (the first of all when none is, and for a UNIX client).
+    public var targets: [ForwardTarget]
     /// `send_proxy`: the version of the PROXY header sent to the target first; `nil` (`"none"`)
     /// for a plain relay.
     public var sendProxy: ProxyVersion?
@@ -27,7 +26,10 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
     /// `crc32c`: the v2 header carries a CRC32C.
     public var crc32c = false
     /// `transparent`: connect from the client's own address and port (`IP_TRANSPARENT`; Linux,
-    /// needs `CAP_NET_ADMIN` and routing that sends the replies back to this host).
+    /// needs `CAP_NET_ADMIN` and routing that sends the replies back to this host). A client
+    /// without an address to take (a `LOCAL` or address-less header, a UNIX client) or whose
+    /// address is this machine's own (a balancer's health check on the same host) is connected
+    /// from this host's address instead.
     public var transparent = false
     /// `connect_timeout`, in seconds.
     public var connectTimeout: Double = 5
@@ -38,15 +40,32 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
     /// once; over it a new client is closed (and counted) instead of connecting.
     public var maxPendingConnects = 256
 
-    /// A target with the defaults: no header, not transparent, 5 s to connect.
+    /// Targets with the defaults: no header, not transparent, 5 s to connect.
+    public init(targets: [ForwardTarget]) {
+        self.targets = targets
+    }
+
+    /// One target with the defaults: no header, not transparent, 5 s to connect.
     public init(targetHost: String, targetPort: Int) {
-        self.targetHost = targetHost
-        self.targetPort = targetPort
+        self.init(targets: [ForwardTarget(host: targetHost, port: targetPort)])
     }
 
     /// The checks a configuration built in code also needs; the error names `key`.
     func check(_ key: String) throws(NetProxyConfigurationError) {
-        guard (1...65535).contains(targetPort) else { throw NetProxyConfigurationError("\(key).target: \(targetPort) is not a port (1-65535)") }
+        guard !targets.isEmpty else { throw NetProxyConfigurationError("\(key).target: the list is empty") }
+        var families: [String: ForwardTarget] = [:]
+        for target in targets {
+            guard (1...65535).contains(target.port) else { throw NetProxyConfigurationError("\(key).target: \(target.port) is not a port (1-65535)") }
+            // Only the first target of a family is ever used; a name may be of either.
+            for family in target.families {
+                if let first = families[family] {
+                    throw NetProxyConfigurationError(
+                        "\(key).target: \(target) would never be used: \(first) comes first for \(family) clients (a list holds one IPv4 address, one IPv6 address, or one name)"
+                    )
+                }
+                families[family] = target
+            }
+        }
         try HostPlan.checkSeconds(connectTimeout, "\(key).connect_timeout")
         if let idleTimeout { try HostPlan.checkSeconds(idleTimeout, "\(key).idle_timeout") }
         try NetProxyConfiguration.checkCount(maxPendingConnects, "\(key).max_pending_connects")
@@ -56,26 +75,64 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
         }
     }
 
-    /// The target as the configuration writes it.
+    /// The target as the configuration writes it: one, or the list separated by commas.
     public var target: String {
-        targetHost.contains(":") ? "[\(targetHost)]:\(targetPort)" : "\(targetHost):\(targetPort)"
+        targets.map(\.description).joined(separator: ", ")
+    }
+
+    /// The target for a client at `source`, in ``targets``: the first of its family, else the first.
+    func targetIndex(for source: SocketAddress) -> Int {
+        guard targets.count > 1, let family = ProxyIPAddress(source)?.unmapped.familyName else { return 0 }
+        return targets.firstIndex { $0.families.contains(family) } ?? 0
+    }
+}
+
+/// One address a forward connects to.
+public struct ForwardTarget: Hashable, Sendable, CustomStringConvertible {
+    /// An IP address, or a name resolved at each connection.
+    public var host: String
+    /// The port.
+    public var port: Int
+
+    /// The target `host` (an IP address or a name) on `port`.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `host:port`, or `[IPv6]:port`.
+    public var description: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// The client families it serves: its address's, or both for a name.
+    var families: [String] {
+        ProxyIPAddress(host).map { [$0.unmapped.familyName] } ?? ["IPv4", "IPv6"]
+    }
+}
+
+extension ProxyIPAddress {
+    var familyName: String {
+        if case .v4 = self { return "IPv4" }
+        return "IPv6"
     }
 }
 
 extension NetProxyService {
     /// A service that relays each connection to `configuration`'s target.
     static func forward(
-        name: String, _ configuration: ForwardServiceConfiguration, metrics: HostMetrics, log: RateLimitedLog
+        name: String, _ configuration: ForwardServiceConfiguration, own: OwnHost, metrics: HostMetrics, log: RateLimitedLog
     ) -> NetProxyService {
-        // An IP address is used as it is: no resolver (a thread hop and a lookup per connection).
-        let address = try? SocketAddress(ipAddress: configuration.targetHost, port: configuration.targetPort)
         let pending = PendingCount(limit: configuration.maxPendingConnects)
+        // An IP address is used as it is: no resolver (a thread hop and a lookup per connection).
+        let targets = configuration.targets.map { target in (target, try? SocketAddress(ipAddress: target.host, port: target.port)) }
         var service = NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
             // Nothing more is read from the client until the target is connected.
             try channel.syncOptions?.setOption(.autoRead, value: false)
             try channel.pipeline.syncOperations.addHandler(
                 ForwardConnector(
-                    name: name, configuration: configuration, address: address, info: info, pending: pending, metrics: metrics, log: log))
+                    name: name, configuration: configuration, target: targets[configuration.targetIndex(for: info.source)], info: info, own: own,
+                    pending: pending, metrics: metrics, log: log))
         }
         service.idleTimeout = configuration.idleTimeout.map(TimeAmount.fractionalSeconds)
         return service
@@ -97,9 +154,11 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
 
     private let name: String
     private let configuration: ForwardServiceConfiguration
-    /// The target's address when it is an IP address; `nil` for a name.
+    /// The target chosen for this client, and its address unless it is a name.
+    private let target: ForwardTarget
     private let address: SocketAddress?
     private let info: ConnectionInfo
+    private let own: OwnHost
     private let pending: PendingCount
     private let metrics: HostMetrics
     private let log: RateLimitedLog
@@ -113,13 +172,14 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     private var isPending = false
 
     init(
-        name: String, configuration: ForwardServiceConfiguration, address: SocketAddress?, info: ConnectionInfo, pending: PendingCount,
-        metrics: HostMetrics, log: RateLimitedLog
+        name: String, configuration: ForwardServiceConfiguration, target: (ForwardTarget, SocketAddress?), info: ConnectionInfo, own: OwnHost,
+        pending: PendingCount, metrics: HostMetrics, log: RateLimitedLog
     ) {
         self.name = name
         self.configuration = configuration
-        self.address = address
+        (self.target, self.address) = target
         self.info = info
+        self.own = own
         self.pending = pending
         self.metrics = metrics
         self.log = log
@@ -130,7 +190,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         guard pending.enter() else {
             clientGuard?.listener.limited(
                 .pendingConnects,
-                "forward \(name): client \(info.source.displayText) closed: \(pending.limit) connects to \(configuration.target) in progress, its max_pending_connects"
+                "forward \(name): client \(info.source.displayText) closed: \(pending.limit) connects to \(target) in progress, its max_pending_connects"
             )
             context.close(promise: nil)
             return
@@ -139,6 +199,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         let (clientSide, targetSide) = RelayHandler.pair()
         let targetGuard = clientGuard?.companion()
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let outgoing = own.outgoing
         var bootstrap = ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.fractionalSeconds(configuration.connectTimeout))
             .channelOption(.allowRemoteHalfClosure, value: true)
@@ -147,9 +208,10 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
                     this.value.connecting = channel
                     if let targetGuard { try channel.pipeline.syncOperations.addHandler(targetGuard) }
                     try channel.pipeline.syncOperations.addHandler(targetSide)
+                    try channel.pipeline.syncOperations.addHandler(OutgoingConnectionMark(outgoing))
                 }
             }
-        if configuration.transparent {
+        if configuration.transparent, own.canImpersonate(info) {
             switch Self.transparentSource(info.source) {
             case .success(let (source, option)):
                 bootstrap = bootstrap.channelOption(option, value: 1).bind(to: source)
@@ -169,7 +231,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
             if let address {
                 bootstrap.connect(to: address)
             } else {
-                bootstrap.connect(host: configuration.targetHost, port: configuration.targetPort)
+                bootstrap.connect(host: target.host, port: target.port)
             }
         connected.assumeIsolated().whenComplete { [self] result in
             connecting = nil
@@ -241,7 +303,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         metrics.forwardFailed(service: name, reason: reason)
         if reason == "timeout" { clientGuard?.listener.metrics.timedOut(.connect) }
         log.warning(
-            "forward \(name) to \(configuration.target) failed for client \(info.source.displayText): \(detail)",
+            "forward \(name) to \(target) failed for client \(info.source.displayText): \(detail)",
             metadata: info.loggerMetadata)
         context.close(promise: nil)
     }
@@ -292,6 +354,14 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         _ source: SocketAddress
     ) -> Result<(SocketAddress, ChannelOptions.Types.SocketOption), TransparentSourceError> {
         #if os(Linux)
+            // A v4-mapped client (an IPv4 client in an IPv6 header) binds as IPv4, the family of
+            // the target it gets.
+            let source =
+                if let endpoint = source.proxyEndpoint, case .v4(let v4) = endpoint.address.unmapped, case .v6 = source {
+                    (try? SocketAddress(ipAddress: v4.description, port: Int(endpoint.port))) ?? source
+                } else {
+                    source
+                }
             switch source {
             case .v4:
                 return .success((source, .init(level: .init(rawValue: SOL_IP), name: .init(rawValue: IP_TRANSPARENT))))

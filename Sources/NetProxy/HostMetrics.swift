@@ -11,7 +11,7 @@ import ProxyProtocol
 struct HostMetrics: Sendable {
     /// The values of the `reason` label, exported from zero: the PROXY handler's reasons, and
     /// the host's own.
-    static let rejectionReasons = ProxyProtocolError.Reason.all.map(\.name) + ["unmapped_port"]
+    static let rejectionReasons = ProxyProtocolError.Reason.all.map(\.name) + ["unmapped_port", "forward_loop"]
 
     /// The values of the `errno` label of accept errors, exported from zero.
     static let acceptErrnos = ["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]

@@ -25,8 +25,10 @@ struct HostRuntime: Sendable {
     ///   - eventLoops: The host's event loops, each with a socket of every TCP listener.
     init(
         _ configuration: NetProxyConfiguration, registered: [String: NetProxyService], metrics: HostMetrics, log: RateLimitedLog,
-        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, eventLoops: Int, logger: Logger
+        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, outgoing: OutgoingConnections, eventLoops: Int, logger: Logger
     ) throws(NetProxyConfigurationError) {
+        let local = LocalAddresses.current()
+        let own = OwnHost(outgoing: outgoing, addresses: local)
         var byName = registered
         for name in configuration.forwardServices.keys.sorted() {
             guard byName[name] == nil else {
@@ -34,7 +36,7 @@ struct HostRuntime: Sendable {
             }
             try Self.checkServiceName(name, "forward_services.\(name)")
             try configuration.forwardServices[name]!.check("forward_services.\(name)")
-            byName[name] = .forward(name: name, configuration.forwardServices[name]!, metrics: metrics, log: log)
+            byName[name] = .forward(name: name, configuration.forwardServices[name]!, own: own, metrics: metrics, log: log)
         }
         // Routes lead to the services above, never to another multiplexer (no loops).
         let routable = byName
@@ -64,7 +66,7 @@ struct HostRuntime: Sendable {
             byName[name] = .multiplex(name: name, multiplex, services: routable, asyncConnections: asyncConnections, logger: logger)
         }
         let plan = try HostPlan(configuration, serviceNames: Set(byName.keys), eventLoops: eventLoops)
-        try Self.checkForwardLoops(configuration, plan.listeners)
+        warnings += try Self.checkForwardTargets(configuration, plan.listeners, local: local)
         for path in configuration.proxyUnixSockets.keys.sorted() {
             try UnixSocketFile.check(path, settings: configuration.proxyUnixSockets[path]!, key: "proxy_unix_sockets.\(path)")
         }
@@ -111,26 +113,41 @@ struct HostRuntime: Sendable {
         }
     }
 
-    /// A forward whose target is a listener of that same forward (its regular port, or its PROXY
-    /// port when it sends a header) would connect to itself without end, until no descriptor is
-    /// left. Other services of the host are fine targets. (A name that resolves to the host, or a
-    /// loop through other services, cannot be seen here.)
-    private static func checkForwardLoops(_ configuration: NetProxyConfiguration, _ listeners: [ListenerPlan]) throws(NetProxyConfigurationError) {
+    /// How long a forward target's name may take to resolve for the check below.
+    static let resolveTimeout = TimeAmount.seconds(2)
+
+    /// A forward whose target is one of this host's own listeners (its address, or any address
+    /// of this machine when the listener binds them all) is refused, naming both. It would loop
+    /// until no descriptor is left, or, relaying without a header into a PROXY port, let any
+    /// client write a header that arrives from a trusted address: this host's. Names are
+    /// resolved (within ``resolveTimeout``); one that does not resolve is a warning, and the
+    /// connections' own check (``OutgoingConnections``) still refuses a loop through it.
+    private static func checkForwardTargets(
+        _ configuration: NetProxyConfiguration, _ listeners: [ListenerPlan], local: LocalAddresses
+    ) throws(NetProxyConfigurationError) -> [String] {
+        let names = Set(configuration.forwardServices.values.flatMap(\.targets).map(\.host).filter { ProxyIPAddress($0) == nil })
+        let resolved = BoundedResolver.resolve(names, timeout: resolveTimeout)
+        var warnings: [String] = []
         for name in configuration.forwardServices.keys.sorted() {
-            let forward = configuration.forwardServices[name]!
-            guard let target = ProxyIPAddress(forward.targetHost) else { continue }
-            for listener in listeners where listener.port == forward.targetPort && listener.path == nil {
-                switch listener.kind {
-                case .service(name): break
-                case .proxy(service: name, tls: false) where forward.sendProxy != nil: break
-                default: continue
+            for target in configuration.forwardServices[name]!.targets {
+                let key = "forward_services.\(name).target"
+                guard let addresses = ProxyIPAddress(target.host).map({ [$0] }) ?? resolved[target.host] else {
+                    warnings.append(
+                        "\(key): \(target.host) did not resolve within \(resolveTimeout.nanoseconds / 1_000_000_000) s, so whether it is this host is not known; a connection that comes back to this host is refused"
+                    )
+                    continue
                 }
-                guard let bound = ProxyIPAddress(listener.host) else { continue }
-                if bound.isWildcard || bound.unmapped == target.unmapped {
-                    throw NetProxyConfigurationError("forward_services.\(name): the target \(forward.target) is this host's own \(listener)")
+                for listener in listeners where listener.path == nil && listener.port == target.port {
+                    guard let bound = ProxyIPAddress(listener.host), addresses.contains(where: { bound.reaches(by: $0, local: local) }) else {
+                        continue
+                    }
+                    throw NetProxyConfigurationError(
+                        "\(key): \(target) is this host's own listener, \(listener): a forward into its own host would loop, or let any client pass for a trusted proxy"
+                    )
                 }
             }
         }
+        return warnings
     }
 }
 
@@ -138,6 +155,15 @@ extension ProxyIPAddress {
     /// `0.0.0.0` or `::`: a listener there takes every address of the machine.
     var isWildcard: Bool {
         self == .v4(ProxyIPv4Address(0, 0, 0, 0)) || self == .v6(ProxyIPv6Address(high: 0, low: 0))
+    }
+
+    /// Whether a listener bound here gets a connection made to `target`: the same address, or
+    /// one of this machine's when bound to all (all IPv4 ones for `0.0.0.0`, all for `::`).
+    func reaches(by target: ProxyIPAddress, local: LocalAddresses) -> Bool {
+        let target = target.unmapped
+        guard isWildcard else { return unmapped == target }
+        if case .v4 = self, case .v6 = target { return false }
+        return local.contains(target)
     }
 }
 

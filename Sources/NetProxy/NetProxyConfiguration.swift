@@ -183,6 +183,11 @@ enum JSONInput {
     case array([JSONInput])
     case object([String: JSONInput])
 
+    var isArray: Bool {
+        if case .array = self { return true }
+        return false
+    }
+
     func string(_ key: String) throws(NetProxyConfigurationError) -> String {
         guard case .string(let text) = self else { throw NetProxyConfigurationError("\(key): expected a string") }
         return text
@@ -271,8 +276,13 @@ extension JSONInput {
     /// "connect_timeout"}`.
     func forwardServices(_ key: String) throws(NetProxyConfigurationError) -> [String: ForwardServiceConfiguration] {
         try services(key, required: "target") { target, path throws(NetProxyConfigurationError) in
-            let (host, port) = try ForwardServiceConfiguration.parseTarget(try target.string(path), path)
-            return ForwardServiceConfiguration(targetHost: host, targetPort: port)
+            // One "host:port", or a list of them (one per address family).
+            func parse(_ item: JSONInput, _ itemPath: String) throws(NetProxyConfigurationError) -> ForwardTarget {
+                let (host, port) = try ForwardServiceConfiguration.parseTarget(try item.string(itemPath), itemPath)
+                return ForwardTarget(host: host, port: port)
+            }
+            let targets = try target.isArray ? target.list(path, of: "\"host:port\" targets", parse) : [parse(target, path)]
+            return ForwardServiceConfiguration(targets: targets)
         } apply: { service, field, value, path throws(NetProxyConfigurationError) in
             switch field {
             case "send_proxy":

@@ -97,6 +97,8 @@ public final class NetProxyHost: Service, Sendable {
     private let budget: ConnectionBudget
     /// Where connections' deadlines are checked, one per event loop.
     private let sweeps: IdleSweeps
+    /// The forwards' connections to their targets, refused if they arrive here.
+    private let outgoing: OutgoingConnections
     private let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
     private let state: NIOLockedValueBox<State>
 
@@ -116,9 +118,11 @@ public final class NetProxyHost: Service, Sendable {
         let metrics = HostMetrics(registry: metricsRegistry)
         let refusals = RateLimitedLog(logger: logger)
         let eventLoops = Array(eventLoopGroup.makeIterator()).count
+        let outgoing = OutgoingConnections()
         let runtime = try HostRuntime(
             configuration, registered: byName, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
-            eventLoops: eventLoops, logger: logger)
+            outgoing: outgoing, eventLoops: eventLoops, logger: logger)
+        self.outgoing = outgoing
         self.registered = byName
         self.eventLoops = eventLoops
         self.state = NIOLockedValueBox(State(runtime: runtime))
@@ -232,7 +236,7 @@ public final class NetProxyHost: Service, Sendable {
         }
         let runtime = try HostRuntime(
             configuration, registered: registered, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
-            eventLoops: eventLoops, logger: logger)
+            outgoing: outgoing, eventLoops: eventLoops, logger: logger)
         // A UNIX listener whose file was removed (or replaced) since is bound anew: no client can
         // reach the old socket.
         let intact = current.filter { listener in
@@ -538,6 +542,7 @@ public final class NetProxyHost: Service, Sendable {
                     let connectionGuard = ConnectionGuard(
                         idleTimeout: role.connections.idleTimeout, listener: slot.load, sweeps: self.sweeps, accepted: true)
                     try channel.pipeline.syncOperations.addHandler(connectionGuard)
+                    if self.isOwnForward(channel, on: slot.load) { return }
                     // Set here rather than as a child channel option, which the bootstrap applies
                     // through a chain of futures for every connection.
                     if role.allowsHalfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }
@@ -588,6 +593,19 @@ public final class NetProxyHost: Service, Sendable {
                     service: service, guard: connectionGuard, sourceLimit: sourceLimit, logger: logger, metrics: metrics,
                     asyncConnections: asyncConnections.continuation))
         }
+    }
+
+    /// Whether `channel` is one of this host's own forward connections, arrived back here (a
+    /// loop, or a relay into a PROXY port that would launder trust); it is then closed, and
+    /// counted and logged as a `forward_loop` rejection.
+    private func isOwnForward(_ channel: Channel, on listener: ListenerLoad) -> Bool {
+        guard let peer = channel.remoteAddress, outgoing.isOurs(peer: peer, localAddress: channel.localAddress) else { return false }
+        metrics.rejected(reason: "forward_loop")
+        refusals.warning(
+            "refused a connection from \(peer.displayText) on \(listener.label): it is this host's own forward connection (a forward whose target leads back to this host)"
+        )
+        channel.close(promise: nil)
+        return true
     }
 
     private func track(_ channel: Channel) {

@@ -19,22 +19,37 @@ import Testing
         try Peer.run(try Peer.require("unshare"), ["-n", "sh", "-c", script])
     }
 
-    /// A script that brings the namespace up, starts `netproxy serve` with `config` and waits
-    /// for its banner, runs `then`, and stops netproxy. The script's output is `then`'s.
-    static func serving(_ config: String, then command: String) -> String {
+    /// The forwards' target: a second netproxy with whoami on 127.0.0.1:7001 and [::1]:7001.
+    /// (A forward into its own host is refused: the target is always another process.)
+    static let whoamiTarget = #"{"interfaces": ["127.0.0.1", "::1"], "whoami_ports": [7001]}"#
+
+    /// A script that brings the namespace up, starts `netproxy serve` with `target` (if any)
+    /// and then with `config`, waits for their banners, runs `then`, and stops them. The script's
+    /// output is `then`'s.
+    static func serving(_ config: String, target: String? = whoamiTarget, then command: String) -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-netns-\(UUID())").path
         return """
             set -e
             mkdir -p \(directory)
-            trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf \(directory)' EXIT
+            pid=; target=
+            trap 'kill $pid $target 2>/dev/null; wait $pid $target 2>/dev/null; rm -rf \(directory)' EXIT
             ip link set lo up
             ip route add local 198.51.100.0/24 dev lo
+            ip -6 route add local 2001:db8:7::/64 dev lo
+            cat > \(directory)/target.json <<'EOF'
+            \(target ?? "")
+            EOF
+            if [ -s \(directory)/target.json ] && [ "$(cat \(directory)/target.json)" != "" ]; then
+                \(CommandRunner.executable.path) serve --config \(directory)/target.json > \(directory)/target.out 2> \(directory)/target.err &
+                target=$!
+                for i in $(seq 200); do grep -q 'listening' \(directory)/target.out 2>/dev/null && break; sleep 0.05; done
+            fi
             cat > \(directory)/config.json <<'EOF'
             \(config)
             EOF
             \(CommandRunner.executable.path) serve --config \(directory)/config.json > \(directory)/out 2> \(directory)/err &
             pid=$!
-            for i in $(seq 100); do grep -q 'Try:' \(directory)/out 2>/dev/null && break; sleep 0.05; done
+            for i in $(seq 200); do grep -q 'Try:' \(directory)/out 2>/dev/null && break; sleep 0.05; done
             \(command) || { cat \(directory)/err >&2; exit 1; }
             """
     }
@@ -42,7 +57,7 @@ import Testing
     @Test(.enabled(if: canMakeNamespace || Peer.inCI))
     func targetSeesTheClientFromTheHeader() throws {
         let config = """
-            {"interfaces": ["127.0.0.1"], "whoami_ports": [7001],
+            {"interfaces": ["127.0.0.1"],
              "proxy_port_mappings": {"17001": "imap"},
              "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 2}}}
             """
@@ -63,7 +78,7 @@ import Testing
         // failure counted. The client keeps its side open meanwhile (one that half-closes
         // without a byte during the connect is taken to have left, and ends the connect).
         let config = """
-            {"interfaces": ["127.0.0.1"], "whoami_ports": [7001], "metrics_port": 9090,
+            {"interfaces": ["127.0.0.1"], "metrics_port": 9090,
              "proxy_port_mappings": {"17001": "imap"},
              "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 1}}}
             """
@@ -79,6 +94,125 @@ import Testing
         let parts = output.components(separatedBy: "--\n")
         #expect(parts.first == "", "the client got no reply")
         #expect(parts.last == #"netproxy_forward_failures_total{service="imap",reason="timeout"} 1"# + "\n", "\(output)")
+    }
+
+    /// One PROXY port for clients of both families: each gets the target of its own family
+    /// (a transparent socket takes the client's address, so it cannot reach the other family).
+    @Test(.enabled(if: canMakeNamespace || Peer.inCI))
+    func dualStackClientsReachTheTargetOfTheirFamily() throws {
+        let config = """
+            {"interfaces": ["127.0.0.1", "::1"],
+             "proxy_port_mappings": {"17001": "imap"},
+             "forward_services": {"imap": {"target": ["127.0.0.1:7001", "[::1]:7001"], "transparent": true, "connect_timeout": 2}}}
+            """
+        let send = CommandRunner.executable.path
+        let (status, output) = try Self.inNamespace(
+            Self.serving(
+                config,
+                then: """
+                    printf x | \(send) send --source [2001:db8:7::9]:40123 127.0.0.1 17001; echo
+                    printf x | \(send) send --source 198.51.100.7:40124 ::1 17001; echo
+                    """))
+        #expect(status == 0, "\(output)")
+        let lines = output.split(separator: "\n").map(String.init)
+        #expect(lines.count == 2, "\(output)")
+        #expect(lines.first?.contains(#""peer":{"ip":"2001:db8:7::9","port":40123}"#) == true, "\(output)")
+        #expect(lines.first?.contains(#""port":7001,"peer""#) == true, "\(output)")
+        #expect(lines.last?.contains(#""peer":{"ip":"198.51.100.7","port":40124}"#) == true, "\(output)")
+    }
+
+    /// A header with no client to stand for (LOCAL, or no addresses), and a client whose
+    /// address is this machine's own, are connected from netproxy's own address: binding the
+    /// balancer's address would fail (it is in use), and there is nobody to disguise.
+    @Test(.enabled(if: canMakeNamespace || Peer.inCI))
+    func clientsWithoutAnAddressToTakeConnectFromNetproxy() throws {
+        let config = """
+            {"interfaces": ["127.0.0.1"],
+             "proxy_port_mappings": {"17001": "imap"},
+             "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 2}}}
+            """
+        let send = CommandRunner.executable.path
+        let (status, output) = try Self.inNamespace(
+            Self.serving(
+                config,
+                then: """
+                    printf x | \(send) send --local 127.0.0.1 17001; echo
+                    printf x | \(send) send --unknown 127.0.0.1 17001; echo
+                    printf x | \(send) send --v1 --unknown 127.0.0.1 17001; echo
+                    printf x | \(send) send --source 127.0.0.1:40125 127.0.0.1 17001; echo
+                    """))
+        #expect(status == 0, "\(output)")
+        let peers = output.split(separator: "\n").map { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["peer"] as? [String: Any]
+        }
+        #expect(peers.count == 4, "\(output)")
+        for peer in peers {
+            #expect(peer?["ip"] as? String == "127.0.0.1", "\(output)")
+        }
+        // Not the claimed port: the connection is netproxy's own.
+        #expect(peers.last??["port"] as? Int != 40125, "\(output)")
+    }
+
+    /// HAProxy on the same host health-checks a transparent forward over its PROXY port
+    /// (`check` with `send-proxy-v2` sends a LOCAL header): the check reaches the target and
+    /// passes at layer 7, and client traffic through HAProxy reaches the target too.
+    @Test(.enabled(if: (canMakeNamespace && Peer.available("haproxy")) || Peer.inCI))
+    func haproxyHealthChecksOnTheSameHostPass() throws {
+        let directory = try Peer.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let haproxyConfig = directory.appendingPathComponent("haproxy.cfg")
+        try """
+        global
+            stats socket \(directory.path)/stats mode 600 level admin
+        defaults
+            mode tcp
+            timeout connect 2s
+            timeout client 5s
+            timeout server 5s
+        listen app
+            bind 127.0.0.1:18000
+            option tcp-check
+            tcp-check expect string whoami
+            server nx 127.0.0.1:17001 send-proxy-v2 check inter 100 rise 1 fall 1
+
+        """.write(to: haproxyConfig, atomically: true, encoding: .utf8)
+        let config = """
+            {"interfaces": ["127.0.0.1"],
+             "proxy_port_mappings": {"17001": "imap"},
+             "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 2}}}
+            """
+        let query = """
+            import socket, sys, time
+            deadline = time.time() + 10
+            while True:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect("\(directory.path)/stats")
+                s.sendall(b"show stat\\n")
+                rows = s.makefile().read().splitlines()
+                names = rows[0].lstrip("# ").split(",")
+                row = [dict(zip(names, r.split(","))) for r in rows[1:] if r.split(",")[1:2] == ["nx"]][0]
+                if row["check_status"] == "L7OK" or time.time() > deadline:
+                    print(row["status"], row["check_status"])
+                    break
+                time.sleep(0.1)
+            """
+        let (status, output) = try Self.inNamespace(
+            Self.serving(
+                config,
+                then: """
+                    cat > \(directory.path)/query.py <<'EOF'
+                    \(query)
+                    EOF
+                    \(try Peer.require("haproxy")) -f \(haproxyConfig.path) > \(directory.path)/haproxy.out 2>&1 &
+                    haproxy=$!
+                    sleep 0.3
+                    \(try Peer.require("python3")) \(directory.path)/query.py
+                    printf x | \(try Peer.require("curl")) -s --max-time 5 telnet://127.0.0.1:18000 | head -c 19; echo
+                    kill $haproxy; wait $haproxy 2>/dev/null || true
+                    """))
+        #expect(status == 0, "\(output)")
+        #expect(output.hasPrefix("UP L7OK\n"), "\(output)")
+        #expect(output.hasSuffix(#"{"service":"whoami""# + "\n"), "\(output)")
     }
 
     /// Prosody, unmodified, behind a transparent forward: its own debug log shows the client
@@ -116,7 +250,7 @@ import Testing
             "<?xml version='1.0'?><stream:stream to='example.com' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
         let (status, output) = try Self.inNamespace(
             Self.serving(
-                config,
+                config, target: nil,
                 then: """
                     \(try Peer.require("prosody")) --config \(prosodyConfig.path) > \(directory.path)/prosody.out 2>&1 &
                     prosody=$!

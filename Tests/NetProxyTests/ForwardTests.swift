@@ -131,13 +131,73 @@ import Testing
         #expect(error?.description.hasPrefix(message) == true, "\(error?.description ?? "")")
     }
 
-    /// A forward to the host's own listener would connect to itself until no descriptor is left.
-    @Test func aForwardToItselfIsRefused() throws {
-        let json = #"{"interfaces": ["0.0.0.0"], "fw_ports": [21320], "forward_services": {"fw": {"target": "127.0.0.1:21320"}}}"#
+    /// A forward whose target is one of the host's own listeners, however it is written, is
+    /// refused at start-up naming both: it would loop until no descriptor is left, or (into a
+    /// PROXY port, without a header) let any client pass for a trusted proxy.
+    @Test(arguments: [
+        // Its own regular port, through the wildcard.
+        (
+            #""interfaces": ["0.0.0.0"], "fw_ports": [21320], "forward_services": {"fw": {"target": "127.0.0.1:21320"}}"#,
+            "forward_services.fw.target: 127.0.0.1:21320 is this host's own listener, fw on 0.0.0.0:21320"
+        ),
+        // Another service's PROXY port, relayed into without a header: trust laundered.
+        (
+            #""interfaces": ["127.0.0.1"], "fw_ports": [21321], "proxy_port_mappings": {"21322": "echo"}, "forward_services": {"fw": {"target": "127.0.0.1:21322", "send_proxy": "none"}}"#,
+            "forward_services.fw.target: 127.0.0.1:21322 is this host's own listener, PROXY on 127.0.0.1:21322 -> echo"
+        ),
+        // A name that resolves to it.
+        (
+            #""interfaces": ["127.0.0.1"], "echo_ports": [21323], "fw_ports": [21324], "forward_services": {"fw": {"target": "localhost:21323"}}"#,
+            "forward_services.fw.target: localhost:21323 is this host's own listener, echo on 127.0.0.1:21323"
+        ),
+        // Any loopback address reaches a wildcard listener; IPv6's wildcard takes IPv4 too.
+        (
+            #""interfaces": ["::"], "echo_ports": [21325], "fw_ports": [21326], "forward_services": {"fw": {"target": ["127.0.0.2:21325"]}}"#,
+            "forward_services.fw.target: 127.0.0.2:21325 is this host's own listener, echo on [::]:21325"
+        ),
+        // The second target of a list, and the metrics port.
+        (
+            #""interfaces": ["127.0.0.1", "::1"], "metrics_port": 21327, "fw_ports": [21328], "forward_services": {"fw": {"target": ["127.0.0.1:1", "[::1]:21327"]}}"#,
+            "forward_services.fw.target: [::1]:21327 is this host's own listener, metrics on [::1]:21327"
+        ),
+    ])
+    func aForwardIntoItsOwnHostIsRefused(config: String, message: String) throws {
+        let error = #expect(throws: NetProxyConfigurationError.self) {
+            _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data("{\(config)}".utf8)))
+        }
+        #expect(
+            error?.description == message + ": a forward into its own host would loop, or let any client pass for a trusted proxy",
+            "\(error?.description ?? "")")
+    }
+
+    /// What is not this host is accepted: a listener of the other family's wildcard, another
+    /// port, another loopback address than a specific listener's.
+    @Test func targetsBesideTheHostsOwnListenersAreAccepted() throws {
+        let json = #"""
+            {"interfaces": ["0.0.0.0", "127.0.0.5"], "echo_ports": [21330], "fw_ports": [21331],
+             "forward_services": {"fw": {"target": ["[::1]:21330", "127.0.0.1:21332"]}}}
+            """#
+        let host = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        #expect(
+            host.configuration.forwardServices["fw"]?.targets == [
+                ForwardTarget(host: "::1", port: 21330), ForwardTarget(host: "127.0.0.1", port: 21332),
+            ])
+    }
+
+    /// A list of targets holds one per address family; errors name the entry.
+    @Test(arguments: [
+        (#"["127.0.0.1:1", "127.0.0.2:2"]"#, "forward_services.fw.target: 127.0.0.2:2 would never be used: 127.0.0.1:1 comes first for IPv4 clients"),
+        (#"["[::1]:1", "example.org:2"]"#, "forward_services.fw.target: example.org:2 would never be used: [::1]:1 comes first for IPv6 clients"),
+        (#"[]"#, "forward_services.fw.target: the list is empty"),
+        (#"["127.0.0.1:1", 2]"#, "forward_services.fw.target[1]: expected a string"),
+        (#"["127.0.0.1:1", "[::1]"]"#, #"forward_services.fw.target[1]: "[::1]" is not [IPv6]:port"#),
+    ])
+    func targetListsAreChecked(target: String, message: String) throws {
+        let json = #"{"proxy_port_mappings": {"0": "fw"}, "forward_services": {"fw": {"target": \#(target)}}}"#
         let error = #expect(throws: NetProxyConfigurationError.self) {
             _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
         }
-        #expect(error?.description == "forward_services.fw: the target 127.0.0.1:21320 is this host's own fw on 0.0.0.0:21320")
+        #expect(error?.description.hasPrefix(message) == true, "\(error?.description ?? "")")
     }
 
     /// Received TLVs that, with a new CRC32C, no longer fit a header: the connection is closed
