@@ -14,7 +14,9 @@ struct CommandRunner {
         return bundle.deletingLastPathComponent().appendingPathComponent("netproxy")
     }
 
-    static func run(_ arguments: [String], input: Data = Data()) throws -> Output {
+    /// Runs the command to its end; with `killAfter`, one still running after that many seconds is
+    /// killed, so a command that hangs fails the test instead of stopping it.
+    static func run(_ arguments: [String], input: Data = Data(), killAfter seconds: Double? = nil) throws -> Output {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -25,6 +27,11 @@ struct CommandRunner {
         process.standardOutput = stdout
         process.standardError = stderr
         try process.run()
+        let watchdog = DispatchWorkItem { [process] in
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        if let seconds { DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: watchdog) }
+        defer { watchdog.cancel() }
         // Write and read concurrently, so a large input cannot deadlock against a full output pipe.
         let writer = Thread {
             stdin.fileHandleForWriting.write(input)

@@ -250,7 +250,8 @@ import Testing
         let output = try CommandRunner.run(["serve", "--config", config.path, "--pid-file", link])
         #expect(output.status == 1)
         #expect(
-            output.standardError.hasSuffix("error: cannot open the PID file \(link): Too many levels of symbolic links\n"), "\(output.standardError)")
+            output.standardError.hasSuffix("error: cannot open the PID file \(link): it is a symbolic link, not a regular file\n"),
+            "\(output.standardError)")
         #expect(try String(contentsOf: precious, encoding: .utf8) == "keep")
     }
 
@@ -265,6 +266,12 @@ import Testing
         try Data("12ab\n".utf8).write(to: garbage)
         let notAPID = try CommandRunner.run(["reload", "--pid-file", garbage.path])
         #expect(notAPID.standardError == "error: \(garbage.path) does not hold a process ID: \"12ab\"\n")
+        let long = directory.appendingPathComponent("long.pid")
+        try Data("\(getpid())\n\n\n\n\n\n\n\n\n\n\n".utf8).write(to: long)
+        let tooLong = try CommandRunner.run(["reload", "--pid-file", long.path])
+        #expect(tooLong.standardError == "error: \(long.path) does not hold a process ID: it is longer than 11 bytes\n")
+        let aDirectory = try CommandRunner.run(["reload", "--pid-file", directory.path])
+        #expect(aDirectory.standardError == "error: cannot read the PID file \(directory.path): it is a directory, not a regular file\n")
         // A file no server holds names a process that may be anyone by now (here: this test): it
         // is not signalled.
         let stale = directory.appendingPathComponent("stale.pid")
@@ -272,5 +279,93 @@ import Testing
         let gone = try CommandRunner.run(["reload", "--pid-file", stale.path])
         #expect(gone.status == 1)
         #expect(gone.standardError == "error: no server holds \(stale.path) (it is stale): process \(getpid()) was not signalled\n")
+    }
+
+    /// A FIFO or a device as the PID file: `reload` does not wait for a writer, and `serve` does
+    /// not start; both say what the path is, and leave it as it was.
+    @Test func pidFileIsNeverAFIFOOrADevice() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-fifo-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fifo = directory.appendingPathComponent("netproxy.pid").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let config = directory.appendingPathComponent("config.json")
+        try Data("{}".utf8).write(to: config)
+        for (path, kind) in [(fifo, "a FIFO"), ("/dev/null", "a character device")] {
+            let reload = try CommandRunner.run(["reload", "--pid-file", path], killAfter: 30)
+            #expect(reload.status == 1)
+            #expect(reload.standardError == "error: cannot read the PID file \(path): it is \(kind), not a regular file\n")
+            let serve = try CommandRunner.run(["serve", "--config", config.path, "--pid-file", path], killAfter: 30)
+            #expect(serve.status == 1)
+            #expect(
+                serve.standardError.hasSuffix("error: cannot open the PID file \(path): it is \(kind), not a regular file\n"),
+                "\(serve.standardError)")
+        }
+        var status = stat()
+        #expect(lstat(fifo, &status) == 0 && status.st_mode & S_IFMT == S_IFIFO)
+        #expect(lstat("/dev/null", &status) == 0 && status.st_mode & S_IFMT == S_IFCHR)
+    }
+
+    /// Someone removes a running server's PID file and a second server makes its own at the same
+    /// path: the first one's exit leaves the second one's file, which goes with the second server.
+    @Test func aServerRemovesOnlyItsOwnPIDFile() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-two-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pidFile = directory.appendingPathComponent("netproxy.pid").path
+        let config = #"{"interfaces": ["\#(Self.address)"], "echo_ports": [0]}"#
+        let first = try ServeProcess(config: config, extraArguments: ["--pid-file", pidFile])
+        defer { if first.process.isRunning { first.send(SIGKILL) } }
+        #expect(try pidFileContents(pidFile) == first.pid)
+        try FileManager.default.removeItem(atPath: pidFile)
+        let second = try ServeProcess(config: config, extraArguments: ["--pid-file", pidFile])
+        defer { if second.process.isRunning { second.send(SIGKILL) } }
+        #expect(try pidFileContents(pidFile) == second.pid)
+
+        first.send(SIGTERM)
+        let (firstStatus, firstErrors) = try await first.waitForExit()
+        #expect(firstStatus == 0, "\(firstErrors)")
+        #expect(try String(contentsOfFile: pidFile, encoding: .utf8) == "\(second.pid)\n")
+        let reload = try CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
+        #expect(reload.standardOutput == "sent SIGHUP to process \(second.pid)\n", "\(reload.standardError)")
+
+        let (secondStatus, secondErrors) = try await second.stop()
+        #expect(secondStatus == 0, "\(secondErrors)")
+        #expect(!FileManager.default.fileExists(atPath: pidFile))
+    }
+
+    /// A PID file locked by some other process (any kind of lock), naming a process that is not a
+    /// server: `reload` says why it refuses, and signals nothing.
+    @Test(arguments: [LockingChild.Lock.flock, .posixShared, .posixExclusive], [false, true])
+    func reloadSignalsOnlyTheServerHoldingTheLock(lock: LockingChild.Lock, holderIsNamed: Bool) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-lock-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pidFile = directory.appendingPathComponent("netproxy.pid").path
+        try Data().write(to: URL(fileURLWithPath: pidFile))
+        // The named process: the lock holder itself, or one of its own.
+        let other = holderIsNamed ? nil : try LockingChild(lock: .none, on: pidFile)
+        defer { other?.stop() }
+        if let other { try Data("\(other.pid)\n".utf8).write(to: URL(fileURLWithPath: pidFile)) }
+        let holder = try LockingChild(lock: lock, on: pidFile, namesItself: holderIsNamed)
+        defer { holder.stop() }
+        let named = other ?? holder
+        #expect(try pidFileContents(pidFile) == named.pid)
+
+        let program = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(named.pid)/exe")
+        let output = try CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
+        let reason =
+            switch (lock, holderIsNamed) {
+            case (.posixExclusive, true): "process \(named.pid), which \(pidFile) names, is not netproxy (it runs \(program)): it was not signalled"
+            case (.posixExclusive, false):
+                "the lock on \(pidFile) is held by process \(holder.pid), not by process \(named.pid), which the file names: process \(named.pid) was not signalled"
+            case (.posixShared, _):
+                "no server holds \(pidFile): process \(holder.pid) holds a shared lock on it; process \(named.pid) was not signalled"
+            default: "no server holds \(pidFile) (it is stale): process \(named.pid) was not signalled"
+            }
+        #expect(output.status == 1)
+        #expect(output.standardError == "error: \(reason)\n")
+        #expect(named.isAlive(), "process \(named.pid) was killed: \(output.standardOutput)")
+        #expect(holder.isAlive())
     }
 }
