@@ -32,17 +32,7 @@ struct LocalAddresses: Sendable {
         var entry = list
         while let current = entry {
             defer { entry = current.pointee.ifa_next }
-            guard let raw = current.pointee.ifa_addr else { continue }
-            let family = CInt(raw.pointee.sa_family)
-            let address: SocketAddress?
-            if family == AF_INET {
-                address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee, host: "") }
-            } else if family == AF_INET6 {
-                address = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: "") }
-            } else {
-                address = nil
-            }
-            if let ip = address.flatMap(ProxyIPAddress.init) { found.insert(ip) }
+            if let ip = current.pointee.ifa_addr.flatMap(ProxyIPAddress.init(socketAddress:)) { found.insert(ip) }
         }
         return LocalAddresses(found)
     }
@@ -56,6 +46,17 @@ struct LocalAddresses: Sendable {
 }
 
 extension ProxyIPAddress {
+    /// The address of an IPv4 or IPv6 `sockaddr`; `nil` for another family.
+    init?(socketAddress raw: UnsafeMutablePointer<sockaddr>) {
+        let address: SocketAddress
+        switch CInt(raw.pointee.sa_family) {
+        case AF_INET: address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee, host: "") }
+        case AF_INET6: address = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: "") }
+        default: return nil
+        }
+        self.init(address)
+    }
+
     /// 127.0.0.0/8 or ::1.
     var isLoopback: Bool {
         switch unmapped {
@@ -110,14 +111,7 @@ enum BoundedResolver {
         var entry = list
         while let current = entry {
             defer { entry = current.pointee.ai_next }
-            guard let raw = current.pointee.ai_addr else { continue }
-            if current.pointee.ai_family == AF_INET {
-                let address = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee, host: name) }
-                ProxyIPAddress(address).map { _ = found.insert($0) }
-            } else if current.pointee.ai_family == AF_INET6 {
-                let address = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee, host: name) }
-                ProxyIPAddress(address).map { _ = found.insert($0) }
-            }
+            if let ip = current.pointee.ai_addr.flatMap(ProxyIPAddress.init(socketAddress:)) { found.insert(ip) }
         }
         return found
     }

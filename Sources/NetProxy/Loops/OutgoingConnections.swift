@@ -101,9 +101,9 @@ final class OutgoingConnections: Sendable {
                 Self.add(change, to: &shard.addresses, at: endpoint)
             }
             if Self.add(change, to: &shard.uses, at: port) {
-                word.bitwiseOrThenLoad(with: mask, ordering: .releasing)
+                _ = word.bitwiseOrThenLoad(with: mask, ordering: .releasing)
             } else {
-                word.bitwiseAndThenLoad(with: ~mask, ordering: .releasing)
+                _ = word.bitwiseAndThenLoad(with: ~mask, ordering: .releasing)
             }
         }
     }
