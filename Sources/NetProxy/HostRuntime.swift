@@ -18,6 +18,8 @@ struct HostRuntime: Sendable {
     let roles: [ListenerRole]
     /// `max_connections` for the whole process.
     let maxConnections: Int
+    /// This machine's addresses when the runtime was built.
+    let localAddresses: LocalAddresses
 
     /// - Parameters:
     ///   - registered: The services given to the host in code; the configuration adds its
@@ -76,6 +78,7 @@ struct HostRuntime: Sendable {
         self.plan = plan.listeners
         self.warnings = plan.warnings + warnings
         self.maxConnections = plan.maxConnections
+        self.localAddresses = local
         self.roles = plan.listeners.map { listener in
             let regular = plan.regularConnectionPolicy(configuration, listener.kind)
             switch listener.kind {

@@ -122,6 +122,7 @@ public final class NetProxyHost: Service, Sendable {
         let runtime = try HostRuntime(
             configuration, registered: byName, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
             outgoing: outgoing, eventLoops: eventLoops, logger: logger)
+        outgoing.localAddresses = runtime.localAddresses
         self.outgoing = outgoing
         self.registered = byName
         self.eventLoops = eventLoops
@@ -263,6 +264,7 @@ public final class NetProxyHost: Service, Sendable {
                 listener.load.setMaxConnections(role.connections.maxConnections)
             }
             budget.maxConnections = runtime.maxConnections
+            outgoing.localAddresses = runtime.localAddresses
             state.listeners = opened
             state.runtime = runtime
             return true
