@@ -494,16 +494,18 @@ public final class NetProxyHost: Service, Sendable {
     }
 
     /// One socket for the whole group (`SO_REUSEPORT` does not spread UNIX connections). It is
-    /// bound under a temporary name and renamed into place once its mode and owner are set, so no
-    /// client sees it before, and a stale socket file is replaced in one step.
+    /// bound in a private directory, and renamed into place once its mode and owner are set, so
+    /// no client sees it before, and a stale socket file is replaced in one step
+    /// (``UnixSocketFile``).
     private func bindUnix(_ path: String, settings: ProxyUnixSocket, slot: ListenerSlot) async throws -> (Channel, UnixSocketFile.FileIdentity) {
         let key = "proxy_unix_sockets.\(path)"
         let temporary = try UnixSocketFile.prepare(path, key: key)
         let channel: Channel
         do {
             channel = try await bootstrap(slot: slot, group: group, episode: AcceptErrorHandler.Episode())
-                .bind(unixDomainSocketPath: temporary).get()
+                .bind(unixDomainSocketPath: temporary.path).get()
         } catch {
+            UnixSocketFile.discard(temporary)
             throw NetProxyConfigurationError("\(key): cannot listen: \(error)")
         }
         let identity: UnixSocketFile.FileIdentity

@@ -10,12 +10,20 @@ import NIOConcurrencyHelpers
 
 /// The file of a `proxy_unix_sockets` listener: checked before the bind, published after it.
 ///
-/// The host binds to a temporary name in the socket's directory, and only then gives the socket
-/// its owner and mode and renames it into place. Clients therefore never see the socket with the
-/// wrong permissions, and a stale socket left by an earlier run is replaced in one atomic step.
+/// ``prepare(_:key:)`` makes a private directory (mode 0700, ours) next to the configured path;
+/// the host binds the socket in it; ``publish(temporary:as:settings:key:)`` gives the socket its
+/// owner and mode there, where no other user can reach or replace it, renames it into place and
+/// removes the directory. Clients therefore never see the socket with the wrong permissions,
+/// whatever the umask; no change of owner or mode follows a link that another user put in the
+/// way; and a stale socket left by an earlier run is replaced in one atomic step.
+/// ``update(_:ifStill:settings:key:)`` changes a published socket through a descriptor that
+/// refers to it, never through a link.
 enum UnixSocketFile {
     /// The longest path SwiftNIO accepts for a UNIX domain socket, in bytes.
     static let maximumPathLength = 103
+
+    /// The name of the socket in its private directory: short, to leave room for the directory's.
+    static let socketName = "s"
 
     /// The device and inode of a socket file: what tells our socket from a newer one at the same path.
     struct FileIdentity: Hashable, Sendable {
@@ -32,10 +40,39 @@ enum UnixSocketFile {
         }
     }
 
+    /// Where the host binds a socket before publishing it: a directory of this process's user, mode
+    /// 0700, in the socket's directory (so the rename into place is atomic), held open.
+    ///
+    /// Every change goes through the open descriptor, so it reaches this directory even if another
+    /// user who can write the socket's directory renames it and puts something else at its name.
+    final class Temporary: Sendable {
+        /// `<directory>/.<name>.<pid>.<number>`, the socket's name shortened as needed.
+        let directory: String
+        /// The directory, opened without following a link.
+        fileprivate let descriptor: CInt
+
+        /// The path to bind to: ``UnixSocketFile/socketName`` in ``directory``.
+        var path: String { "\(directory)/\(UnixSocketFile.socketName)" }
+
+        fileprivate init(directory: String, descriptor: CInt) {
+            self.directory = directory
+            self.descriptor = descriptor
+        }
+
+        deinit {
+            close(descriptor)
+        }
+    }
+
     /// Numbers the temporary names of this process, so that no two calls share one.
     private static let counter = NIOLockedValueBox(0)
 
-    /// Checks `path` before the host binds, and returns the temporary path to bind to instead.
+    /// For tests, by configured path: called with the path about to be changed, after the check
+    /// that it is our socket and before its owner and mode change. There a test plays another user
+    /// who swaps files in the socket's directory.
+    static let beforeChange = NIOLockedValueBox<[String: @Sendable (String) -> Void]>([:])
+
+    /// Checks `path` before the host binds, and makes the private directory to bind in.
     ///
     /// The path must be absolute, its directory must exist, and both it and the temporary path must
     /// fit SwiftNIO's limit. A socket already at `path` is accepted only if nobody listens on it (it
@@ -45,57 +82,64 @@ enum UnixSocketFile {
     /// - Parameters:
     ///   - path: The configured socket path.
     ///   - key: The configuration key that starts every error message, such as `proxy_unix_sockets./run/x.sock`.
-    /// - Returns: A path in the same directory, unique to this process and call, where nothing is.
-    static func prepare(_ path: String, key: String) throws(NetProxyConfigurationError) -> String {
+    /// - Returns: A new, empty directory unique to this process and call; the host binds at its
+    ///   ``Temporary/path``, then calls ``publish(temporary:as:settings:key:)``, or
+    ///   ``discard(_:)`` if the bind fails.
+    static func prepare(_ path: String, key: String) throws(NetProxyConfigurationError) -> Temporary {
         try checkForm(path, key: key)
         let (directory, name) = split(path)
         try checkDirectory(directory, key: key)
         try checkExisting(path, key: key)
 
         // A file at the temporary name was left by a process that had our pid (an earlier run, or one
-        // in another PID namespace sharing the directory): a stale socket there is removed, while a
-        // live one or any other file makes us take the next number.
+        // in another PID namespace sharing the directory): our kind of leftover, if nobody listens on
+        // it, is removed, while anything else makes us take the next number.
         for _ in 0..<100 {
             let number = counter.withLockedValue { value in
                 defer { value += 1 }
                 return value
             }
-            let temporary = try temporaryPath(directory: directory, name: name, pid: Int(getpid()), number: number, key: key)
-            var status = stat()
-            if lstat(temporary, &status) != 0 {
-                if errno == ENOENT { return temporary }
-                throw NetProxyConfigurationError("\(key): cannot examine \(temporary): \(errorText(errno))")
-            }
-            guard isSocket(status), case .stale = listenerState(temporary) else { continue }
-            if unlink(temporary) == 0 || errno == ENOENT { return temporary }
-            throw NetProxyConfigurationError("\(key): cannot remove the leftover socket \(temporary): \(errorText(errno))")
+            let temporary = try temporaryDirectory(directory: directory, name: name, pid: Int(getpid()), number: number, key: key)
+            if let made = try makePrivateDirectory(temporary, key: key) { return made }
+            if removeLeftover(temporary), let made = try makePrivateDirectory(temporary, key: key) { return made }
         }
         throw NetProxyConfigurationError("\(key): cannot find a free temporary name next to \(path)")
     }
 
-    /// Gives the socket bound at `temporary` its owner, group and mode, then renames it to `path`.
+    /// Gives the socket bound in `temporary` its owner, group and mode, renames it to `path`, and
+    /// removes the private directory.
     ///
     /// The rename replaces a stale socket at `path` atomically. Before it, `path` is checked again,
     /// so a listener or another file that appeared there since ``prepare(_:key:)`` is not replaced.
-    /// On failure the temporary socket is unlinked.
+    /// On failure the temporary socket and its directory are removed.
     ///
     /// - Parameters:
-    ///   - temporary: The path returned by ``prepare(_:key:)``, where the host has bound.
+    ///   - temporary: What ``prepare(_:key:)`` returned, where the host has bound.
     ///   - path: The configured socket path.
     ///   - settings: The mode, and the owner and group as names or decimal numbers; `nil` keeps the current one.
     ///   - key: The configuration key that starts every error message.
     /// - Returns: The identity of the published socket, for ``remove(_:ifStill:)``.
     static func publish(
-        temporary: String, as path: String, settings: ProxyUnixSocket, key: String
+        temporary: Temporary, as path: String, settings: ProxyUnixSocket, key: String
     ) throws(NetProxyConfigurationError)
         -> FileIdentity
     {
+        let identity: FileIdentity
         do {
-            return try install(temporary: temporary, as: path, settings: settings, key: key)
+            identity = try install(temporary: temporary, as: path, settings: settings, key: key)
         } catch {
-            unlink(temporary)
+            discard(temporary)
             throw error
         }
+        removeDirectory(temporary)
+        return identity
+    }
+
+    /// Removes the socket bound in `temporary`, if there is one, and the private directory: what a
+    /// failed bind leaves.
+    static func discard(_ temporary: Temporary) {
+        unlinkat(temporary.descriptor, socketName, 0)
+        removeDirectory(temporary)
     }
 
     /// Whether `path` is still the socket published with `identity`.
@@ -119,66 +163,181 @@ enum UnixSocketFile {
 
     /// Gives a published socket new owner, group and mode (a reload that keeps its path), if
     /// `path` is still the socket published with `identity`.
+    ///
+    /// The socket's directory may be writable by others, who could put a link at `path` at any
+    /// moment: the path is opened without following a link, the descriptor checked to be our
+    /// socket, and the changes made through it. A symbolic link at `path` is an error.
     static func update(_ path: String, ifStill identity: FileIdentity, settings: ProxyUnixSocket, key: String) throws(NetProxyConfigurationError) {
-        var status = stat()
-        guard lstat(path, &status) == 0, isSocket(status), FileIdentity(status) == identity else {
-            throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made")
-        }
         // No owner or group means the process's own, as for a socket bound anew.
-        var settings = settings
-        settings.owner = settings.owner ?? String(getuid())
-        settings.group = settings.group ?? String(getgid())
-        try setOwnerAndMode(path, settings: settings, key: key)
+        let user = try userID(settings.owner ?? String(getuid()), key: "\(key).owner")
+        let group = try groupID(settings.group ?? String(getgid()), key: "\(key).group")
+        #if os(Linux)
+            let descriptor = open(path, openPathOnly | O_NOFOLLOW | O_CLOEXEC)
+            guard descriptor >= 0 else {
+                if errno == ENOENT { throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made") }
+                throw NetProxyConfigurationError("\(key): cannot open \(path): \(errorText(errno))")
+            }
+            defer { close(descriptor) }
+            var status = stat()
+            guard fstat(descriptor, &status) == 0 else {
+                throw NetProxyConfigurationError("\(key): cannot examine \(path): \(errorText(errno))")
+            }
+            try checkPublished(path, status, identity: identity, key: key)
+            beforeChange.withLockedValue { $0[path] }?(path)
+            guard fchownat(descriptor, "", user, group, emptyPath) == 0 else {
+                throw NetProxyConfigurationError("\(key): cannot change the owner of \(path): \(errorText(errno))")
+            }
+            try changeMode(descriptor, of: path, to: mode_t(settings.mode), key: key)
+        #else
+            // Elsewhere `AT_SYMLINK_NOFOLLOW` is honoured by the system call itself (`lchmod`).
+            var status = stat()
+            guard lstat(path, &status) == 0 else {
+                if errno == ENOENT { throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made") }
+                throw NetProxyConfigurationError("\(key): cannot examine \(path): \(errorText(errno))")
+            }
+            try checkPublished(path, status, identity: identity, key: key)
+            beforeChange.withLockedValue { $0[path] }?(path)
+            guard lchown(path, user, group) == 0 else {
+                throw NetProxyConfigurationError("\(key): cannot change the owner of \(path): \(errorText(errno))")
+            }
+            guard fchmodat(AT_FDCWD, path, mode_t(settings.mode), CInt(AT_SYMLINK_NOFOLLOW)) == 0 else {
+                throw NetProxyConfigurationError("\(key): cannot change the mode of \(path): \(errorText(errno))")
+            }
+        #endif
     }
 
     // MARK: - Publishing
 
-    /// Sets the owner and group (where given) and the mode of the socket at `path`.
-    private static func setOwnerAndMode(_ path: String, settings: ProxyUnixSocket, key: String) throws(NetProxyConfigurationError) {
-        let user = try settings.owner.map { owner throws(NetProxyConfigurationError) in try userID(owner, key: "\(key).owner") }
-        let group = try settings.group.map { group throws(NetProxyConfigurationError) in try groupID(group, key: "\(key).group") }
+    /// Makes the private directory `path` (mode 0700) and opens it; `nil` if something is already there.
+    private static func makePrivateDirectory(_ path: String, key: String) throws(NetProxyConfigurationError) -> Temporary? {
+        // `mkdir` fails on anything at the name, a link included, so what it makes is new and ours.
+        guard mkdir(path, 0o700) == 0 else {
+            if errno == EEXIST { return nil }
+            throw NetProxyConfigurationError("\(key): cannot create the directory \(path) to bind in: \(errorText(errno))")
+        }
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            let failure = errno
+            rmdir(path)
+            throw NetProxyConfigurationError("\(key): cannot open the directory \(path) it has just made: \(errorText(failure))")
+        }
+        let temporary = Temporary(directory: path, descriptor: descriptor)
         var status = stat()
-        guard lstat(path, &status) == 0 else {
-            throw NetProxyConfigurationError("\(key): cannot examine the bound socket \(path): \(errorText(errno))")
+        guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFDIR, status.st_uid == geteuid() else {
+            // Another user renamed ours away and put a directory of theirs in its place.
+            throw NetProxyConfigurationError("\(key): the directory \(path) was replaced as soon as it was made")
         }
-        guard isSocket(status) else { throw NetProxyConfigurationError("\(key): \(path) is no longer a socket") }
-        if user != nil || group != nil {
-            guard lchown(path, user ?? uid_t.max, group ?? gid_t.max) == 0 else {
-                throw NetProxyConfigurationError("\(key): cannot change the owner of \(path): \(errorText(errno))")
-            }
+        // The umask may have taken our own bits. A set-group-ID bit inherited from the socket's
+        // directory stays, so the socket gets that directory's group, as if bound there.
+        if status.st_mode & 0o777 != 0o700, fchmod(descriptor, status.st_mode & mode_t(S_ISGID) | 0o700) != 0 {
+            let failure = errno
+            removeDirectory(temporary)
+            throw NetProxyConfigurationError("\(key): cannot change the mode of the directory \(path): \(errorText(failure))")
         }
-        try changeMode(path, to: mode_t(settings.mode), key: key)
+        return temporary
+    }
+
+    /// Removes the private directory if its name still leads to it: in a directory others may
+    /// write, they can rename it and put another at its name. `rmdir` never follows a link, and
+    /// removes only an empty directory.
+    private static func removeDirectory(_ temporary: Temporary) {
+        var named = stat()
+        var opened = stat()
+        guard lstat(temporary.directory, &named) == 0, fstat(temporary.descriptor, &opened) == 0, FileIdentity(named) == FileIdentity(opened)
+        else { return }
+        rmdir(temporary.directory)
+    }
+
+    /// Removes what an earlier process with our pid left at a temporary name: a socket nobody
+    /// listens on, or a directory of our user's holding at most such a socket. Never follows a link;
+    /// anything else is left where it is.
+    ///
+    /// - Returns: Whether the name is free now.
+    private static func removeLeftover(_ path: String) -> Bool {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return errno == ENOENT }
+        // Where earlier versions bound, without a directory.
+        if isSocket(status) {
+            guard case .stale = listenerState(path) else { return false }
+            return unlink(path) == 0 || errno == ENOENT
+        }
+        guard status.st_mode & S_IFMT == S_IFDIR, status.st_uid == geteuid() else { return false }
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var opened = stat()
+        guard fstat(descriptor, &opened) == 0, FileIdentity(opened) == FileIdentity(status) else { return false }
+        var socketStatus = stat()
+        if fstatat(descriptor, socketName, &socketStatus, CInt(AT_SYMLINK_NOFOLLOW)) == 0 {
+            guard isSocket(socketStatus), case .stale = listenerState("\(path)/\(socketName)"),
+                unlinkat(descriptor, socketName, 0) == 0 || errno == ENOENT
+            else { return false }
+        } else if errno != ENOENT {
+            return false
+        }
+        return rmdir(path) == 0 || errno == ENOENT
     }
 
     private static func install(
-        temporary: String, as path: String, settings: ProxyUnixSocket, key: String
+        temporary: Temporary, as path: String, settings: ProxyUnixSocket, key: String
     ) throws(NetProxyConfigurationError)
         -> FileIdentity
     {
-        // Until the rename, the temporary name is ours alone; checking that it is still a socket keeps
-        // the changes below from following a link to some other file.
-        try setOwnerAndMode(temporary, settings: settings, key: key)
+        let user = try settings.owner.map { owner throws(NetProxyConfigurationError) in try userID(owner, key: "\(key).owner") }
+        let group = try settings.group.map { group throws(NetProxyConfigurationError) in try groupID(group, key: "\(key).group") }
         var status = stat()
-        guard lstat(temporary, &status) == 0, isSocket(status) else {
-            throw NetProxyConfigurationError("\(key): the bound socket \(temporary) disappeared before it was published")
+        guard fstatat(temporary.descriptor, socketName, &status, CInt(AT_SYMLINK_NOFOLLOW)) == 0 else {
+            throw NetProxyConfigurationError("\(key): cannot examine the bound socket \(temporary.path): \(errorText(errno))")
         }
+        guard isSocket(status) else { throw NetProxyConfigurationError("\(key): \(temporary.path) is not a socket") }
         let identity = FileIdentity(status)
+        beforeChange.withLockedValue { $0[path] }?(temporary.path)
+        // Only our user can put anything in the directory, so the name is still the socket just
+        // examined, and following a link is not a concern.
+        if user != nil || group != nil {
+            guard fchownat(temporary.descriptor, socketName, user ?? uid_t.max, group ?? gid_t.max, CInt(AT_SYMLINK_NOFOLLOW)) == 0 else {
+                throw NetProxyConfigurationError("\(key): cannot change the owner of \(temporary.path): \(errorText(errno))")
+            }
+        }
+        guard fchmodat(temporary.descriptor, socketName, mode_t(settings.mode), 0) == 0 else {
+            throw NetProxyConfigurationError("\(key): cannot change the mode of \(temporary.path): \(errorText(errno))")
+        }
 
         try checkExisting(path, key: key)
-        guard rename(temporary, path) == 0 else {
-            throw NetProxyConfigurationError("\(key): cannot rename \(temporary) to \(path): \(errorText(errno))")
+        guard renameat(temporary.descriptor, socketName, AT_FDCWD, path) == 0 else {
+            throw NetProxyConfigurationError("\(key): cannot rename \(temporary.path) to \(path): \(errorText(errno))")
         }
         return identity
     }
 
-    /// `chmod` without following a symbolic link, where the C library can; it falls back to `chmod`
-    /// where it cannot (without `/proc`), the socket having just been checked.
-    private static func changeMode(_ path: String, to mode: mode_t, key: String) throws(NetProxyConfigurationError) {
-        if fchmodat(AT_FDCWD, path, mode, CInt(AT_SYMLINK_NOFOLLOW)) == 0 { return }
-        let failure = errno
-        if failure == EOPNOTSUPP || failure == ENOTSUP || failure == ENOSYS, chmod(path, mode) == 0 { return }
-        throw NetProxyConfigurationError("\(key): cannot change the mode of \(path): \(errorText(failure))")
+    /// Accepts `status` (of `path`) if it is the socket published with `identity`.
+    private static func checkPublished(_ path: String, _ status: stat, identity: FileIdentity, key: String) throws(NetProxyConfigurationError) {
+        if status.st_mode & S_IFMT == S_IFLNK {
+            throw NetProxyConfigurationError("\(key): \(path) is a symbolic link, not the socket this host made; it is left as it is")
+        }
+        guard isSocket(status), FileIdentity(status) == identity else {
+            throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made")
+        }
     }
+
+    #if os(Linux)
+        /// `O_PATH` and `AT_EMPTY_PATH`, which Glibc declares for Swift only with `_GNU_SOURCE`;
+        /// these values hold on every architecture Swift runs on.
+        private static let openPathOnly: CInt = 0o10_000_000
+        private static let emptyPath: CInt = 0x1000
+
+        /// Sets the mode of the file `descriptor` (opened with `O_PATH`) refers to; `fchmod` refuses
+        /// such a descriptor. `fchmodat` with `AT_EMPTY_PATH` takes it where the kernel and C library
+        /// can (Linux 6.6, glibc 2.39); elsewhere `/proc/self/fd/N` names that very file.
+        private static func changeMode(_ descriptor: CInt, of path: String, to mode: mode_t, key: String) throws(NetProxyConfigurationError) {
+            if fchmodat(descriptor, "", mode, emptyPath) == 0 { return }
+            let direct = errno
+            if chmod("/proc/self/fd/\(descriptor)", mode) == 0 { return }
+            throw NetProxyConfigurationError(
+                "\(key): cannot change the mode of \(path) without following a link: fchmodat with AT_EMPTY_PATH says \(errorText(direct)), and /proc/self/fd says \(errorText(errno))"
+            )
+        }
+    #endif
 
     /// A user name, or else a decimal user id, as `chown` reads it.
     private static func userID(_ text: String, key: String) throws(NetProxyConfigurationError) -> uid_t {
@@ -246,16 +405,23 @@ enum UnixSocketFile {
         return id
     }
 
-    /// Another process's listening socket bound at `path` or at one of its temporary names: a host
+    /// Another process's listening socket bound at `path` or at one of its temporary paths: a host
     /// publishing the same path at the same moment (both found it free, and the last rename
     /// wins). Run after ``publish(temporary:as:settings:key:)``: of two hosts that overlap, at
-    /// least one sees the other.
+    /// least one sees the other. (The kernel reports a socket by the path it was bound at, so a
+    /// socket renamed into place still shows its temporary path.)
     static func competitor(for path: String) -> String? {
         let (directory, name) = split(path)
         return ForeignListeners.unixListenerPaths()?.first { other in
             guard other != path else { return true }
-            let (otherDirectory, otherName) = split(other)
-            // ".<name, maybe shortened>.<pid>.<number>"
+            // Abstract sockets (`@…`) have no directory.
+            guard other.hasPrefix("/") else { return false }
+            // "<directory>/.<name, maybe shortened>.<pid>.<number>/<socketName>", or without the
+            // last component, where earlier versions bound.
+            var (otherDirectory, otherName) = split(other)
+            if otherName == socketName, otherDirectory.hasPrefix("/") {
+                (otherDirectory, otherName) = split(otherDirectory)
+            }
             let parts = otherName.split(separator: ".", omittingEmptySubsequences: false)
             guard otherDirectory == directory, otherName.hasPrefix("."), parts.count >= 4,
                 parts.suffix(2).allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) })
@@ -383,14 +549,15 @@ enum UnixSocketFile {
         }
     }
 
-    /// `<directory>/.<name>.<pid>.<number>`, the name shortened as needed to fit SwiftNIO's limit.
-    private static func temporaryPath(
+    /// `<directory>/.<name>.<pid>.<number>`, the private directory to bind in, the name shortened as
+    /// needed for the socket in it to fit SwiftNIO's limit.
+    private static func temporaryDirectory(
         directory: String, name: String, pid: Int, number: Int, key: String
     ) throws(NetProxyConfigurationError)
         -> String
     {
         let suffix = ".\(pid).\(number)"
-        let room = maximumPathLength - directory.utf8.count - "/.".utf8.count - suffix.utf8.count
+        let room = maximumPathLength - directory.utf8.count - "/.".utf8.count - suffix.utf8.count - "/\(socketName)".utf8.count
         guard room >= 0 else {
             throw NetProxyConfigurationError(
                 "\(key): the directory \(directory) leaves no room for a temporary socket name within SwiftNIO's limit of \(maximumPathLength) bytes")

@@ -16,20 +16,22 @@ import Testing
         #"{"echo_ports": [], "proxy_unix_sockets": {"\#(path)": "echo"}}"#
     }
 
-    /// Another process listening on a temporary name of the path (as a server publishing it does
-    /// between its bind and its rename) is seen as a competitor.
-    @Test(.enabled(if: Peer.available("python3"))) func aSocketBeingPublishedByAnotherProcessStopsTheStart() async throws {
+    /// Another process listening where a server publishing the path binds (between its bind and
+    /// its rename: in its private directory, or next to the path, as earlier versions did) is seen
+    /// as a competitor.
+    @Test(.enabled(if: Peer.available("python3")), arguments: [".c2s.sock.99999.0/s", ".c2s.sock.99999.0"])
+    func aSocketBeingPublishedByAnotherProcessStopsTheStart(temporaryName: String) async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("c2s.sock").path
-        let temporary = directory.appendingPathComponent(".c2s.sock.99999.0").path
+        let temporary = directory.appendingPathComponent(temporaryName).path
         let ready = directory.appendingPathComponent("ready").path
-        // Listens on the temporary name until killed; writes a file once listening.
+        // Listens on the temporary path until killed; writes a file once listening.
         let other = try Peer.start(
             try Peer.require("python3"),
             [
                 "-c",
-                "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); open(sys.argv[2], 'w').close(); time.sleep(600)",
+                "import os, socket, sys, time; os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True); s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); open(sys.argv[2], 'w').close(); time.sleep(600)",
                 temporary, ready,
             ])
         defer { Peer.stop(other) }

@@ -107,13 +107,18 @@ import Testing
         defer { directory.remove() }
         let path = directory.file("c2s.sock")
         let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
-        #expect(temporary != path)
-        #expect(temporary.hasPrefix(directory.path + "/."))
-        #expect(!temporary.dropFirst(directory.path.utf8.count + 1).contains("/"))
-        #expect(Self.status(temporary) == nil)
+        #expect(temporary.path == temporary.directory + "/s")
+        #expect(temporary.directory.hasPrefix(directory.path + "/."))
+        #expect(!temporary.directory.dropFirst(directory.path.utf8.count + 1).contains("/"))
+        // A new, empty directory of ours that nobody else can enter.
+        let made = try #require(Self.status(temporary.directory))
+        #expect(made.st_mode & S_IFMT == S_IFDIR)
+        #expect(made.st_mode & 0o7777 == 0o700)
+        #expect(made.st_uid == geteuid())
+        #expect(try FileManager.default.contentsOfDirectory(atPath: temporary.directory) == [])
 
         // Bound as the host binds: with SwiftNIO, to the temporary path.
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(unixDomainSocketPath: temporary).get()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(unixDomainSocketPath: temporary.path).get()
         let identity = try UnixSocketFile.publish(
             temporary: temporary, as: path, settings: ProxyUnixSocket(service: "c2s", mode: 0o640), key: Self.key(path))
 
@@ -121,7 +126,8 @@ import Testing
         #expect(status.st_mode & S_IFMT == S_IFSOCK)
         #expect(status.st_mode & 0o777 == 0o640)
         #expect(identity == UnixSocketFile.FileIdentity(status))
-        #expect(Self.status(temporary) == nil)
+        #expect(Self.status(temporary.directory) == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["c2s.sock"])
         #expect(Self.connects(to: path))
         try await channel.close()
     }
@@ -136,14 +142,14 @@ import Testing
 
         let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
         #expect(Self.isSocket(path))  // still there: the rename replaces it
-        let listener = try Self.bound(at: temporary, listening: true)
+        let listener = try Self.bound(at: temporary.path, listening: true)
         defer { close(listener) }
         let identity = try UnixSocketFile.publish(temporary: temporary, as: path, settings: ProxyUnixSocket(service: "c2s"), key: Self.key(path))
 
         #expect(identity != stale)
         #expect(UnixSocketFile.FileIdentity(try #require(Self.status(path))) == identity)
         #expect(Self.connects(to: path))
-        #expect(Self.status(temporary) == nil)
+        #expect(Self.status(temporary.directory) == nil)
     }
 
     @Test func refusesASocketSomeoneListensOn() throws {
@@ -192,7 +198,7 @@ import Testing
         defer { directory.remove() }
         let path = directory.file("c2s.sock")
         let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
-        let listener = try Self.bound(at: temporary, listening: true)
+        let listener = try Self.bound(at: temporary.path, listening: true)
         defer { close(listener) }
         try "keep me".write(toFile: path, atomically: false, encoding: .utf8)
 
@@ -202,7 +208,7 @@ import Testing
         #expect(error?.description.hasPrefix(Self.key(path) + ": ") == true)
         #expect(error?.description.contains("regular file") == true)
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "keep me")
-        #expect(Self.status(temporary) == nil)
+        #expect(Self.status(temporary.directory) == nil)
     }
 
     @Test func rejectsBadPaths() throws {
@@ -226,7 +232,8 @@ import Testing
         #expect(Self.status(directory.path).map { $0.st_mode & S_IFMT == S_IFDIR } == true)
     }
 
-    /// A path of exactly SwiftNIO's limit is accepted, and its temporary name is shortened to fit.
+    /// A path of exactly SwiftNIO's limit is accepted, and its temporary name is shortened for the
+    /// socket in the private directory to fit.
     @Test func temporaryNamesFitAndDiffer() throws {
         let directory = try Directory()
         defer { directory.remove() }
@@ -235,14 +242,82 @@ import Testing
         #expect(path.utf8.count == 103)
         let first = try UnixSocketFile.prepare(path, key: Self.key(path))
         let second = try UnixSocketFile.prepare(path, key: Self.key(path))
-        #expect(first != second)
+        #expect(first.directory != second.directory)
         for temporary in [first, second] {
-            #expect(temporary.utf8.count <= 103)
-            #expect(temporary.hasPrefix(directory.path + "/."))
-            let parts = temporary.split(separator: ".")
+            #expect(temporary.path.utf8.count == 103)
+            #expect(temporary.directory.hasPrefix(directory.path + "/.nnn"))
+            let parts = temporary.directory.split(separator: ".")
             #expect(parts[parts.count - 2] == "\(getpid())")
             #expect(Int(parts[parts.count - 1]) != nil)
         }
+    }
+
+    /// A bind that failed: its socket, if any, and the private directory go.
+    @Test func discardRemovesTheSocketAndItsDirectory() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        let bound = try UnixSocketFile.prepare(path, key: Self.key(path))
+        try Self.staleSocket(at: bound.path)
+        let unbound = try UnixSocketFile.prepare(path, key: Self.key(path))
+        UnixSocketFile.discard(bound)
+        UnixSocketFile.discard(unbound)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == [])
+    }
+
+    /// What an earlier run with our pid left at the temporary names: our kind of leftover (a
+    /// directory of ours, empty or holding a socket nobody listens on, or such a socket where
+    /// earlier versions bound) is removed and the name taken; anything else is left as it is.
+    @Test func leftoversOfAnEarlierRunWithOurPid() throws {
+        let directory = try Directory()
+        defer { directory.remove() }
+        let path = directory.file("c2s.sock")
+        // The number the next call takes, unless other tests take some first.
+        let probe = try UnixSocketFile.prepare(path, key: Self.key(path))
+        let next = Int(probe.directory.split(separator: ".").last!)! + 1
+        UnixSocketFile.discard(probe)
+        func name(_ offset: Int) -> String {
+            directory.file(".c2s.sock.\(getpid()).\(next + offset)")
+        }
+
+        // Not ours to remove: a socket someone listens on, a link, another user's directory, a
+        // directory holding something else.
+        #expect(mkdir(name(0), 0o700) == 0)
+        let live = try Self.bound(at: name(0) + "/s", listening: true)
+        defer { close(live) }
+        #expect(symlink(directory.file("elsewhere"), name(1)) == 0)
+        #expect(mkdir(name(2), 0o700) == 0)
+        try Self.staleSocket(at: name(2) + "/s")
+        #expect(chown(name(2), 1, 1) == 0)
+        #expect(mkdir(name(3), 0o700) == 0)
+        try "keep me".write(toFile: name(3) + "/notes", atomically: false, encoding: .utf8)
+        // Ours, at every later number the call could reach.
+        let leftovers = 4..<200
+        for offset in leftovers {
+            switch offset % 3 {
+            case 0:
+                #expect(mkdir(name(offset), 0o700) == 0)
+                try Self.staleSocket(at: name(offset) + "/s")
+            case 1:
+                #expect(mkdir(name(offset), 0o700) == 0)
+            default:
+                try Self.staleSocket(at: name(offset))
+            }
+        }
+
+        let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
+        let taken = Int(temporary.directory.split(separator: ".").last!)! - next
+        // Every number from `next` on was taken by a file: only a cleaned leftover could be used.
+        #expect(leftovers.contains(taken), "\(taken)")
+        let made = try #require(Self.status(temporary.directory))
+        #expect(made.st_mode & S_IFMT == S_IFDIR)
+        #expect(made.st_mode & 0o7777 == 0o700)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: temporary.directory) == [])
+        #expect(Self.connects(to: name(0) + "/s"))
+        #expect(Self.status(name(1)).map { $0.st_mode & S_IFMT == S_IFLNK } == true)
+        #expect(Self.status(name(2)).map { $0.st_uid } == 1)
+        #expect(Self.isSocket(name(2) + "/s"))
+        #expect(try String(contentsOfFile: name(3) + "/notes", encoding: .utf8) == "keep me")
     }
 
     @Test func setsOwnerAndGroupByNameOrNumber() throws {
@@ -250,10 +325,10 @@ import Testing
         defer { directory.remove() }
         let path = directory.file("c2s.sock")
         let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
-        let listener = try Self.bound(at: temporary, listening: true)
+        let listener = try Self.bound(at: temporary.path, listening: true)
         defer { close(listener) }
         // Another owner first, so that the change is seen.
-        #expect(lchown(temporary, 1, 1) == 0)
+        #expect(lchown(temporary.path, 1, 1) == 0)
 
         let settings = ProxyUnixSocket(service: "c2s", mode: 0o660, owner: "root", group: "0")
         _ = try UnixSocketFile.publish(temporary: temporary, as: path, settings: settings, key: Self.key(path))
@@ -272,15 +347,14 @@ import Testing
         defer { directory.remove() }
         let path = directory.file("c2s.sock")
         let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
-        let listener = try Self.bound(at: temporary, listening: true)
+        let listener = try Self.bound(at: temporary.path, listening: true)
         defer { close(listener) }
 
         let error = #expect(throws: NetProxyConfigurationError.self) {
             try UnixSocketFile.publish(temporary: temporary, as: path, settings: settings, key: Self.key(path))
         }
         #expect(error?.description == "\(Self.key(path)).\(problem)")
-        #expect(Self.status(temporary) == nil)
-        #expect(Self.status(path) == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == [])
     }
 
     @Test func removesOnlyItsOwnSocket() throws {
@@ -289,7 +363,7 @@ import Testing
         let path = directory.file("c2s.sock")
         func publish() throws -> (CInt, UnixSocketFile.FileIdentity) {
             let temporary = try UnixSocketFile.prepare(path, key: Self.key(path))
-            let listener = try Self.bound(at: temporary, listening: false)
+            let listener = try Self.bound(at: temporary.path, listening: false)
             return (
                 listener, try UnixSocketFile.publish(temporary: temporary, as: path, settings: ProxyUnixSocket(service: "c2s"), key: Self.key(path))
             )
