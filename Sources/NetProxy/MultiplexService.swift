@@ -14,7 +14,15 @@ public struct MultiplexServiceConfiguration: Hashable, Sendable {
 
         /// A TLS record carrying the start of a ClientHello.
         public static let tls = DetectedProtocol("tls")
-        /// An HTTP/1 request line (a method and a space) or the HTTP/2 preface.
+        /// The start of an HTTP/1 request line, a method and one space, or the whole HTTP/2
+        /// connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`). The method is one of RFC 9110
+        /// (`GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE`), `PATCH`
+        /// (RFC 5789), or another of the IANA HTTP Method Registry: `ACL`, `BASELINE-CONTROL`,
+        /// `BIND`, `CHECKIN`, `CHECKOUT`, `COPY`, `LABEL`, `LINK`, `LOCK`, `MERGE`, `MKACTIVITY`,
+        /// `MKCALENDAR`, `MKCOL`, `MKREDIRECTREF`, `MKWORKSPACE`, `MOVE`, `ORDERPATCH`, `PROPFIND`,
+        /// `PROPPATCH`, `QUERY`, `REBIND`, `REPORT`, `SEARCH`, `UNBIND`, `UNCHECKOUT`, `UNLINK`,
+        /// `UNLOCK`, `UPDATE`, `UPDATEREDIRECTREF`, `VERSION-CONTROL`. Methods are case-sensitive:
+        /// `get ` is not one, nor is any other word (`EHLO `, `USER `), nor a method and a tab.
         public static let http = DetectedProtocol("http")
         /// An XML declaration or a `<stream:stream` opening.
         public static let xmpp = DetectedProtocol("xmpp")
@@ -92,14 +100,41 @@ extension MultiplexServiceConfiguration.DetectedProtocol {
         return undecided ? nil : false
     }
 
-    /// An HTTP/1 method (1 to 20 upper-case letters, as every registered method is) and a space;
-    /// the HTTP/2 preface starts `PRI * HTTP/2.0`, which is one too.
+    /// The starts of an HTTP request that ``http`` recognises: each method of the IANA HTTP Method
+    /// Registry and a space (`PRI` aside, and `*`, which is reserved), and the whole HTTP/2 preface.
+    /// Tables, so that a read of a connection under detection allocates nothing.
+    private static let httpStarts: [[UInt8]] =
+        [
+            // RFC 9110, then PATCH (RFC 5789).
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+            // The rest of the registry: WebDAV and its extensions, link relations, QUERY.
+            "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "COPY", "LABEL", "LINK", "LOCK", "MERGE", "MKACTIVITY",
+            "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "ORDERPATCH", "PROPFIND", "PROPPATCH", "QUERY", "REBIND",
+            "REPORT", "SEARCH", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL",
+        ].map { Array("\($0) ".utf8) } + [Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)]
+
+    /// Whether `bytes` start with one of ``httpStarts``: `nil` while they are a proper prefix of one.
     private static func httpRequestLine(_ bytes: ByteBufferView) -> Bool? {
-        for (offset, byte) in bytes.enumerated() {
-            if byte == UInt8(ascii: " ") { return offset > 0 }
-            guard (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte), offset < 20 else { return false }
+        var undecided = false
+        for start in httpStarts {
+            switch startsWith(bytes, start) {
+            case true?: return true
+            case nil: undecided = true
+            case false?: break
+            }
         }
-        return nil
+        return undecided ? nil : false
+    }
+
+    /// Whether `bytes` start with `expected`: `nil` while they are a proper prefix of it.
+    private static func startsWith(_ bytes: ByteBufferView, _ expected: [UInt8]) -> Bool? {
+        var index = bytes.startIndex
+        for byte in expected {
+            guard index < bytes.endIndex else { return nil }
+            guard bytes[index] == byte else { return false }
+            index = bytes.index(after: index)
+        }
+        return true
     }
 }
 

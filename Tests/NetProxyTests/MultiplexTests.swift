@@ -1,10 +1,11 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
-import NetProxy
 import ProxyProtocol
 import TestSupport
 import Testing
+
+@testable import NetProxy
 
 /// `multiplex_services`: the first bytes pick the service, which gets them intact and sees the
 /// client from the PROXY header.
@@ -62,6 +63,7 @@ import Testing
         ("ssh-svc", Array("SSH-2.0-OpenSSH_9.2\r\n".utf8)),
         ("other-svc", Array("hello there, nothing known\n".utf8)),
         ("other-svc", Array("get / HTTP/1.1\r\n".utf8)),
+        ("other-svc", Array("EHLO example.org\r\n".utf8)),
         ("other-svc", [0x16, 0x03, 0x05, 0x00, 0x05, 0x01]),
     ])
     func firstBytesPickTheServiceAndArriveIntact(service: String, bytes: [UInt8]) async throws {
@@ -155,6 +157,67 @@ import Testing
         #expect(body["service"] as? String == "http")
         #expect(endpoint(body["source"]) == client)
         await running.stop()
+    }
+
+    static let httpMethods = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN",
+        "CHECKOUT", "COPY", "LABEL", "LINK", "LOCK", "MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE",
+        "ORDERPATCH", "PROPFIND", "PROPPATCH", "QUERY", "REBIND", "REPORT", "SEARCH", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE",
+        "UPDATEREDIRECTREF", "VERSION-CONTROL",
+    ]
+
+    static let http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    /// What the http detector says of `bytes`: `nil` while undecided.
+    static func http(_ bytes: some Sequence<UInt8>) -> Bool? {
+        MultiplexServiceConfiguration.DetectedProtocol.http.matches(ByteBuffer(bytes: bytes).readableBytesView)
+    }
+
+    static func http(_ text: String) -> Bool? {
+        http(text.utf8)
+    }
+
+    /// What it says when the bytes come one at a time: its first answer.
+    static func httpByteAtATime(_ text: String) -> Bool? {
+        let bytes = Array(text.utf8)
+        for count in 1...bytes.count {
+            if let answer = http(bytes[..<count]) { return answer }
+        }
+        return nil
+    }
+
+    /// Every registered method and a space is HTTP; any shorter start of one is undecided.
+    @Test(arguments: httpMethods) func httpMethodsMatchAndTheirPrefixesWait(method: String) {
+        #expect(Self.http(method + " ") == true)
+        #expect(Self.http(method + " /index.html HTTP/1.1\r\n") == true)
+        #expect(Self.httpByteAtATime(method + " /index.html HTTP/1.1\r\n") == true)
+        for count in 0...method.count {
+            #expect(Self.http(String(method.prefix(count))) == nil, "\(method.prefix(count))")
+        }
+    }
+
+    /// Other protocols' first words, an unknown method, a lower-case one, a longer word, and a tab
+    /// for the space.
+    @Test(arguments: [
+        "EHLO example.org\r\n", "HELO example.org\r\n", "MAIL FROM:<a@example.org>\r\n", "USER alice\r\n", "SET key value\r\n",
+        "RFB 003.008\n", "NICK alice\r\n", "FOO / HTTP/1.1\r\n", "get / HTTP/1.1\r\n", "GETX / HTTP/1.1\r\n", "GET\t/ HTTP/1.1\r\n",
+        "PRI / HTTP/1.1\r\n", "PRI * HTTP/1.1\r\n\r\n", "PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n", "PRI * HTTP/2.0\n\nSM\n\n",
+    ]) func httpLookAlikesDoNotMatch(text: String) {
+        #expect(Self.http(text) == false)
+        #expect(Self.httpByteAtATime(text) == false)
+    }
+
+    /// The HTTP/2 preface matches once whole, and is undecided until then; `PRI ` alone is not a
+    /// request.
+    @Test func http2PrefaceMatchesWhole() {
+        #expect(Self.http(Self.http2Preface) == true)
+        #expect(Self.http(Self.http2Preface + "\0\0\u{12}\u{4}") == true)
+        #expect(Self.httpByteAtATime(Self.http2Preface) == true)
+        for count in 0..<Self.http2Preface.utf8.count {
+            #expect(Self.http(Self.http2Preface.utf8.prefix(count)) == nil, "\(count)")
+        }
+        #expect(Self.http("PRI ") == nil)
+        #expect(Self.http("PRI *") == nil)
     }
 
     @Test(arguments: [
