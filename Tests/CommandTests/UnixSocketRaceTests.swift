@@ -63,9 +63,12 @@ import Testing
         let script = """
             both=0
             for round in 1 2 3 4 5 6 7 8 9 10; do
-              "$1" serve --config "$2" >/dev/null 2>&1 & a=$!
-              "$1" serve --config "$2" >/dev/null 2>&1 & b=$!
-              sleep 1
+              "$1" serve --config "$2" >"$3/a.out" 2>/dev/null & a=$!
+              "$1" serve --config "$2" >"$3/b.out" 2>/dev/null & b=$!
+              # Each has either started (its banner comes after its check for a competitor)
+              # or given up; a loaded machine may take a while for either.
+              settled() { ! kill -0 $1 2>/dev/null || grep -q listening "$2" 2>/dev/null; }
+              for i in $(seq 400); do settled $a "$3/a.out" && settled $b "$3/b.out" && break; sleep 0.05; done
               up=0
               kill -0 $a 2>/dev/null && up=$((up + 1))
               kill -0 $b 2>/dev/null && up=$((up + 1))
@@ -78,7 +81,7 @@ import Testing
         // On a thread of its own: ten seconds of waiting must not hold one of the few threads
         // that run every test's async code.
         let (status, output) = try await BlockingSocket.onThread {
-            try Peer.run("/bin/sh", ["-c", script, "sh", CommandRunner.executable.path, config.path])
+            try Peer.run("/bin/sh", ["-c", script, "sh", CommandRunner.executable.path, config.path, directory.path])
         }
         #expect(status == 0)
         #expect(output == "both up: 0\n")
