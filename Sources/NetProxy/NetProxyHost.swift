@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -38,6 +39,47 @@ public final class NetProxyHost: Service, Sendable {
     /// the kernel caps it at `net.core.somaxconn`.
     static let listenBacklog: Int32 = 1024
 
+    /// How long a reload may take before it fails and is abandoned, the configuration in force
+    /// staying. Building a runtime reads certificate files and resolves forward targets' names
+    /// (each within ``HostRuntime/resolveTimeout``), and binds listeners: well under a second
+    /// unless something hangs, such as a file system or a name server that does not answer.
+    static let reloadTimeout = TimeAmount.seconds(30)
+
+    /// What tests may change about reloads, through `@testable import`.
+    struct ReloadSettings: Sendable {
+        /// How long a reload may take; ``NetProxyHost/reloadTimeout`` unless a test shortens it.
+        var timeout = NetProxyHost.reloadTimeout
+        /// Runs on the reload's own thread before the new runtime is built: a test makes it
+        /// block, as a file system or a name server could.
+        var beforeBuildingRuntime: (@Sendable () -> Void)? = nil
+    }
+
+    /// What one reload did to the listeners.
+    private struct ReloadSummary: Sendable {
+        var added: Int
+        var removed: Int
+        var kept: Int
+    }
+
+    /// A reload from its start until it ends, is abandoned at its deadline, or is abandoned by a
+    /// shutdown. Only the one in ``State/reload`` may commit; one abandoned undoes itself.
+    private struct ReloadInProgress {
+        enum Phase {
+            /// Building the new runtime on a thread of its own: nothing is bound yet.
+            case building
+            /// Binding the new runtime's listeners.
+            case binding
+            /// In force; what is left (starting to accept, closing dropped listeners) does not block.
+            case committed
+        }
+
+        /// Tells this reload from later ones, once it is abandoned.
+        var id: UInt64
+        var phase = Phase.building
+        /// The caller's outcome: the reload's own, or the failure that abandoned it.
+        var outcome: EventLoopPromise<ReloadSummary>
+    }
+
     /// A listener and the address it is bound to.
     public struct BoundListener: Hashable, Sendable {
         /// What the listener is for.
@@ -71,8 +113,10 @@ public final class NetProxyHost: Service, Sendable {
         var lifecycle = Lifecycle.idle
         var runtime: HostRuntime
         var listeners: [OpenListener] = []
-        /// Completed when the reload in progress ends; shutdown waits for it.
-        var reloadFinished: EventLoopFuture<Void>?
+        /// The reload in progress, if any.
+        var reload: ReloadInProgress?
+        /// Numbers reloads, for ``ReloadInProgress/id``.
+        var reloadsStarted: UInt64 = 0
         var connections: [ObjectIdentifier: Channel] = [:]
         /// Runs the connections of async services; owned by the host and awaited on shutdown.
         var serviceTasks: Task<Void, Never>?
@@ -101,6 +145,8 @@ public final class NetProxyHost: Service, Sendable {
     private let outgoing: OutgoingConnections
     private let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
     private let state: NIOLockedValueBox<State>
+    /// Settings of reloads that tests change.
+    let reloadSettings = NIOLockedValueBox(ReloadSettings())
 
     /// Checks the configuration against the services; the error names the entry at fault.
     public init(
@@ -162,7 +208,7 @@ public final class NetProxyHost: Service, Sendable {
             logger.warning("\(warning)")
         }
         do {
-            let opened = try await open(runtime, keeping: [:])
+            let opened = try await open(runtime, keeping: [:], reloadID: nil)
             let started = state.withLockedValue { state -> Bool in
                 guard case .starting = state.lifecycle else { return false }
                 state.listeners = opened
@@ -203,11 +249,16 @@ public final class NetProxyHost: Service, Sendable {
     /// force, and dropped ones are closed. If a check or a bind fails, nothing changes: the error,
     /// which names the entry at fault, is logged and thrown, and the configuration in force keeps
     /// serving. Each reload is counted in `netproxy_reloads_total{result}`.
+    ///
+    /// Certificate and key files are read only if they are regular files (never a FIFO or a
+    /// device, which could block), and a reload that has not finished within 30 seconds, stuck on
+    /// a file system or a name server, fails in the same way; what it still does afterwards is
+    /// undone. A shutdown never waits for a reload longer than that.
     public func reload(configuration: NetProxyConfiguration) async throws(NetProxyConfigurationError) {
         do {
-            let (added, removed, kept) = try await replaceRuntime(configuration)
+            let summary = try await replaceRuntimeWithinDeadline(configuration)
             metrics.reloaded(success: true)
-            logger.info("configuration reloaded: \(added) listener(s) added, \(removed) closed, \(kept) kept")
+            logger.info("configuration reloaded: \(summary.added) listener(s) added, \(summary.removed) closed, \(summary.kept) kept")
         } catch {
             failed(error)
             throw error
@@ -219,25 +270,123 @@ public final class NetProxyHost: Service, Sendable {
         logger.error("reload failed; the configuration in force is unchanged: \(error)")
     }
 
-    private func replaceRuntime(
+    /// Runs ``replaceRuntime(_:reloadID:)`` in a task of its own and returns its outcome, or its
+    /// failure once the reload's deadline passes or a shutdown abandons it, whichever comes
+    /// first: neither the caller nor a shutdown waits for a reload stuck on a file or a name
+    /// server. A reload that goes on after that finds itself abandoned and undoes what it did.
+    private func replaceRuntimeWithinDeadline(
         _ configuration: NetProxyConfiguration
-    ) async throws(NetProxyConfigurationError) -> (
-        added: Int, removed: Int, kept: Int
-    ) {
-        let finished = group.any().makePromise(of: Void.self)
-        let current = try state.withLockedValue { state -> Result<[OpenListener], NetProxyConfigurationError> in
+    ) async throws(NetProxyConfigurationError) -> ReloadSummary {
+        let loop = group.any()
+        let (id, outcome) = try state.withLockedValue { state -> Result<(UInt64, EventLoopFuture<ReloadSummary>), NetProxyConfigurationError> in
             guard case .running = state.lifecycle else { return .failure(NetProxyConfigurationError("the host is not running")) }
-            guard state.reloadFinished == nil else { return .failure(NetProxyConfigurationError("a reload is already in progress")) }
-            state.reloadFinished = finished.futureResult
+            guard state.reload == nil else { return .failure(NetProxyConfigurationError("a reload is already in progress")) }
+            state.reloadsStarted += 1
+            let reload = ReloadInProgress(id: state.reloadsStarted, outcome: loop.makePromise())
+            state.reload = reload
+            return .success((reload.id, reload.outcome.futureResult))
+        }.get()
+        let timeout = reloadSettings.withLockedValue { $0.timeout }
+        let deadline = loop.scheduleTask(in: timeout) { [self] in
+            abandonReload(
+                id, phases: [.building, .binding],
+                NetProxyConfigurationError(
+                    "the reload did not finish within \(Self.secondsText(timeout)) s (a file system or a name server that does not answer?) and is abandoned; whatever it still does is undone"
+                ))
+        }
+        Task { [self] in
+            let result: Result<ReloadSummary, NetProxyConfigurationError>
+            do throws(NetProxyConfigurationError) {
+                result = .success(try await replaceRuntime(configuration, reloadID: id))
+            } catch {
+                result = .failure(error)
+            }
+            deadline.cancel()
+            endReload(id, result)
+        }
+        do {
+            return try await outcome.get()
+        } catch let error as NetProxyConfigurationError {
+            throw error
+        } catch {
+            throw NetProxyConfigurationError("\(error)")
+        }
+    }
+
+    /// Fails reload `id` with `error` if it is still the one in progress and in one of `phases`;
+    /// it then no longer holds the host, and a later reload may start.
+    private func abandonReload(_ id: UInt64, phases: Set<ReloadInProgress.Phase>, _ error: NetProxyConfigurationError) {
+        let abandoned = state.withLockedValue { state -> ReloadInProgress? in
+            guard let reload = state.reload, reload.id == id, phases.contains(reload.phase) else { return nil }
+            state.reload = nil
+            return reload
+        }
+        abandoned?.outcome.fail(error)
+    }
+
+    /// Hands reload `id`'s result to its caller, unless it was abandoned, which has answered already.
+    private func endReload(_ id: UInt64, _ result: Result<ReloadSummary, NetProxyConfigurationError>) {
+        let current = state.withLockedValue { state -> ReloadInProgress? in
+            guard let reload = state.reload, reload.id == id else { return nil }
+            state.reload = nil
+            return reload
+        }
+        guard let current else {
+            logger.notice("a reload abandoned earlier has ended; it changed nothing")
+            return
+        }
+        current.outcome.completeWith(result.mapError { $0 })
+    }
+
+    /// Why a start or reload `reloadID` must stop and undo what it did, or `nil` if it may go on.
+    private static func abortReason(_ state: State, reloadID: UInt64?) -> NetProxyConfigurationError? {
+        switch state.lifecycle {
+        case .stopping, .stopped: return NetProxyConfigurationError("the host is shutting down")
+        case .idle, .starting, .running: break
+        }
+        if let reloadID, state.reload?.id != reloadID {
+            return NetProxyConfigurationError("the reload was abandoned")
+        }
+        return nil
+    }
+
+    /// Builds the runtime for `configuration` on a thread of its own: it reads files and resolves
+    /// names, which may block, and a blocked thread must be neither one of the few that run the
+    /// process's async code nor one of a pool that other work needs.
+    private func buildRuntime(_ configuration: NetProxyConfiguration) async throws(NetProxyConfigurationError) -> HostRuntime {
+        let beforeBuilding = reloadSettings.withLockedValue { $0.beforeBuildingRuntime }
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<HostRuntime, NetProxyConfigurationError>, Never>) in
+            Thread.detachNewThread {
+                [registered, metrics, refusals, connections = asyncConnections.continuation, outgoing, eventLoops, logger] in
+                beforeBuilding?()
+                continuation.resume(
+                    returning: Result { () throws(NetProxyConfigurationError) in
+                        try HostRuntime(
+                            configuration, registered: registered, metrics: metrics, log: refusals, asyncConnections: connections,
+                            outgoing: outgoing, eventLoops: eventLoops, logger: logger)
+                    })
+            }
+        }
+        return try result.get()
+    }
+
+    /// `amount` in seconds, without a fraction when it has none.
+    private static func secondsText(_ amount: TimeAmount) -> String {
+        amount.nanoseconds % 1_000_000_000 == 0 ? "\(amount.nanoseconds / 1_000_000_000)" : "\(Double(amount.nanoseconds) / 1e9)"
+    }
+
+    /// Builds the runtime for `configuration`, binds its new listeners and puts it in force, as
+    /// reload `reloadID`: if that reload is abandoned meanwhile, or the host shuts down, it
+    /// undoes what it did and throws.
+    private func replaceRuntime(
+        _ configuration: NetProxyConfiguration, reloadID: UInt64
+    ) async throws(NetProxyConfigurationError) -> ReloadSummary {
+        let runtime = try await buildRuntime(configuration)
+        let current = try state.withLockedValue { state -> Result<[OpenListener], NetProxyConfigurationError> in
+            if let reason = Self.abortReason(state, reloadID: reloadID) { return .failure(reason) }
+            state.reload?.phase = .binding
             return .success(state.listeners)
         }.get()
-        defer {
-            state.withLockedValue { $0.reloadFinished = nil }
-            finished.succeed()
-        }
-        let runtime = try HostRuntime(
-            configuration, registered: registered, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
-            outgoing: outgoing, eventLoops: eventLoops, logger: logger)
         // A UNIX listener whose file was removed (or replaced) since is bound anew: no client can
         // reach the old socket.
         let intact = current.filter { listener in
@@ -248,7 +397,7 @@ public final class NetProxyHost: Service, Sendable {
         let keeping = Dictionary(uniqueKeysWithValues: intact.map { ($0.key, $0) })
         let opened: [OpenListener]
         do {
-            opened = try await open(runtime, keeping: keeping)
+            opened = try await open(runtime, keeping: keeping, reloadID: reloadID)
         } catch let error as NetProxyConfigurationError {
             throw error
         } catch {
@@ -257,8 +406,9 @@ public final class NetProxyHost: Service, Sendable {
         let added = opened.filter { keeping[$0.key] == nil }
         let kept = Set(opened.map(\.key)).intersection(keeping.keys)
         let removed = current.filter { !kept.contains($0.key) }
-        let committed = state.withLockedValue { state -> Bool in
-            guard case .running = state.lifecycle else { return false }
+        let abortReason = state.withLockedValue { state -> NetProxyConfigurationError? in
+            if let reason = Self.abortReason(state, reloadID: reloadID) { return reason }
+            state.reload?.phase = .committed
             for (listener, role) in zip(opened, runtime.roles) where keeping[listener.key] != nil {
                 listener.slot.role = role
                 listener.load.setMaxConnections(role.connections.maxConnections)
@@ -267,11 +417,11 @@ public final class NetProxyHost: Service, Sendable {
             outgoing.localAddresses = runtime.localAddresses
             state.listeners = opened
             state.runtime = runtime
-            return true
+            return nil
         }
-        guard committed else {
+        if let abortReason {
             await close(added)
-            throw NetProxyConfigurationError("the host is shutting down")
+            throw abortReason
         }
         await startAccepting(added)
         for warning in runtime.warnings {
@@ -289,13 +439,14 @@ public final class NetProxyHost: Service, Sendable {
                 logger.error("reloaded, but \(error)")
             }
         }
-        return (added.count, removed.count, opened.count - added.count)
+        return ReloadSummary(added: added.count, removed: removed.count, kept: opened.count - added.count)
     }
 
     /// The listeners of `runtime` in its order: those in `keeping` as they are (with their new
     /// plan), the others bound now, not accepting yet. If one cannot be bound, or another process
-    /// listens on a new address too, what was bound here is closed and the error thrown.
-    private func open(_ runtime: HostRuntime, keeping: [ListenerKey: OpenListener]) async throws -> [OpenListener] {
+    /// listens on a new address too, what was bound here is closed and the error thrown; likewise
+    /// if the host shuts down meanwhile, or reload `reloadID` (`nil` at start-up) is abandoned.
+    private func open(_ runtime: HostRuntime, keeping: [ListenerKey: OpenListener], reloadID: UInt64?) async throws -> [OpenListener] {
         var result: [OpenListener] = []
         var added: [OpenListener] = []
         do {
@@ -309,9 +460,10 @@ public final class NetProxyHost: Service, Sendable {
                     result.append(listener)
                     continue
                 }
-                // A shutdown meanwhile: stop binding (what was bound is closed below).
-                if state.withLockedValue({ if case .stopping = $0.lifecycle { return true } else { return false } }) {
-                    throw NetProxyConfigurationError("the host is shutting down")
+                // A shutdown or an abandoned reload meanwhile: stop binding (what was bound is
+                // closed below).
+                if let reason = state.withLockedValue({ Self.abortReason($0, reloadID: reloadID) }) {
+                    throw reason
                 }
                 let listener: OpenListener
                 do {
@@ -344,7 +496,7 @@ public final class NetProxyHost: Service, Sendable {
         return result
     }
 
-    /// Lets listeners bound by ``open(_:keeping:)`` accept, once their configuration is in force.
+    /// Lets listeners bound by ``open(_:keeping:reloadID:)`` accept, once their configuration is in force.
     private func startAccepting(_ listeners: [OpenListener]) async {
         for channel in listeners.flatMap(\.channels) {
             try? await channel.setOption(.autoRead, value: true).get()
@@ -377,18 +529,23 @@ public final class NetProxyHost: Service, Sendable {
     /// Stops accepting, closes connections waiting for a header, lets the others finish for up to
     /// `gracePeriod`, then closes what is left and waits for the services' tasks to end.
     public func shutdown(gracePeriod: TimeAmount) async {
-        let proceed = state.withLockedValue { state -> Bool in
+        let (proceed, reload) = state.withLockedValue { state -> (Bool, ReloadInProgress?) in
             switch state.lifecycle {
-            case .stopping, .stopped: return false
+            case .stopping, .stopped: return (false, nil)
             case .idle, .starting, .running:
                 state.lifecycle = .stopping
-                return true
+                return (true, state.reload)
             }
         }
         guard proceed else { return }
-        // A reload in progress sees the host stopping when it tries to commit, and closes what it
-        // bound; wait for it, so that nothing it opened outlives the shutdown.
-        try? await state.withLockedValue { $0.reloadFinished }?.get()
+        if let reload {
+            // A reload still building its runtime has bound nothing, and may be stuck: it is
+            // abandoned, and undoes whatever it finishes later. One binding listeners sees the
+            // host stopping when it tries to commit, and closes what it bound: it is waited for
+            // (until its deadline at most), so that nothing it opened outlives the shutdown.
+            abandonReload(reload.id, phases: [.building], NetProxyConfigurationError("the host is shutting down"))
+            _ = try? await reload.outcome.futureResult.get()
+        }
         await close(state.withLockedValue { $0.listeners })
         let connections = state.withLockedValue { Array($0.connections.values) }
         logger.info("shutting down: \(connections.count) connection(s) open, draining for up to \(gracePeriod)")

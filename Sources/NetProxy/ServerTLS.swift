@@ -68,17 +68,18 @@ enum ServerTLS {
     struct Identity: Sendable {
         let override: NIOSSLContextConfigurationOverride
 
-        /// Reads `files`; errors name `certificateKey` or `keyKey`, and the path.
+        /// Reads `files` (regular files only, see ``RegularFile``); errors name `certificateKey` or
+        /// `keyKey`, and the path.
         init(_ files: TLSCertificateFiles, certificateKey: String, keyKey: String) throws(NetProxyConfigurationError) {
             let chain: [NIOSSLCertificate]
             do {
-                chain = try NIOSSLCertificate.fromPEMFile(files.certificatePath)
+                chain = try NIOSSLCertificate.fromPEMBytes(RegularFile.contents(of: files.certificatePath, sizeLimit: RegularFile.pemSizeLimit))
             } catch {
                 throw NetProxyConfigurationError("\(certificateKey): cannot load \(files.certificatePath): \(error)")
             }
             let key: NIOSSLPrivateKey
             do {
-                key = try NIOSSLPrivateKey(file: files.keyPath, format: .pem)
+                key = try NIOSSLPrivateKey(bytes: RegularFile.contents(of: files.keyPath, sizeLimit: RegularFile.pemSizeLimit), format: .pem)
             } catch {
                 throw NetProxyConfigurationError("\(keyKey): cannot load \(files.keyPath): \(error)")
             }

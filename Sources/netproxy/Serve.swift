@@ -87,26 +87,13 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    /// A regular file's bytes; the error says why not (missing, a directory, a FIFO that would
-    /// block the reload, no permission).
+    /// A regular file's bytes, read without blocking (see `RegularFile`); the error says why
+    /// not (missing, a directory, a FIFO, too large, no permission).
     static func readFile(_ path: String) throws(NetProxyConfigurationError) -> Data {
-        func failure(_ reason: String) -> NetProxyConfigurationError { NetProxyConfigurationError("cannot read \(path): \(reason)") }
-        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else { throw failure(String(cString: strerror(errno))) }
-        defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw failure(String(cString: strerror(errno))) }
-        guard status.st_mode & S_IFMT == S_IFREG else {
-            throw failure(status.st_mode & S_IFMT == S_IFDIR ? "it is a directory" : "it is not a regular file")
-        }
-        var data = Data()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw failure(String(cString: strerror(errno))) }
-            if count == 0 { return data }
-            data.append(contentsOf: buffer[..<count])
+        do {
+            return Data(try RegularFile.contents(of: path, sizeLimit: RegularFile.configurationSizeLimit))
+        } catch {
+            throw NetProxyConfigurationError("cannot read \(path): \(error)")
         }
     }
 

@@ -62,7 +62,7 @@ import Testing
         (#"{"proxy_port_mappings": {"15222": "c2s"}, "proxy_tls_ports": [15222]}"#, "proxy_tls_ports needs proxy_tls_certificate and proxy_tls_key"),
         (
             #"{"proxy_port_mappings": {"15222": "c2s"}, "proxy_tls_ports": [15222], "proxy_tls_certificate": "/nonexistent.pem", "proxy_tls_key": "/nonexistent.key"}"#,
-            "proxy_tls_certificate: cannot load /nonexistent.pem: failedToLoadCertificate"
+            "proxy_tls_certificate: cannot load /nonexistent.pem: No such file or directory"
         ),
         (#"{"proxy_max_header_size": 15}"#, "proxy_max_header_size: 15 is not in 16...65551"),
         (#"{"proxy_header_timeout": 1e300}"#, "proxy_header_timeout: 1e+300 is not a number of seconds from above 0 to 86400"),
