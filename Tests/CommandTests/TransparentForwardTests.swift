@@ -215,8 +215,9 @@ import Testing
         #expect(output.hasSuffix(#"{"service":"whoami""# + "\n"), "\(output)")
     }
 
-    /// Prosody, unmodified, behind a transparent forward: its own debug log shows the client
-    /// from the PROXY header as the connection's address, as mod_net_proxy would have given it.
+    /// Prosody, unmodified, behind a dual-stack transparent forward: its own debug log shows
+    /// each client from the PROXY header (one IPv4, one IPv6) as the connection's address, as
+    /// mod_net_proxy would have given it.
     @Test(.enabled(if: (canMakeNamespace && Peer.available("prosody")) || Peer.inCI))
     func prosodySeesTheClientFromTheHeader() throws {
         let directory = try Peer.temporaryDirectory()
@@ -230,7 +231,7 @@ import Testing
         pidfile = "\(directory.path)/prosody.pid"
         data_path = "\(directory.path)/data"
         log = { { levels = { min = "debug" }, to = "file", filename = "\(log)" } }
-        interfaces = { "127.0.0.1" }
+        interfaces = { "127.0.0.1", "::1" }
         c2s_ports = { 15222 }
         s2s_ports = { }
         c2s_direct_tls_ports = { }
@@ -244,7 +245,7 @@ import Testing
         """.write(to: prosodyConfig, atomically: true, encoding: .utf8)
         let config = """
             {"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"15223": "c2s"},
-             "forward_services": {"c2s": {"target": "127.0.0.1:15222", "transparent": true}}}
+             "forward_services": {"c2s": {"target": ["127.0.0.1:15222", "[::1]:15222"], "transparent": true}}}
             """
         let streamOpen =
             "<?xml version='1.0'?><stream:stream to='example.com' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
@@ -257,11 +258,15 @@ import Testing
                     for i in $(seq 100); do grep -q "Activated service 'c2s'" \(log) 2>/dev/null && break; sleep 0.05; done
                     (printf "%s" "\(streamOpen)"; sleep 1) | \(CommandRunner.executable.path) send --source 198.51.100.7:40123 127.0.0.1 15223 | head -c 120
                     echo
+                    (printf "%s" "\(streamOpen)"; sleep 1) | \(CommandRunner.executable.path) send --source [2001:db8:7::9]:40124 127.0.0.1 15223 | head -c 120
+                    echo
                     kill $prosody; wait $prosody 2>/dev/null || true
                     grep -o 'New connection FD [0-9]* ([^)]*)' \(log)
                     """))
         #expect(status == 0, "\(output)")
         #expect(output.contains("<stream:stream"), "Prosody answered the stream: \(output)")
         #expect(output.contains("(198.51.100.7, 40123, 127.0.0.1, 15222)"), "\(output)")
+        // An IPv6 client through the same PROXY port reaches Prosody's IPv6 socket as itself.
+        #expect(output.contains("(2001:db8:7::9, 40124, ::1, 15222)"), "\(output)")
     }
 }
