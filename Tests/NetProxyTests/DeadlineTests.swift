@@ -63,9 +63,12 @@ func secondsUntilServerCloses(
 /// never cut.
 @Suite(.timeLimit(.minutes(2))) struct DeadlineTests {
     static let v1Header = Array("PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n".utf8)
-    /// The idle timeout these tests configure, and the latest a silent connection may close.
+    /// The idle timeout these tests configure, and the latest a silent connection may close:
+    /// late enough for a machine busy with the rest of the suite (a full run has seen 2.1 s past
+    /// the deadline), early enough that only the deadline explains the close. The sweep's own
+    /// precision (250 ms) is the benchmarks' to show, not a test's.
     static let idle = 1.0
-    static let latest = idle + 2.0
+    static let latest = idle + 5.0
 
     /// 20 silent clients on each kind of listener: closed at the idle timeout, each counted once
     /// as `kind="idle"` on its listener, and the listener's open connections back to 0.
