@@ -116,3 +116,19 @@ enum BoundedResolver {
         return found
     }
 }
+
+extension ProxyIPAddress {
+    /// `0.0.0.0` or `::`: a listener there takes every address of the machine.
+    var isWildcard: Bool {
+        self == .v4(ProxyIPv4Address(0, 0, 0, 0)) || self == .v6(ProxyIPv6Address(high: 0, low: 0))
+    }
+
+    /// Whether a listener bound here gets a connection made to `target`: the same address, or
+    /// one of this machine's when bound to all (all IPv4 ones for `0.0.0.0`, all for `::`).
+    func reaches(by target: ProxyIPAddress, local: LocalAddresses) -> Bool {
+        let target = target.unmapped
+        guard isWildcard else { return unmapped == target }
+        if case .v4 = self, case .v6 = target { return false }
+        return local.contains(target)
+    }
+}

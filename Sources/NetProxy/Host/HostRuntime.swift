@@ -1,9 +1,5 @@
-import Atomics
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
-import NIOProxyProtocol
-import NIOSSL
 import ProxyProtocol
 
 /// What the host makes of one configuration: its services, its listeners, and what a connection
@@ -151,99 +147,5 @@ struct HostRuntime: Sendable {
             }
         }
         return warnings
-    }
-}
-
-extension ProxyIPAddress {
-    /// `0.0.0.0` or `::`: a listener there takes every address of the machine.
-    var isWildcard: Bool {
-        self == .v4(ProxyIPv4Address(0, 0, 0, 0)) || self == .v6(ProxyIPv6Address(high: 0, low: 0))
-    }
-
-    /// Whether a listener bound here gets a connection made to `target`: the same address, or
-    /// one of this machine's when bound to all (all IPv4 ones for `0.0.0.0`, all for `::`).
-    func reaches(by target: ProxyIPAddress, local: LocalAddresses) -> Bool {
-        let target = target.unmapped
-        guard isWildcard else { return unmapped == target }
-        if case .v4 = self, case .v6 = target { return false }
-        return local.contains(target)
-    }
-}
-
-/// What a connection on a listener gets. The host reads it for every new connection, so a
-/// reload changes it for the next connection and never for one already accepted. A class, so
-/// that reading it on that path costs one reference, not a copy of every field.
-final class ListenerRole: Sendable {
-    enum Setup: Sendable {
-        case metrics
-        /// A regular port; `nil` never happens (the plan checks every name) but closes.
-        case service(NetProxyService?)
-        /// A PROXY port or socket; the service is `nil` when it has no mapping.
-        case proxy(NetProxyService?, HostPlan.ProxyPolicy)
-    }
-
-    let plan: ListenerPlan
-    let setup: Setup
-    /// TLS after the header (or at once, for a direct client).
-    let tls: NIOSSLContext?
-    /// Whether the service asked to see the client's half-close.
-    let allowsHalfClosure: Bool
-    /// Deadlines and budgets of its connections.
-    let connections: ConnectionPolicy
-
-    init(plan: ListenerPlan, setup: Setup, tls: NIOSSLContext?, allowsHalfClosure: Bool, connections: ConnectionPolicy) {
-        self.plan = plan
-        self.setup = setup
-        self.tls = tls
-        self.allowsHalfClosure = allowsHalfClosure
-        self.connections = connections
-    }
-}
-
-/// Which listener of a new configuration is the same socket as one in force: the same address
-/// and port, or the same path. Port 0 takes a new free port each time, so such a listener is
-/// kept only for the same use on the same address.
-enum ListenerKey: Hashable, Sendable {
-    /// An address (parsed, so two spellings of one address are one key) and a fixed port.
-    case port(ProxyIPAddress?, Int)
-    /// An address and port 0, for one use; `index` tells repeated ones apart.
-    case freePort(ProxyIPAddress?, ListenerPlan.Kind, index: Int)
-    case unix(path: String)
-
-    /// The keys of `plan`, in order.
-    static func keys(_ plan: [ListenerPlan]) -> [ListenerKey] {
-        var repeats: [ListenerKey: Int] = [:]
-        return plan.map { listener in
-            if let path = listener.path { return .unix(path: path) }
-            let address = ProxyIPAddress(listener.host)
-            guard listener.port == 0 else { return .port(address, listener.port) }
-            let first = ListenerKey.freePort(address, listener.kind, index: 0)
-            let index = repeats[first, default: 0]
-            repeats[first] = index + 1
-            return .freePort(address, listener.kind, index: index)
-        }
-    }
-}
-
-/// The role of a listener's sockets, shared by their child channel initializers and replaced by
-/// a reload.
-final class ListenerSlot: Sendable {
-    private let box: NIOLockedValueBox<ListenerRole>
-    private let loadReference = ManagedAtomicLazyReference<ListenerLoad>()
-
-    init(_ role: ListenerRole) {
-        box = NIOLockedValueBox(role)
-    }
-
-    var role: ListenerRole {
-        get { box.withLockedValue { $0 } }
-        set { box.withLockedValue { $0 = newValue } }
-    }
-
-    /// The listener's load, set once its address is known (after the bind, before the first
-    /// accept), then read without a lock.
-    var load: ListenerLoad {
-        get { loadReference.load()! }
-        set { _ = loadReference.storeIfNilThenLoad(newValue) }
     }
 }

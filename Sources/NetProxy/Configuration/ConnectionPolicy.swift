@@ -1,0 +1,44 @@
+import NIOCore
+
+/// The deadlines and budgets of one listener's connections.
+struct ConnectionPolicy: Sendable {
+    /// `idle_timeout`: no byte read or written for this long closes the connection.
+    var idleTimeout: TimeAmount
+    /// `tls_handshake_timeout`, on TLS listeners only.
+    var tlsHandshakeTimeout: TimeAmount?
+    /// `max_connections` of this listener alone; `nil` for none.
+    var maxConnections: Int?
+    /// `max_connections_per_source` for this listener's connections.
+    var maxConnectionsPerSource: Int
+
+    init(idleTimeout: TimeAmount, tlsHandshakeTimeout: TimeAmount?, maxConnections: Int?, maxConnectionsPerSource: Int) {
+        self.idleTimeout = idleTimeout
+        self.tlsHandshakeTimeout = tlsHandshakeTimeout
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerSource = maxConnectionsPerSource
+    }
+
+    /// A PROXY listener's: `options` where given (checked here, errors naming `keyPrefix`), else
+    /// the global keys.
+    init(
+        _ configuration: NetProxyConfiguration, _ options: ProxyPortOptions, keyPrefix: String, tls: Bool, perSource: Int
+    ) throws(NetProxyConfigurationError) {
+        if let idle = options.idleTimeout { try HostPlan.checkSeconds(idle, keyPrefix + "idle_timeout") }
+        if let handshake = options.tlsHandshakeTimeout { try HostPlan.checkSeconds(handshake, keyPrefix + "tls_handshake_timeout") }
+        if let limit = options.maxConnections { try NetProxyConfiguration.checkCount(limit, keyPrefix + "max_connections") }
+        if let limit = options.maxConnectionsPerSource { try NetProxyConfiguration.checkCount(limit, keyPrefix + "max_connections_per_source") }
+        self.init(
+            idleTimeout: .fractionalSeconds(options.idleTimeout ?? configuration.idleTimeout),
+            tlsHandshakeTimeout: tls ? .fractionalSeconds(options.tlsHandshakeTimeout ?? configuration.tlsHandshakeTimeout) : nil,
+            maxConnections: options.maxConnections,
+            maxConnectionsPerSource: options.maxConnectionsPerSource ?? perSource)
+    }
+}
+
+extension TimeAmount {
+    /// Seconds as the configuration gives them, fractions included. `HostPlan` has checked
+    /// them to be at most 86400, so the nanoseconds fit an `Int64`.
+    static func fractionalSeconds(_ seconds: Double) -> TimeAmount {
+        .nanoseconds(Int64(seconds * 1_000_000_000))
+    }
+}

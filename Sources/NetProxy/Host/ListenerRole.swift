@@ -1,0 +1,56 @@
+import Atomics
+import NIOConcurrencyHelpers
+import NIOSSL
+
+/// What a connection on a listener gets. The host reads it for every new connection, so a
+/// reload changes it for the next connection and never for one already accepted. A class, so
+/// that reading it on that path costs one reference, not a copy of every field.
+final class ListenerRole: Sendable {
+    enum Setup: Sendable {
+        case metrics
+        /// A regular port; `nil` never happens (the plan checks every name) but closes.
+        case service(NetProxyService?)
+        /// A PROXY port or socket; the service is `nil` when it has no mapping.
+        case proxy(NetProxyService?, HostPlan.ProxyPolicy)
+    }
+
+    let plan: ListenerPlan
+    let setup: Setup
+    /// TLS after the header (or at once, for a direct client).
+    let tls: NIOSSLContext?
+    /// Whether the service asked to see the client's half-close.
+    let allowsHalfClosure: Bool
+    /// Deadlines and budgets of its connections.
+    let connections: ConnectionPolicy
+
+    init(plan: ListenerPlan, setup: Setup, tls: NIOSSLContext?, allowsHalfClosure: Bool, connections: ConnectionPolicy) {
+        self.plan = plan
+        self.setup = setup
+        self.tls = tls
+        self.allowsHalfClosure = allowsHalfClosure
+        self.connections = connections
+    }
+}
+
+/// The role of a listener's sockets, shared by their child channel initializers and replaced by
+/// a reload.
+final class ListenerSlot: Sendable {
+    private let box: NIOLockedValueBox<ListenerRole>
+    private let loadReference = ManagedAtomicLazyReference<ListenerLoad>()
+
+    init(_ role: ListenerRole) {
+        box = NIOLockedValueBox(role)
+    }
+
+    var role: ListenerRole {
+        get { box.withLockedValue { $0 } }
+        set { box.withLockedValue { $0 = newValue } }
+    }
+
+    /// The listener's load, set once its address is known (after the bind, before the first
+    /// accept), then read without a lock.
+    var load: ListenerLoad {
+        get { loadReference.load()! }
+        set { _ = loadReference.storeIfNilThenLoad(newValue) }
+    }
+}

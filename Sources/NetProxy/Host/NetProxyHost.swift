@@ -1,0 +1,294 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Runs named services on regular ports and on PROXY ports, the way Prosody's mod_net_proxy
+/// does.
+///
+/// ```swift
+/// var configuration = NetProxyConfiguration()
+/// configuration.proxyPortMappings = [15222: "c2s"]
+/// configuration.trustedProxies = ["10.0.0.0/8"]
+/// let host = try NetProxyHost(configuration: configuration, services: [c2s], logger: logger)
+/// try await ServiceGroup(services: [host], gracefulShutdownSignals: [.sigterm], logger: logger).run()
+/// ```
+///
+/// On a PROXY port a connection is accepted only from a trusted proxy, and only after a valid
+/// header; the service then gets it as if the client had connected directly (with TLS first,
+/// on `proxy_tls_ports`). On graceful shutdown the host stops accepting, closes connections
+/// still waiting for a header, and lets the others drain for the grace period.
+public final class NetProxyHost: Service, Sendable {
+    /// The accept queue's length. SwiftNIO's default, 128, overflows under bursts of new
+    /// connections, and each overflow costs the client a SYN retransmission (a second or more);
+    /// the kernel caps it at `net.core.somaxconn`.
+    static let listenBacklog: Int32 = 1024
+
+    /// How long a reload may take before it fails and is abandoned, the configuration in force
+    /// staying. Building a runtime reads certificate files and resolves forward targets' names
+    /// (each within ``HostRuntime/resolveTimeout``), and binds listeners: well under a second
+    /// unless something hangs, such as a file system or a name server that does not answer.
+    static let reloadTimeout = TimeAmount.seconds(30)
+
+    /// What tests may change about reloads, through `@testable import`.
+    struct ReloadSettings: Sendable {
+        /// How long a reload may take; ``NetProxyHost/reloadTimeout`` unless a test shortens it.
+        var timeout = NetProxyHost.reloadTimeout
+        /// Runs on the reload's own thread before the new runtime is built: a test makes it
+        /// block, as a file system or a name server could.
+        var beforeBuildingRuntime: (@Sendable () -> Void)? = nil
+    }
+
+    /// What one reload did to the listeners.
+    struct ReloadSummary: Sendable {
+        var added: Int
+        var removed: Int
+        var kept: Int
+    }
+
+    /// A reload from its start until it ends, is abandoned at its deadline, or is abandoned by a
+    /// shutdown. Only the one in ``State/reload`` may commit; one abandoned undoes itself.
+    struct ReloadInProgress {
+        enum Phase {
+            /// Building the new runtime on a thread of its own: nothing is bound yet.
+            case building
+            /// Binding the new runtime's listeners.
+            case binding
+            /// In force; what is left (starting to accept, closing dropped listeners) does not block.
+            case committed
+        }
+
+        /// Tells this reload from later ones, once it is abandoned.
+        var id: UInt64
+        var phase = Phase.building
+        /// The caller's outcome: the reload's own, or the failure that abandoned it.
+        var outcome: EventLoopPromise<ReloadSummary>
+    }
+
+    /// A listener and the address it is bound to.
+    public struct BoundListener: Hashable, Sendable {
+        /// What the listener is for.
+        public var plan: ListenerPlan
+        /// Where it is bound (with the actual port, when the plan said 0).
+        public var address: SocketAddress
+    }
+
+    /// Where the host is in its life; each step happens once.
+    enum Lifecycle {
+        case idle
+        case starting
+        case running
+        case stopping
+        case stopped
+    }
+
+    /// A listener's sockets, and the slot their connections read their role from.
+    struct OpenListener {
+        var key: ListenerKey
+        var slot: ListenerSlot
+        var channels: [Channel]
+        var bound: BoundListener
+        /// Its connections' count, limit and metrics.
+        var load: ListenerLoad
+        /// The socket file of a UNIX listener, removed when the listener closes.
+        var unixFile: (path: String, identity: UnixSocketFile.FileIdentity, settings: ProxyUnixSocket)?
+    }
+
+    struct State {
+        var lifecycle = Lifecycle.idle
+        var runtime: HostRuntime
+        var listeners: [OpenListener] = []
+        /// The reload in progress, if any.
+        var reload: ReloadInProgress?
+        /// Numbers reloads, for ``ReloadInProgress/id``.
+        var reloadsStarted: UInt64 = 0
+        var connections: [ObjectIdentifier: Channel] = [:]
+        /// Runs the connections of async services; owned by the host and awaited on shutdown.
+        var serviceTasks: Task<Void, Never>?
+    }
+
+    /// The configuration in force: the one the host was created with, or the last one reloaded.
+    public var configuration: NetProxyConfiguration { state.withLockedValue { $0.runtime.configuration } }
+    /// Problems of the configuration in force that do not stop the host (an unmapped PROXY port,
+    /// an empty trust list).
+    public var warnings: [String] { state.withLockedValue { $0.runtime.warnings } }
+    /// The listeners the configuration in force asks for, in the order they are bound.
+    public var plan: [ListenerPlan] { state.withLockedValue { $0.runtime.plan } }
+    /// The services given in code; a configuration adds its forward and multiplex services.
+    let registered: [String: NetProxyService]
+    let logger: Logger
+    let group: EventLoopGroup
+    /// The group's event loops: a TCP listener has a socket on each.
+    let eventLoops: Int
+    let metrics: HostMetrics
+    let refusals: RateLimitedLog
+    /// What the whole process holds, against `max_connections` and per source.
+    let budget: ConnectionBudget
+    /// Where connections' deadlines are checked, one per event loop.
+    let sweeps: IdleSweeps
+    /// The forwards' connections to their targets, refused if they arrive here.
+    let outgoing: OutgoingConnections
+    let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
+    let state: NIOLockedValueBox<State>
+    /// Settings of reloads that tests change.
+    let reloadSettings = NIOLockedValueBox(ReloadSettings())
+
+    /// Checks the configuration against the services; the error names the entry at fault.
+    public init(
+        configuration: NetProxyConfiguration,
+        services: [NetProxyService] = NetProxyService.builtins,
+        logger: Logger = Logger(label: "netproxy"),
+        eventLoopGroup: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) throws(NetProxyConfigurationError) {
+        var byName: [String: NetProxyService] = [:]
+        for service in services {
+            guard byName[service.name] == nil else { throw NetProxyConfigurationError("service \"\(service.name)\" is registered twice") }
+            byName[service.name] = service
+        }
+        let metrics = HostMetrics(registry: metricsRegistry)
+        let refusals = RateLimitedLog(logger: logger)
+        let eventLoops = Array(eventLoopGroup.makeIterator()).count
+        let outgoing = OutgoingConnections()
+        let runtime = try HostRuntime(
+            configuration, registered: byName, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
+            outgoing: outgoing, eventLoops: eventLoops, logger: logger)
+        outgoing.localAddresses = runtime.localAddresses
+        self.outgoing = outgoing
+        self.registered = byName
+        self.eventLoops = eventLoops
+        self.state = NIOLockedValueBox(State(runtime: runtime))
+        self.logger = logger
+        self.group = eventLoopGroup
+        self.metrics = metrics
+        self.refusals = refusals
+        self.budget = ConnectionBudget(maxConnections: runtime.maxConnections)
+        self.sweeps = IdleSweeps(group: eventLoopGroup)
+    }
+
+    /// The bound listeners, once started.
+    public var listeners: [BoundListener] { state.withLockedValue { $0.listeners.map(\.bound) } }
+
+    /// The Prometheus text exposition of the host's counters.
+    public var metricsExposition: String { metrics.exposition }
+
+    /// Binds every listener; throws (after closing what was bound) if one cannot be bound, or
+    /// if the host was started before.
+    @discardableResult
+    public func start() async throws -> [BoundListener] {
+        let runtime = state.withLockedValue { state -> HostRuntime? in
+            guard case .idle = state.lifecycle else { return nil }
+            state.lifecycle = .starting
+            state.serviceTasks = Task { [asyncConnections, logger] in
+                await withDiscardingTaskGroup { group in
+                    for await connection in asyncConnections.stream {
+                        group.addTask { await connection.run(logger: logger) }
+                    }
+                }
+            }
+            return state.runtime
+        }
+        guard let runtime else { throw NetProxyConfigurationError("the host can be started once only") }
+        for warning in runtime.warnings {
+            logger.warning("\(warning)")
+        }
+        do {
+            let opened = try await open(runtime, keeping: [:], reloadID: nil)
+            let started = state.withLockedValue { state -> Bool in
+                guard case .starting = state.lifecycle else { return false }
+                state.listeners = opened
+                state.lifecycle = .running
+                return true
+            }
+            guard started else {
+                await close(opened)
+                throw NetProxyConfigurationError("the host was shut down while starting")
+            }
+            await startAccepting(opened)
+        } catch {
+            await shutdown(gracePeriod: .zero)
+            throw error
+        }
+        return listeners
+    }
+
+    /// Runs the host as a `Service`: starts it unless ``start()`` already did, waits for a
+    /// graceful shutdown request (SIGINT/SIGTERM in a `ServiceGroup`), then shuts down with the
+    /// configured grace period (none if the task is cancelled).
+    public func run() async throws {
+        if state.withLockedValue({ if case .idle = $0.lifecycle { return true } else { return false } }) {
+            try await start()
+        }
+        try? await gracefulShutdown()
+        await shutdown(gracePeriod: Task.isCancelled ? .zero : .fractionalSeconds(configuration.shutdownGracePeriod))
+    }
+
+    /// Stops accepting, closes connections waiting for a header, lets the others finish for up to
+    /// `gracePeriod`, then closes what is left and waits for the services' tasks to end.
+    public func shutdown(gracePeriod: TimeAmount) async {
+        let (proceed, reload) = state.withLockedValue { state -> (Bool, ReloadInProgress?) in
+            switch state.lifecycle {
+            case .stopping, .stopped: return (false, nil)
+            case .idle, .starting, .running:
+                state.lifecycle = .stopping
+                return (true, state.reload)
+            }
+        }
+        guard proceed else { return }
+        if let reload {
+            // A reload still building its runtime has bound nothing, and may be stuck: it is
+            // abandoned, and undoes whatever it finishes later. One binding listeners sees the
+            // host stopping when it tries to commit, and closes what it bound: it is waited for
+            // (until its deadline at most), so that nothing it opened outlives the shutdown.
+            abandonReload(reload.id, phases: [.building], NetProxyConfigurationError("the host is shutting down"))
+            _ = try? await reload.outcome.futureResult.get()
+        }
+        await close(state.withLockedValue { $0.listeners })
+        let connections = state.withLockedValue { Array($0.connections.values) }
+        logger.info("shutting down: \(connections.count) connection(s) open, draining for up to \(gracePeriod)")
+        for channel in connections {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        // Whichever comes first: every connection closed, or the end of the grace period.
+        let loop = group.any()
+        let drained = loop.makePromise(of: Void.self)
+        let once = NIOLockedValueBox(false)
+        let finish: @Sendable () -> Void = {
+            let first = once.withLockedValue { done in
+                defer { done = true }
+                return !done
+            }
+            if first { drained.succeed() }
+        }
+        let deadline = loop.scheduleTask(in: gracePeriod, finish)
+        EventLoopFuture.andAllComplete(connections.map(\.closeFuture), on: loop).whenComplete { _ in
+            deadline.cancel()
+            finish()
+        }
+        try? await drained.futureResult.get()
+        let remaining = state.withLockedValue { Array($0.connections.values) }
+        if !remaining.isEmpty {
+            logger.info("closing \(remaining.count) connection(s) still open after the grace period")
+        }
+        for channel in remaining {
+            try? await channel.close()
+        }
+        refusals.flush()
+        // No connection can start an async service any more; end their tasks and wait for them.
+        asyncConnections.continuation.finish()
+        let tasks = state.withLockedValue { $0.serviceTasks }
+        tasks?.cancel()
+        await tasks?.value
+        state.withLockedValue { $0.lifecycle = .stopped }
+    }
+}
