@@ -83,7 +83,7 @@ struct Serve: AsyncParsableCommand {
         do {
             return try NetProxyConfiguration(json: data)
         } catch {
-            throw NetProxyConfigurationError("\(path): \(error)")
+            throw NetProxyConfigurationError(error.kind, key: error.key, "\(path): \(error)")
         }
     }
 
@@ -93,7 +93,7 @@ struct Serve: AsyncParsableCommand {
         do {
             return Data(try RegularFile.contents(of: path, sizeLimit: RegularFile.configurationSizeLimit))
         } catch {
-            throw NetProxyConfigurationError("cannot read \(path): \(error)")
+            throw NetProxyConfigurationError(.file, key: nil, "cannot read \(path): \(error)")
         }
     }
 

@@ -131,7 +131,7 @@ import Testing
         #expect(configuration.shutdownGracePeriod == 10)
         var invalid = Data(#"{"proxy_tls_key": "x"#.utf8)
         invalid.append(contentsOf: [0xC3, 0x28, 0x22, 0x7D])
-        #expect(throws: NetProxyConfigurationError("line 1, column 19: string is not valid UTF-8")) {
+        #expect(throws: NetProxyConfigurationError(.syntax, key: nil, "line 1, column 19: string is not valid UTF-8")) {
             try NetProxyConfiguration(json: invalid)
         }
     }

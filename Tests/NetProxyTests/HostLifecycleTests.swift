@@ -97,8 +97,11 @@ struct RecordingLogHandler: LogHandler {
     @Test func startsOnce() async throws {
         let host = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#.utf8)))
         try await host.start()
-        await #expect(throws: NetProxyConfigurationError("the host can be started once only")) { try await host.start() }
+        let again = await #expect(throws: NetProxyHostError.self) { try await host.start() }
+        #expect(again?.kind == .alreadyStarted)
+        #expect(again?.description == "the host can be started once only")
         await host.shutdown(gracePeriod: .zero)
-        await #expect(throws: NetProxyConfigurationError("the host can be started once only")) { try await host.start() }
+        let afterShutdown = await #expect(throws: NetProxyHostError.self) { try await host.start() }
+        #expect(afterShutdown?.kind == .alreadyStarted)
     }
 }

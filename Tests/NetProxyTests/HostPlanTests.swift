@@ -141,7 +141,8 @@ import Testing
         let first = try host(#"{"c2s_ports": [0], "interfaces": ["127.0.0.1"]}"#)
         let port = try await first.start()[0].address.port!
         let second = try host(#"{"c2s_ports": [\#(port)], "interfaces": ["127.0.0.1"]}"#)
-        await #expect(throws: NetProxyConfigurationError.self) { try await second.start() }
+        let error = await #expect(throws: NetProxyHostError.self) { try await second.start() }
+        #expect(error?.kind == .cannotListen)
         await first.shutdown(gracePeriod: .zero)
     }
 }

@@ -207,7 +207,7 @@ extension JSONInput {
         guard case .object(let fields) = self else { throw NetProxyConfigurationError("\(key): expected an object") }
         for field in fields.keys.sorted() {
             guard try apply(field, fields[field]!, "\(key).\(field)") else {
-                throw NetProxyConfigurationError("\(key): unknown key \"\(field)\"")
+                throw NetProxyConfigurationError(.unknownKey, "\(key): unknown key \"\(field)\"")
             }
         }
     }

@@ -82,11 +82,11 @@ struct HostPlan {
         _ configuration: NetProxyConfiguration, serviceNames: Set<String>
     ) throws(NetProxyConfigurationError) -> [ListenerPlan] {
         for name in configuration.servicePorts.keys.sorted() where !serviceNames.contains(name) {
-            throw NetProxyConfigurationError("\(name)_ports: \(unknownService(name, serviceNames))")
+            throw NetProxyConfigurationError(.unknownService, "\(name)_ports: \(unknownService(name, serviceNames))")
         }
         for name in configuration.serviceInterfaces.keys.sorted() {
             guard serviceNames.contains(name) else {
-                throw NetProxyConfigurationError("\(name)_interfaces: \(unknownService(name, serviceNames))")
+                throw NetProxyConfigurationError(.unknownService, "\(name)_interfaces: \(unknownService(name, serviceNames))")
             }
             try checkInterfaces(configuration.serviceInterfaces[name]!, "\(name)_interfaces")
         }
@@ -109,7 +109,7 @@ struct HostPlan {
         for port in configuration.proxyPortMappings.keys.sorted() {
             let name = configuration.proxyPortMappings[port]!
             guard serviceNames.contains(name) else {
-                throw NetProxyConfigurationError("proxy_port_mappings: port \(port) maps to \(unknownService(name, serviceNames))")
+                throw NetProxyConfigurationError(.unknownService, "proxy_port_mappings: port \(port) maps to \(unknownService(name, serviceNames))")
             }
         }
         let proxyPorts = configuration.proxyPorts ?? configuration.proxyPortMappings.keys.sorted()
@@ -147,7 +147,7 @@ struct HostPlan {
         try configuration.proxyUnixSockets.keys.sorted().map { path throws(NetProxyConfigurationError) in
             let socket = configuration.proxyUnixSockets[path]!
             guard serviceNames.contains(socket.service) else {
-                throw NetProxyConfigurationError("proxy_unix_sockets.\(path): \(unknownService(socket.service, serviceNames))")
+                throw NetProxyConfigurationError(.unknownService, "proxy_unix_sockets.\(path): \(unknownService(socket.service, serviceNames))")
             }
             guard (0...0o777).contains(socket.mode) else {
                 throw NetProxyConfigurationError("proxy_unix_sockets.\(path): mode \(String(socket.mode, radix: 8)) is not a file mode (0-0777)")
@@ -175,7 +175,8 @@ struct HostPlan {
             // The parsed address, so that two spellings of one address are the same key.
             let key = "\(ProxyIPAddress(listener.host)!)|\(listener.port)"
             if let first = seen[key] {
-                throw NetProxyConfigurationError("port \(listener.port) on \(listener.host) is used twice: \(first) and \(listener)")
+                throw NetProxyConfigurationError(
+                    .conflict, key: nil, "port \(listener.port) on \(listener.host) is used twice: \(first) and \(listener)")
             }
             seen[key] = listener
         }
@@ -342,7 +343,7 @@ struct HostPlan {
     ) throws(NetProxyConfigurationError) {
         for name in configuration.serviceIdleTimeouts.keys.sorted() {
             guard serviceNames.contains(name) || name == "metrics" else {
-                throw NetProxyConfigurationError("\(name)_idle_timeout: \(unknownService(name, serviceNames))")
+                throw NetProxyConfigurationError(.unknownService, "\(name)_idle_timeout: \(unknownService(name, serviceNames))")
             }
             try checkSeconds(configuration.serviceIdleTimeouts[name]!, "\(name)_idle_timeout")
         }

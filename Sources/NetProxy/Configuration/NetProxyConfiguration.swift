@@ -128,7 +128,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     public init(json: Data) throws(NetProxyConfigurationError) {
         let document = try StrictJSONParser.parse(Array(json))
         guard case .object(let root) = document else {
-            throw NetProxyConfigurationError("the configuration must be a JSON object")
+            throw NetProxyConfigurationError(.syntax, key: nil, "the configuration must be a JSON object")
         }
         for key in root.keys.sorted() {
             let value = root[key]!
@@ -167,7 +167,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case _ where key.hasSuffix("_idle_timeout") && key.count > 13:
                 serviceIdleTimeouts[String(key.dropLast(13))] = try value.seconds(key)
             default:
-                throw NetProxyConfigurationError("unknown key \"\(key)\"")
+                throw NetProxyConfigurationError(.unknownKey, key: key, "unknown key \"\(key)\"")
             }
         }
     }

@@ -64,7 +64,7 @@ struct StrictJSONParser {
             let key = try string()
             let keyPath = path.isEmpty ? key : "\(path).\(key)"
             if let first = lines[key] {
-                throw NetProxyConfigurationError("line \(keyLine): \"\(keyPath)\" is given twice (first on line \(first))")
+                throw NetProxyConfigurationError(.syntax, key: nil, "line \(keyLine): \"\(keyPath)\" is given twice (first on line \(first))")
             }
             skipWhitespace()
             guard consume(":") else { throw error("expected \":\" after \"\(keyPath)\", found \(found)") }
@@ -273,6 +273,6 @@ struct StrictJSONParser {
 
     private func error(_ message: String) -> NetProxyConfigurationError {
         let (line, column) = position
-        return NetProxyConfigurationError("line \(line), column \(column): \(message)")
+        return NetProxyConfigurationError(.syntax, key: nil, "line \(line), column \(column): \(message)")
     }
 }

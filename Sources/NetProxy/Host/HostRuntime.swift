@@ -30,7 +30,7 @@ struct HostRuntime: Sendable {
         var byName = registered
         for name in configuration.forwardServices.keys.sorted() {
             guard byName[name] == nil else {
-                throw NetProxyConfigurationError("forward_services.\(name): the name is taken by another service")
+                throw NetProxyConfigurationError(.conflict, "forward_services.\(name): the name is taken by another service")
             }
             try Self.checkServiceName(name, "forward_services.\(name)")
             try configuration.forwardServices[name]!.check("forward_services.\(name)")
@@ -41,7 +41,7 @@ struct HostRuntime: Sendable {
         var warnings: [String] = []
         for name in configuration.multiplexServices.keys.sorted() {
             guard byName[name] == nil else {
-                throw NetProxyConfigurationError("multiplex_services.\(name): the name is taken by another service")
+                throw NetProxyConfigurationError(.conflict, "multiplex_services.\(name): the name is taken by another service")
             }
             try Self.checkServiceName(name, "multiplex_services.\(name)")
             let multiplex = configuration.multiplexServices[name]!
@@ -59,6 +59,7 @@ struct HostRuntime: Sendable {
             for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
                 let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
                 throw NetProxyConfigurationError(
+                    configuration.multiplexServices[target] == nil ? .unknownService : .conflict,
                     "multiplex_services.\(name).\(key): \"\(target)\" is \(kind) (known: \(routable.keys.sorted().joined(separator: ", ")))")
             }
             byName[name] = .multiplex(name: name, multiplex, services: routable, asyncConnections: asyncConnections, logger: logger)
@@ -141,6 +142,7 @@ struct HostRuntime: Sendable {
                         continue
                     }
                     throw NetProxyConfigurationError(
+                        .conflict,
                         "\(key): \(target) is this host's own listener, \(listener): a forward into its own host would loop, or let any client pass for a trusted proxy"
                     )
                 }

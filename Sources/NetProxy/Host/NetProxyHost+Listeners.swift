@@ -71,7 +71,7 @@ extension NetProxyHost {
             for channel in channels {
                 try? await channel.close()
             }
-            throw NetProxyConfigurationError("cannot listen for \(listener): \(error)")
+            throw NetProxyHostError(.cannotListen, "cannot listen for \(listener): \(error)")
         }
     }
 
@@ -88,7 +88,7 @@ extension NetProxyHost {
                 .bind(unixDomainSocketPath: temporary.path).get()
         } catch {
             UnixSocketFile.discard(temporary)
-            throw NetProxyConfigurationError("\(key): cannot listen: \(error)")
+            throw NetProxyHostError(.cannotListen, "\(key): cannot listen: \(error)")
         }
         let identity: UnixSocketFile.FileIdentity
         do {
@@ -100,7 +100,8 @@ extension NetProxyHost {
         if let other = UnixSocketFile.competitor(for: path) {
             try? await channel.close()
             UnixSocketFile.remove(path, ifStill: identity)
-            throw NetProxyConfigurationError("\(key): another process listens on a socket bound for \(path) (\(other)): started at the same time?")
+            throw NetProxyHostError(
+                .cannotListen, "\(key): another process listens on a socket bound for \(path) (\(other)): started at the same time?")
         }
         return (channel, identity)
     }

@@ -38,7 +38,11 @@ extension NetProxyHost {
     /// device, which could block), and a reload that has not finished within 30 seconds, stuck on
     /// a file system or a name server, fails in the same way; what it still does afterwards is
     /// undone. A shutdown never waits for a reload longer than that.
-    public func reload(configuration: NetProxyConfiguration) async throws(NetProxyConfigurationError) {
+    ///
+    /// - Throws: ``NetProxyConfigurationError`` for a configuration the host cannot run;
+    ///   ``NetProxyHostError`` when the host is not running or stopping, another reload is in
+    ///   progress, the deadline passed, or a new listener cannot be bound.
+    public func reload(configuration: NetProxyConfiguration) async throws {
         do {
             let summary = try await replaceRuntimeWithinDeadline(configuration)
             metrics.reloaded(success: true)
@@ -60,11 +64,11 @@ extension NetProxyHost {
     /// server. A reload that goes on after that finds itself abandoned and undoes what it did.
     func replaceRuntimeWithinDeadline(
         _ configuration: NetProxyConfiguration
-    ) async throws(NetProxyConfigurationError) -> ReloadSummary {
+    ) async throws -> ReloadSummary {
         let loop = group.any()
-        let (id, outcome) = try state.withLockedValue { state -> Result<(UInt64, EventLoopFuture<ReloadSummary>), NetProxyConfigurationError> in
-            guard case .running = state.lifecycle else { return .failure(NetProxyConfigurationError("the host is not running")) }
-            guard state.reload == nil else { return .failure(NetProxyConfigurationError("a reload is already in progress")) }
+        let (id, outcome) = try state.withLockedValue { state -> Result<(UInt64, EventLoopFuture<ReloadSummary>), NetProxyHostError> in
+            guard case .running = state.lifecycle else { return .failure(NetProxyHostError(.notRunning, "the host is not running")) }
+            guard state.reload == nil else { return .failure(NetProxyHostError(.reloadInProgress, "a reload is already in progress")) }
             state.reloadsStarted += 1
             let reload = ReloadInProgress(id: state.reloadsStarted, outcome: loop.makePromise())
             state.reload = reload
@@ -74,13 +78,14 @@ extension NetProxyHost {
         let deadline = loop.scheduleTask(in: timeout) { [self] in
             abandonReload(
                 id, phases: [.building, .binding],
-                NetProxyConfigurationError(
+                NetProxyHostError(
+                    .reloadTimedOut,
                     "the reload did not finish within \(Self.secondsText(timeout)) s (a file system or a name server that does not answer?) and is abandoned; whatever it still does is undone"
                 ))
         }
         Task { [self] in
-            let result: Result<ReloadSummary, NetProxyConfigurationError>
-            do throws(NetProxyConfigurationError) {
+            let result: Result<ReloadSummary, any Error>
+            do {
                 result = .success(try await replaceRuntime(configuration, reloadID: id))
             } catch {
                 result = .failure(error)
@@ -88,18 +93,12 @@ extension NetProxyHost {
             deadline.cancel()
             endReload(id, result)
         }
-        do {
-            return try await outcome.get()
-        } catch let error as NetProxyConfigurationError {
-            throw error
-        } catch {
-            throw NetProxyConfigurationError("\(error)")
-        }
+        return try await outcome.get()
     }
 
     /// Fails reload `id` with `error` if it is still the one in progress and in one of `phases`;
     /// it then no longer holds the host, and a later reload may start.
-    func abandonReload(_ id: UInt64, phases: Set<ReloadInProgress.Phase>, _ error: NetProxyConfigurationError) {
+    func abandonReload(_ id: UInt64, phases: Set<ReloadInProgress.Phase>, _ error: NetProxyHostError) {
         let abandoned = state.withLockedValue { state -> ReloadInProgress? in
             guard let reload = state.reload, reload.id == id, phases.contains(reload.phase) else { return nil }
             state.reload = nil
@@ -109,7 +108,7 @@ extension NetProxyHost {
     }
 
     /// Hands reload `id`'s result to its caller, unless it was abandoned, which has answered already.
-    func endReload(_ id: UInt64, _ result: Result<ReloadSummary, NetProxyConfigurationError>) {
+    func endReload(_ id: UInt64, _ result: Result<ReloadSummary, any Error>) {
         let current = state.withLockedValue { state -> ReloadInProgress? in
             guard let reload = state.reload, reload.id == id else { return nil }
             state.reload = nil
@@ -119,17 +118,17 @@ extension NetProxyHost {
             logger.notice("a reload abandoned earlier has ended; it changed nothing")
             return
         }
-        current.outcome.completeWith(result.mapError { $0 })
+        current.outcome.completeWith(result)
     }
 
     /// Why a start or reload `reloadID` must stop and undo what it did, or `nil` if it may go on.
-    static func abortReason(_ state: State, reloadID: UInt64?) -> NetProxyConfigurationError? {
+    static func abortReason(_ state: State, reloadID: UInt64?) -> NetProxyHostError? {
         switch state.lifecycle {
-        case .stopping, .stopped: return NetProxyConfigurationError("the host is shutting down")
+        case .stopping, .stopped: return NetProxyHostError(.shuttingDown, "the host is shutting down")
         case .idle, .starting, .running: break
         }
         if let reloadID, state.reload?.id != reloadID {
-            return NetProxyConfigurationError("the reload was abandoned")
+            return NetProxyHostError(.reloadTimedOut, "the reload was abandoned")
         }
         return nil
     }
@@ -164,9 +163,9 @@ extension NetProxyHost {
     /// undoes what it did and throws.
     func replaceRuntime(
         _ configuration: NetProxyConfiguration, reloadID: UInt64
-    ) async throws(NetProxyConfigurationError) -> ReloadSummary {
+    ) async throws -> ReloadSummary {
         let runtime = try await buildRuntime(configuration)
-        let current = try state.withLockedValue { state -> Result<[OpenListener], NetProxyConfigurationError> in
+        let current = try state.withLockedValue { state -> Result<[OpenListener], NetProxyHostError> in
             if let reason = Self.abortReason(state, reloadID: reloadID) { return .failure(reason) }
             state.reload?.phase = .binding
             return .success(state.listeners)
@@ -179,18 +178,11 @@ extension NetProxyHost {
             return false
         }
         let keeping = Dictionary(uniqueKeysWithValues: intact.map { ($0.key, $0) })
-        let opened: [OpenListener]
-        do {
-            opened = try await open(runtime, keeping: keeping, reloadID: reloadID)
-        } catch let error as NetProxyConfigurationError {
-            throw error
-        } catch {
-            throw NetProxyConfigurationError("\(error)")
-        }
+        let opened = try await open(runtime, keeping: keeping, reloadID: reloadID)
         let added = opened.filter { keeping[$0.key] == nil }
         let kept = Set(opened.map(\.key)).intersection(keeping.keys)
         let removed = current.filter { !kept.contains($0.key) }
-        let abortReason = state.withLockedValue { state -> NetProxyConfigurationError? in
+        let abortReason = state.withLockedValue { state -> NetProxyHostError? in
             if let reason = Self.abortReason(state, reloadID: reloadID) { return reason }
             state.reload?.phase = .committed
             for (listener, role) in zip(opened, runtime.roles) where keeping[listener.key] != nil {
@@ -260,7 +252,8 @@ extension NetProxyHost {
                             && (isWildcard(other.bound.plan.host) || isWildcard(role.plan.host))
                     }
                     guard let own else { throw error }
-                    throw NetProxyConfigurationError(
+                    throw NetProxyHostError(
+                        .cannotListen,
                         "\(error); this host's \(own.bound.plan) holds the port until the reload ends: change its address in two reloads (remove, then add)"
                     )
                 }
@@ -270,7 +263,8 @@ extension NetProxyHost {
             }
             let shared = ForeignListeners.shared(among: added.map(\.bound.address))
             guard shared.isEmpty else {
-                throw NetProxyConfigurationError(
+                throw NetProxyHostError(
+                    .cannotListen,
                     "another process listens on \(shared.map { "\($0)" }.joined(separator: ", ")) too (started at the same time?)")
             }
         } catch {

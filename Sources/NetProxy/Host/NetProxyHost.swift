@@ -153,7 +153,9 @@ public final class NetProxyHost: Service, Sendable {
     ) throws(NetProxyConfigurationError) {
         var byName: [String: NetProxyService] = [:]
         for service in services {
-            guard byName[service.name] == nil else { throw NetProxyConfigurationError("service \"\(service.name)\" is registered twice") }
+            guard byName[service.name] == nil else {
+                throw NetProxyConfigurationError(.conflict, key: nil, "service \"\(service.name)\" is registered twice")
+            }
             byName[service.name] = service
         }
         let metrics = HostMetrics(registry: metricsRegistry)
@@ -198,7 +200,7 @@ public final class NetProxyHost: Service, Sendable {
             }
             return state.runtime
         }
-        guard let runtime else { throw NetProxyConfigurationError("the host can be started once only") }
+        guard let runtime else { throw NetProxyHostError(.alreadyStarted, "the host can be started once only") }
         for warning in runtime.warnings {
             logger.warning("\(warning)")
         }
@@ -212,7 +214,7 @@ public final class NetProxyHost: Service, Sendable {
             }
             guard started else {
                 await close(opened)
-                throw NetProxyConfigurationError("the host was shut down while starting")
+                throw NetProxyHostError(.shuttingDown, "the host was shut down while starting")
             }
             await startAccepting(opened)
         } catch {
@@ -250,7 +252,7 @@ public final class NetProxyHost: Service, Sendable {
             // abandoned, and undoes whatever it finishes later. One binding listeners sees the
             // host stopping when it tries to commit, and closes what it bound: it is waited for
             // (until its deadline at most), so that nothing it opened outlives the shutdown.
-            abandonReload(reload.id, phases: [.building], NetProxyConfigurationError("the host is shutting down"))
+            abandonReload(reload.id, phases: [.building], NetProxyHostError(.shuttingDown, "the host is shutting down"))
             _ = try? await reload.outcome.futureResult.get()
         }
         await close(state.withLockedValue { $0.listeners })

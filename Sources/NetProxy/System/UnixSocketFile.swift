@@ -103,7 +103,7 @@ enum UnixSocketFile {
             if let made = try makePrivateDirectory(temporary, key: key) { return made }
             if removeLeftover(temporary), let made = try makePrivateDirectory(temporary, key: key) { return made }
         }
-        throw NetProxyConfigurationError("\(key): cannot find a free temporary name next to \(path)")
+        throw NetProxyConfigurationError(.file, "\(key): cannot find a free temporary name next to \(path)")
     }
 
     /// Gives the socket bound in `temporary` its owner, group and mode, renames it to `path`, and
@@ -174,34 +174,34 @@ enum UnixSocketFile {
         #if os(Linux)
             let descriptor = open(path, openPathOnly | O_NOFOLLOW | O_CLOEXEC)
             guard descriptor >= 0 else {
-                if errno == ENOENT { throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made") }
-                throw NetProxyConfigurationError("\(key): cannot open \(path): \(errorText(errno))")
+                if errno == ENOENT { throw NetProxyConfigurationError(.file, "\(key): \(path) is no longer the socket this host made") }
+                throw NetProxyConfigurationError(.file, "\(key): cannot open \(path): \(errorText(errno))")
             }
             defer { close(descriptor) }
             var status = stat()
             guard fstat(descriptor, &status) == 0 else {
-                throw NetProxyConfigurationError("\(key): cannot examine \(path): \(errorText(errno))")
+                throw NetProxyConfigurationError(.file, "\(key): cannot examine \(path): \(errorText(errno))")
             }
             try checkPublished(path, status, identity: identity, key: key)
             beforeChange.withLockedValue { $0[path] }?(path)
             guard fchownat(descriptor, "", user, group, emptyPath) == 0 else {
-                throw NetProxyConfigurationError("\(key): cannot change the owner of \(path): \(errorText(errno))")
+                throw NetProxyConfigurationError(.file, "\(key): cannot change the owner of \(path): \(errorText(errno))")
             }
             try changeMode(descriptor, of: path, to: mode_t(settings.mode), key: key)
         #else
             // Elsewhere `AT_SYMLINK_NOFOLLOW` is honoured by the system call itself (`lchmod`).
             var status = stat()
             guard lstat(path, &status) == 0 else {
-                if errno == ENOENT { throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made") }
-                throw NetProxyConfigurationError("\(key): cannot examine \(path): \(errorText(errno))")
+                if errno == ENOENT { throw NetProxyConfigurationError(.file, "\(key): \(path) is no longer the socket this host made") }
+                throw NetProxyConfigurationError(.file, "\(key): cannot examine \(path): \(errorText(errno))")
             }
             try checkPublished(path, status, identity: identity, key: key)
             beforeChange.withLockedValue { $0[path] }?(path)
             guard lchown(path, user, group) == 0 else {
-                throw NetProxyConfigurationError("\(key): cannot change the owner of \(path): \(errorText(errno))")
+                throw NetProxyConfigurationError(.file, "\(key): cannot change the owner of \(path): \(errorText(errno))")
             }
             guard fchmodat(AT_FDCWD, path, mode_t(settings.mode), CInt(AT_SYMLINK_NOFOLLOW)) == 0 else {
-                throw NetProxyConfigurationError("\(key): cannot change the mode of \(path): \(errorText(errno))")
+                throw NetProxyConfigurationError(.file, "\(key): cannot change the mode of \(path): \(errorText(errno))")
             }
         #endif
     }
@@ -213,26 +213,26 @@ enum UnixSocketFile {
         // `mkdir` fails on anything at the name, a link included, so what it makes is new and ours.
         guard mkdir(path, 0o700) == 0 else {
             if errno == EEXIST { return nil }
-            throw NetProxyConfigurationError("\(key): cannot create the directory \(path) to bind in: \(errorText(errno))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot create the directory \(path) to bind in: \(errorText(errno))")
         }
         let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard descriptor >= 0 else {
             let failure = errno
             rmdir(path)
-            throw NetProxyConfigurationError("\(key): cannot open the directory \(path) it has just made: \(errorText(failure))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot open the directory \(path) it has just made: \(errorText(failure))")
         }
         let temporary = Temporary(directory: path, descriptor: descriptor)
         var status = stat()
         guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFDIR, status.st_uid == geteuid() else {
             // Another user renamed ours away and put a directory of theirs in its place.
-            throw NetProxyConfigurationError("\(key): the directory \(path) was replaced as soon as it was made")
+            throw NetProxyConfigurationError(.file, "\(key): the directory \(path) was replaced as soon as it was made")
         }
         // The umask may have taken our own bits. A set-group-ID bit inherited from the socket's
         // directory stays, so the socket gets that directory's group, as if bound there.
         if status.st_mode & 0o777 != 0o700, fchmod(descriptor, status.st_mode & mode_t(S_ISGID) | 0o700) != 0 {
             let failure = errno
             removeDirectory(temporary)
-            throw NetProxyConfigurationError("\(key): cannot change the mode of the directory \(path): \(errorText(failure))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot change the mode of the directory \(path): \(errorText(failure))")
         }
         return temporary
     }
@@ -287,25 +287,25 @@ enum UnixSocketFile {
         let group = try settings.group.map { group throws(NetProxyConfigurationError) in try groupID(group, key: "\(key).group") }
         var status = stat()
         guard fstatat(temporary.descriptor, socketName, &status, CInt(AT_SYMLINK_NOFOLLOW)) == 0 else {
-            throw NetProxyConfigurationError("\(key): cannot examine the bound socket \(temporary.path): \(errorText(errno))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot examine the bound socket \(temporary.path): \(errorText(errno))")
         }
-        guard isSocket(status) else { throw NetProxyConfigurationError("\(key): \(temporary.path) is not a socket") }
+        guard isSocket(status) else { throw NetProxyConfigurationError(.file, "\(key): \(temporary.path) is not a socket") }
         let identity = FileIdentity(status)
         beforeChange.withLockedValue { $0[path] }?(temporary.path)
         // Only our user can put anything in the directory, so the name is still the socket just
         // examined, and following a link is not a concern.
         if user != nil || group != nil {
             guard fchownat(temporary.descriptor, socketName, user ?? uid_t.max, group ?? gid_t.max, CInt(AT_SYMLINK_NOFOLLOW)) == 0 else {
-                throw NetProxyConfigurationError("\(key): cannot change the owner of \(temporary.path): \(errorText(errno))")
+                throw NetProxyConfigurationError(.file, "\(key): cannot change the owner of \(temporary.path): \(errorText(errno))")
             }
         }
         guard fchmodat(temporary.descriptor, socketName, mode_t(settings.mode), 0) == 0 else {
-            throw NetProxyConfigurationError("\(key): cannot change the mode of \(temporary.path): \(errorText(errno))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot change the mode of \(temporary.path): \(errorText(errno))")
         }
 
         try checkExisting(path, key: key)
         guard renameat(temporary.descriptor, socketName, AT_FDCWD, path) == 0 else {
-            throw NetProxyConfigurationError("\(key): cannot rename \(temporary.path) to \(path): \(errorText(errno))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot rename \(temporary.path) to \(path): \(errorText(errno))")
         }
         return identity
     }
@@ -313,7 +313,7 @@ enum UnixSocketFile {
     /// Accepts `status` (of `path`) if it is the socket published with `identity`.
     private static func checkPublished(_ path: String, _ status: stat, identity: FileIdentity, key: String) throws(NetProxyConfigurationError) {
         if status.st_mode & S_IFMT == S_IFLNK {
-            throw NetProxyConfigurationError("\(key): \(path) is a symbolic link, not the socket this host made; it is left as it is")
+            throw NetProxyConfigurationError(.file, "\(key): \(path) is a symbolic link, not the socket this host made; it is left as it is")
         }
         guard isSocket(status), FileIdentity(status) == identity else {
             throw NetProxyConfigurationError("\(key): \(path) is no longer the socket this host made")
@@ -468,11 +468,11 @@ enum UnixSocketFile {
         var status = stat()
         guard stat(shown, &status) == 0 else {
             let failure = errno
-            if failure == ENOENT { throw NetProxyConfigurationError("\(key): the directory \(shown) does not exist") }
-            if failure == ENOTDIR { throw NetProxyConfigurationError("\(key): \(shown) is not a directory") }
-            throw NetProxyConfigurationError("\(key): cannot examine the directory \(shown): \(errorText(failure))")
+            if failure == ENOENT { throw NetProxyConfigurationError(.file, "\(key): the directory \(shown) does not exist") }
+            if failure == ENOTDIR { throw NetProxyConfigurationError(.file, "\(key): \(shown) is not a directory") }
+            throw NetProxyConfigurationError(.file, "\(key): cannot examine the directory \(shown): \(errorText(failure))")
         }
-        guard status.st_mode & S_IFMT == S_IFDIR else { throw NetProxyConfigurationError("\(key): \(shown) is not a directory") }
+        guard status.st_mode & S_IFMT == S_IFDIR else { throw NetProxyConfigurationError(.file, "\(key): \(shown) is not a directory") }
     }
 
     /// Accepts nothing at `path`, or a socket nobody listens on; anything else is an error.
@@ -480,20 +480,20 @@ enum UnixSocketFile {
         var status = stat()
         guard lstat(path, &status) == 0 else {
             if errno == ENOENT { return }
-            throw NetProxyConfigurationError("\(key): cannot examine \(path): \(errorText(errno))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot examine \(path): \(errorText(errno))")
         }
         // Only sockets are ever replaced: another kind of file there is most likely a mistake in the
         // configuration, and removing it could destroy data.
         guard isSocket(status) else {
-            throw NetProxyConfigurationError("\(key): \(path) exists and is \(kind(status)), not a socket; it is left as it is")
+            throw NetProxyConfigurationError(.file, "\(key): \(path) exists and is \(kind(status)), not a socket; it is left as it is")
         }
         switch listenerState(path) {
         case .stale: return
-        case .listening: throw NetProxyConfigurationError("\(key): \(path) is in use: another process listens on it")
+        case .listening: throw NetProxyConfigurationError(.file, "\(key): \(path) is in use: another process listens on it")
         case .otherType:
-            throw NetProxyConfigurationError("\(key): \(path) is a socket of another type than stream; it is left as it is")
+            throw NetProxyConfigurationError(.file, "\(key): \(path) is a socket of another type than stream; it is left as it is")
         case .unknown(let failure):
-            throw NetProxyConfigurationError("\(key): cannot tell whether another process listens on \(path): \(errorText(failure))")
+            throw NetProxyConfigurationError(.file, "\(key): cannot tell whether another process listens on \(path): \(errorText(failure))")
         }
     }
 

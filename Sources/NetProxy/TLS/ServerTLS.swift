@@ -41,7 +41,7 @@ enum ServerTLS {
         do {
             return try NIOSSLContext(configuration: tls)
         } catch {
-            throw NetProxyConfigurationError("proxy_tls_certificate/proxy_tls_key: \(error)")
+            throw NetProxyConfigurationError(.file, "proxy_tls_certificate/proxy_tls_key: \(error)")
         }
     }
 
@@ -75,13 +75,13 @@ enum ServerTLS {
             do {
                 chain = try NIOSSLCertificate.fromPEMBytes(RegularFile.contents(of: files.certificatePath, sizeLimit: RegularFile.pemSizeLimit))
             } catch {
-                throw NetProxyConfigurationError("\(certificateKey): cannot load \(files.certificatePath): \(error)")
+                throw NetProxyConfigurationError(.file, "\(certificateKey): cannot load \(files.certificatePath): \(error)")
             }
             let key: NIOSSLPrivateKey
             do {
                 key = try NIOSSLPrivateKey(bytes: RegularFile.contents(of: files.keyPath, sizeLimit: RegularFile.pemSizeLimit), format: .pem)
             } catch {
-                throw NetProxyConfigurationError("\(keyKey): cannot load \(files.keyPath): \(error)")
+                throw NetProxyConfigurationError(.file, "\(keyKey): cannot load \(files.keyPath): \(error)")
             }
             var override = NIOSSLContextConfigurationOverride()
             override.certificateChain = chain.map { .certificate($0) }
@@ -93,9 +93,9 @@ enum ServerTLS {
                 _ = try NIOSSLContext(
                     configuration: .makeServerConfiguration(certificateChain: override.certificateChain!, privateKey: override.privateKey!))
             } catch NIOSSLError.failedToLoadPrivateKey {
-                throw NetProxyConfigurationError("\(keyKey): \(files.keyPath) does not match the certificate in \(files.certificatePath)")
+                throw NetProxyConfigurationError(.file, "\(keyKey): \(files.keyPath) does not match the certificate in \(files.certificatePath)")
             } catch {
-                throw NetProxyConfigurationError("\(certificateKey)/\(keyKey): \(files.certificatePath) and \(files.keyPath): \(error)")
+                throw NetProxyConfigurationError(.file, "\(certificateKey)/\(keyKey): \(files.certificatePath) and \(files.keyPath): \(error)")
             }
             self.override = override
         }
