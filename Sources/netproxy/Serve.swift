@@ -25,7 +25,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "A JSON configuration file (mod_net_proxy keys: proxy_ports, proxy_port_mappings, ...).")
     var config: String?
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    @Option(help: "Log level: trace, debug, info (the default), notice, warning, error or critical.", transform: Self.logLevel)
     var logLevel: Logger.Level = .info
 
     @Option(help: "Write the process ID to this file once listening (removed on exit), for `netproxy reload --pid-file`.")
@@ -74,6 +74,14 @@ struct Serve: AsyncParsableCommand {
                 logger: logger
             ))
         try await group.run()
+    }
+
+    /// A `--log-level` value: one of swift-log's level names.
+    static func logLevel(_ text: String) throws -> Logger.Level {
+        guard let level = Logger.Level(rawValue: text) else {
+            throw ValidationError("\"\(text)\" is not a log level (trace, debug, info, notice, warning, error or critical)")
+        }
+        return level
     }
 
     /// The configuration file `path`, or the default one without a path; the error names the file.
@@ -149,5 +157,3 @@ extension NetProxyHost.BoundListener {
             "echo hello | netproxy send --source 192.0.2.1:51234 \(host) \(address.port ?? 0)\(tls ? "   # TLS after the header: use curl or openssl s_client" : "")"
     }
 }
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}

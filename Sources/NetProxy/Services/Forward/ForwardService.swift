@@ -197,7 +197,8 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         }
         isPending = true
         let (clientSide, targetSide) = RelayHandler.pair()
-        let targetGuard = clientGuard?.companion()
+        // Made here, used in the target's initializer on this same loop.
+        let targetHandlers = NIOLoopBound((clientGuard?.companion(), targetSide), eventLoop: context.eventLoop)
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         let outgoing = own.outgoing
         var bootstrap = ClientBootstrap(group: context.eventLoop)
@@ -206,6 +207,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     this.value.connecting = channel
+                    let (targetGuard, targetSide) = targetHandlers.value
                     if let targetGuard { try channel.pipeline.syncOperations.addHandler(targetGuard) }
                     try channel.pipeline.syncOperations.addHandler(targetSide)
                     try channel.pipeline.syncOperations.addHandler(OutgoingConnectionMark(outgoing))
