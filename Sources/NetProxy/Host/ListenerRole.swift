@@ -5,7 +5,7 @@ import NIOSSL
 /// What a connection on a listener gets. The host reads it for every new connection, so a
 /// reload changes it for the next connection and never for one already accepted. A class, so
 /// that reading it on that path costs one reference, not a copy of every field.
-final class ListenerRole: Sendable {
+final class ListenerRole: Sendable, AtomicReference {
     enum Setup: Sendable {
         case metrics
         /// A regular port; `nil` never happens (the plan checks every name) but closes.
@@ -35,16 +35,18 @@ final class ListenerRole: Sendable {
 /// The role of a listener's sockets, shared by their child channel initializers and replaced by
 /// a reload.
 final class ListenerSlot: Sendable {
-    private let box: NIOLockedValueBox<ListenerRole>
+    /// Read for every connection by the listener's sockets on every loop: an atomic reference,
+    /// not a lock they would all share.
+    private let current: ManagedAtomic<ListenerRole>
     private let loadReference = ManagedAtomicLazyReference<ListenerLoad>()
 
     init(_ role: ListenerRole) {
-        box = NIOLockedValueBox(role)
+        current = ManagedAtomic(role)
     }
 
     var role: ListenerRole {
-        get { box.withLockedValue { $0 } }
-        set { box.withLockedValue { $0 = newValue } }
+        get { current.load(ordering: .acquiring) }
+        set { current.store(newValue, ordering: .releasing) }
     }
 
     /// The listener's load, set once its address is known (after the bind, before the first

@@ -69,22 +69,6 @@ extension NetProxyHost {
     }
 
     func track(_ channel: Channel) {
-        let id = ObjectIdentifier(channel)
-        let accepted = state.withLockedValue { state -> Bool in
-            switch state.lifecycle {
-            case .starting, .running:
-                state.connections[id] = channel
-                return true
-            case .idle, .stopping, .stopped:
-                return false
-            }
-        }
-        guard accepted else {
-            channel.close(promise: nil)
-            return
-        }
-        channel.closeFuture.whenComplete { [state] _ in
-            state.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
-        }
+        if !connections.add(channel) { channel.close(promise: nil) }
     }
 }

@@ -112,7 +112,6 @@ public final class NetProxyHost: Service, Sendable {
         var reload: ReloadInProgress?
         /// Numbers reloads, for ``ReloadInProgress/id``.
         var reloadsStarted: UInt64 = 0
-        var connections: [ObjectIdentifier: Channel] = [:]
         /// Runs the connections of async services; owned by the host and awaited on shutdown.
         var serviceTasks: Task<Void, Never>?
     }
@@ -136,6 +135,8 @@ public final class NetProxyHost: Service, Sendable {
     let budget: ConnectionBudget
     /// Where connections' deadlines are checked, one per event loop.
     let sweeps: IdleSweeps
+    /// The connections open now, for the shutdown.
+    let connections: ConnectionRegistry
     /// The forwards' connections to their targets, refused if they arrive here.
     let outgoing: OutgoingConnections
     let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
@@ -176,6 +177,7 @@ public final class NetProxyHost: Service, Sendable {
         self.refusals = refusals
         self.budget = ConnectionBudget(maxConnections: runtime.maxConnections)
         self.sweeps = IdleSweeps(group: eventLoopGroup)
+        self.connections = ConnectionRegistry(group: eventLoopGroup)
     }
 
     /// The bound listeners, once started.
@@ -256,9 +258,9 @@ public final class NetProxyHost: Service, Sendable {
             _ = try? await reload.outcome.futureResult.get()
         }
         await close(state.withLockedValue { $0.listeners })
-        let connections = state.withLockedValue { Array($0.connections.values) }
-        logger.info("shutting down: \(connections.count) connection(s) open, draining for up to \(gracePeriod)")
-        for channel in connections {
+        let draining = connections.stopAccepting()
+        logger.info("shutting down: \(draining.count) connection(s) open, draining for up to \(gracePeriod)")
+        for channel in draining {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
         // Whichever comes first: every connection closed, or the end of the grace period.
@@ -273,12 +275,12 @@ public final class NetProxyHost: Service, Sendable {
             if first { drained.succeed() }
         }
         let deadline = loop.scheduleTask(in: gracePeriod, finish)
-        EventLoopFuture.andAllComplete(connections.map(\.closeFuture), on: loop).whenComplete { _ in
+        EventLoopFuture.andAllComplete(draining.map(\.closeFuture), on: loop).whenComplete { _ in
             deadline.cancel()
             finish()
         }
         try? await drained.futureResult.get()
-        let remaining = state.withLockedValue { Array($0.connections.values) }
+        let remaining = connections.open
         if !remaining.isEmpty {
             logger.info("closing \(remaining.count) connection(s) still open after the grace period")
         }

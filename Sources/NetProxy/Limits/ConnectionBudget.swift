@@ -27,7 +27,9 @@ enum SourceKey: Hashable, Sendable {
 final class ConnectionBudget: Sendable {
     private let open = ManagedAtomic<Int>(0)
     private let limit: ManagedAtomic<Int>
-    private let bySource = NIOLockedValueBox<[SourceKey: Int]>([:])
+    /// Connections per source, in shards by the source's hash: each accept and close locks one
+    /// shard, so loops rarely wait for each other.
+    private let bySource = (0..<16).map { _ in NIOLockedValueBox<[SourceKey: Int]>([:]) }
     /// Accept gates waiting for room, by identity; ``paused`` mirrors their number so that a
     /// close checks an atomic, not a lock.
     private let waiting = NIOLockedValueBox<[ObjectIdentifier: @Sendable () -> Void]>([:])
@@ -75,7 +77,7 @@ final class ConnectionBudget: Sendable {
     /// Counts a connection from `source`: `false` (and nothing counted) when it already holds
     /// `limit`.
     func admit(_ source: SourceKey, limit: Int) -> Bool {
-        bySource.withLockedValue { counts in
+        shard(source).withLockedValue { counts in
             let count = counts[source, default: 0]
             guard count < limit else { return false }
             counts[source] = count + 1
@@ -85,7 +87,7 @@ final class ConnectionBudget: Sendable {
 
     /// A connection counted for `source` closed.
     func release(_ source: SourceKey) {
-        bySource.withLockedValue { counts in
+        shard(source).withLockedValue { counts in
             let count = counts[source, default: 1] - 1
             counts[source] = count > 0 ? count : nil
         }
@@ -94,6 +96,10 @@ final class ConnectionBudget: Sendable {
     /// Calls `wake` once, at the next close or change of a limit: an accept gate waits this way
     /// for room. The gate registers, then checks again, so no close slips between its check and
     /// its registration unseen.
+    private func shard(_ source: SourceKey) -> NIOLockedValueBox<[SourceKey: Int]> {
+        bySource[Int(UInt(bitPattern: source.hashValue) % UInt(bySource.count))]
+    }
+
     func waitForRoom(_ id: ObjectIdentifier, _ wake: @escaping @Sendable () -> Void) {
         let added = waiting.withLockedValue { waiting in
             waiting.updateValue(wake, forKey: id) == nil
