@@ -20,13 +20,12 @@ struct HostRuntime: Sendable {
     /// - Parameters:
     ///   - registered: The services given to the host in code; the configuration adds its
     ///     forward and multiplex services to them.
-    ///   - eventLoops: The host's event loops, each with a socket of every TCP listener.
+    ///   - context: What the host lends the services it makes.
     init(
-        _ configuration: NetProxyConfiguration, registered: [String: NetProxyService], metrics: HostMetrics, log: RateLimitedLog,
-        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, outgoing: OutgoingConnections, eventLoops: Int, logger: Logger
+        _ configuration: NetProxyConfiguration, registered: [String: NetProxyService], context: HostContext
     ) throws(NetProxyConfigurationError) {
         let local = LocalAddresses.current()
-        let own = OwnHost(outgoing: outgoing, addresses: local)
+        let own = OwnHost(outgoing: context.outgoing, addresses: local)
         var byName = registered
         for name in configuration.forwardServices.keys.sorted() {
             guard byName[name] == nil else {
@@ -34,7 +33,7 @@ struct HostRuntime: Sendable {
             }
             try Self.checkServiceName(name, "forward_services.\(name)")
             try configuration.forwardServices[name]!.check("forward_services.\(name)")
-            byName[name] = .forward(name: name, configuration.forwardServices[name]!, own: own, metrics: metrics, log: log)
+            byName[name] = .forward(name: name, configuration.forwardServices[name]!, own: own, context: context)
         }
         // Routes lead to the services above, never to another multiplexer (no loops).
         let routable = byName
@@ -62,9 +61,9 @@ struct HostRuntime: Sendable {
                     configuration.multiplexServices[target] == nil ? .unknownService : .conflict,
                     "multiplex_services.\(name).\(key): \"\(target)\" is \(kind) (known: \(routable.keys.sorted().joined(separator: ", ")))")
             }
-            byName[name] = .multiplex(name: name, multiplex, services: routable, asyncConnections: asyncConnections, logger: logger)
+            byName[name] = .multiplex(name: name, multiplex, services: routable, context: context)
         }
-        let plan = try HostPlan(configuration, serviceNames: Set(byName.keys), eventLoops: eventLoops)
+        let plan = try HostPlan(configuration, serviceNames: Set(byName.keys), eventLoops: context.eventLoops)
         warnings += try Self.checkForwardTargets(configuration, plan.listeners, local: local)
         for path in configuration.proxyUnixSockets.keys.sorted() {
             try UnixSocketFile.check(path, settings: configuration.proxyUnixSockets[path]!, key: "proxy_unix_sockets.\(path)")
@@ -95,7 +94,7 @@ struct HostRuntime: Sendable {
             }
         }
         for name in configuration.forwardServices.keys {
-            metrics.registerForwardService(name)
+            context.metrics.registerForwardService(name)
         }
     }
 

@@ -140,13 +140,11 @@ extension NetProxyHost {
         let beforeBuilding = reloadSettings.withLockedValue { $0.beforeBuildingRuntime }
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<HostRuntime, NetProxyConfigurationError>, Never>) in
             Thread.detachNewThread {
-                [registered, metrics, refusals, connections = asyncConnections.continuation, outgoing, eventLoops, logger] in
+                [registered, context] in
                 beforeBuilding?()
                 continuation.resume(
                     returning: Result { () throws(NetProxyConfigurationError) in
-                        try HostRuntime(
-                            configuration, registered: registered, metrics: metrics, log: refusals, asyncConnections: connections,
-                            outgoing: outgoing, eventLoops: eventLoops, logger: logger)
+                        try HostRuntime(configuration, registered: registered, context: context)
                     })
             }
         }

@@ -125,20 +125,22 @@ public final class NetProxyHost: Service, Sendable {
     public var plan: [ListenerPlan] { state.withLockedValue { $0.runtime.plan } }
     /// The services given in code; a configuration adds its forward and multiplex services.
     let registered: [String: NetProxyService]
-    let logger: Logger
     let group: EventLoopGroup
-    /// The group's event loops: a TCP listener has a socket on each.
-    let eventLoops: Int
-    let metrics: HostMetrics
-    let refusals: RateLimitedLog
+    /// What the host lends its runtimes and services: metrics, logs, the register of outgoing
+    /// connections.
+    let context: HostContext
+    var logger: Logger { context.logger }
+    var eventLoops: Int { context.eventLoops }
+    var metrics: HostMetrics { context.metrics }
+    var refusals: RateLimitedLog { context.refusals }
+    /// The forwards' connections to their targets, refused if they arrive here.
+    var outgoing: OutgoingConnections { context.outgoing }
     /// What the whole process holds, against `max_connections` and per source.
     let budget: ConnectionBudget
     /// Where connections' deadlines are checked, one per event loop.
     let sweeps: IdleSweeps
     /// The connections open now, for the shutdown.
     let connections: ConnectionRegistry
-    /// The forwards' connections to their targets, refused if they arrive here.
-    let outgoing: OutgoingConnections
     let asyncConnections = AsyncStream.makeStream(of: AsyncServiceConnection.self)
     let state: NIOLockedValueBox<State>
     /// Settings of reloads that tests change.
@@ -159,22 +161,16 @@ public final class NetProxyHost: Service, Sendable {
             }
             byName[service.name] = service
         }
-        let metrics = HostMetrics(registry: metricsRegistry)
-        let refusals = RateLimitedLog(logger: logger)
-        let eventLoops = Array(eventLoopGroup.makeIterator()).count
-        let outgoing = OutgoingConnections()
-        let runtime = try HostRuntime(
-            configuration, registered: byName, metrics: metrics, log: refusals, asyncConnections: asyncConnections.continuation,
-            outgoing: outgoing, eventLoops: eventLoops, logger: logger)
-        outgoing.localAddresses = runtime.localAddresses
-        self.outgoing = outgoing
+        let context = HostContext(
+            metrics: HostMetrics(registry: metricsRegistry), refusals: RateLimitedLog(logger: logger),
+            asyncConnections: asyncConnections.continuation, outgoing: OutgoingConnections(),
+            eventLoops: Array(eventLoopGroup.makeIterator()).count, logger: logger)
+        let runtime = try HostRuntime(configuration, registered: byName, context: context)
+        context.outgoing.localAddresses = runtime.localAddresses
+        self.context = context
         self.registered = byName
-        self.eventLoops = eventLoops
         self.state = NIOLockedValueBox(State(runtime: runtime))
-        self.logger = logger
         self.group = eventLoopGroup
-        self.metrics = metrics
-        self.refusals = refusals
         self.budget = ConnectionBudget(maxConnections: runtime.maxConnections)
         self.sweeps = IdleSweeps(group: eventLoopGroup)
         self.connections = ConnectionRegistry(group: eventLoopGroup)

@@ -121,7 +121,7 @@ extension ProxyIPAddress {
 extension NetProxyService {
     /// A service that relays each connection to `configuration`'s target.
     static func forward(
-        name: String, _ configuration: ForwardServiceConfiguration, own: OwnHost, metrics: HostMetrics, log: RateLimitedLog
+        name: String, _ configuration: ForwardServiceConfiguration, own: OwnHost, context: HostContext
     ) -> NetProxyService {
         let pending = PendingCount(limit: configuration.maxPendingConnects)
         // An IP address is used as it is: no resolver (a thread hop and a lookup per connection).
@@ -132,7 +132,7 @@ extension NetProxyService {
             try channel.pipeline.syncOperations.addHandler(
                 ForwardConnector(
                     name: name, configuration: configuration, target: targets[configuration.targetIndex(for: info.source)], info: info, own: own,
-                    pending: pending, metrics: metrics, log: log))
+                    pending: pending, context: context))
         }
         service.idleTimeout = configuration.idleTimeout.map(TimeAmount.fractionalSeconds)
         return service
@@ -173,7 +173,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
 
     init(
         name: String, configuration: ForwardServiceConfiguration, target: (ForwardTarget, SocketAddress?), info: ConnectionInfo, own: OwnHost,
-        pending: PendingCount, metrics: HostMetrics, log: RateLimitedLog
+        pending: PendingCount, context: HostContext
     ) {
         self.name = name
         self.configuration = configuration
@@ -181,8 +181,8 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         self.info = info
         self.own = own
         self.pending = pending
-        self.metrics = metrics
-        self.log = log
+        self.metrics = context.metrics
+        self.log = context.refusals
     }
 
     func channelActive(context: ChannelHandlerContext) {

@@ -143,14 +143,14 @@ extension NetProxyService {
     /// service for that protocol; `services` are the host's, by name.
     static func multiplex(
         name: String, _ configuration: MultiplexServiceConfiguration, services: [String: NetProxyService],
-        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+        context: HostContext
     ) -> NetProxyService {
         let detecting = PendingCount(limit: configuration.maxPendingDetections)
         var service = NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
             try channel.pipeline.syncOperations.addHandler(
                 Multiplexer(
-                    configuration: configuration, info: info, services: services, detecting: detecting, asyncConnections: asyncConnections,
-                    logger: logger))
+                    configuration: configuration, info: info, services: services, detecting: detecting, asyncConnections: context.asyncConnections,
+                    logger: context.logger))
         }
         service.idleTimeout = configuration.idleTimeout.map(TimeAmount.fractionalSeconds)
         return service
