@@ -86,7 +86,7 @@ struct Serve: AsyncParsableCommand {
 
     /// The configuration file `path`, or the default one without a path; the error names the file.
     static func load(_ path: String?) throws(NetProxyConfigurationError) -> NetProxyConfiguration {
-        guard let path else { return .defaultServe }
+        guard let path else { return .builtinServicesOnLoopback }
         let data = try readFile(path)
         do {
             return try NetProxyConfiguration(json: data)

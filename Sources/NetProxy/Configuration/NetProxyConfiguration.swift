@@ -113,9 +113,9 @@ public struct NetProxyConfiguration: Hashable, Sendable {
         }
     }
 
-    /// The configuration `netproxy` runs without arguments: echo, whoami and http, each on a
-    /// regular port and a PROXY port, on loopback only.
-    public static var defaultServe: NetProxyConfiguration {
+    /// Echo, whoami and http, each on a regular port and a PROXY port, on loopback only: what
+    /// `netproxy` serves without a configuration file.
+    public static var builtinServicesOnLoopback: NetProxyConfiguration {
         var configuration = NetProxyConfiguration()
         configuration.servicePorts = ["echo": [7000], "whoami": [7001], "http": [8080]]
         configuration.proxyPortMappings = [17000: "echo", 17001: "whoami", 18080: "http"]
