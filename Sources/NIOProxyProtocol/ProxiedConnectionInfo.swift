@@ -45,8 +45,8 @@ public struct ProxiedConnectionInfo: Hashable, Sendable {
             self.source = proxyAddress
             self.destination = localAddress
         case .inet, .inet6:
-            self.source = try SocketAddress(header.addresses.source!)
-            self.destination = try SocketAddress(header.addresses.destination!)
+            self.source = SocketAddress(header.addresses.source!)
+            self.destination = SocketAddress(header.addresses.destination!)
         case .unix(let source, let destination):
             self.source = try SocketAddress(unixAddress: source)
             self.destination = try SocketAddress(unixAddress: destination)
@@ -68,8 +68,9 @@ extension SocketAddress {
         try self.init(unixDomainSocketPath: unixAddress.path)
     }
 
-    /// The socket address of an IP endpoint from a header.
-    public init(_ endpoint: ProxyEndpoint) throws {
+    /// The socket address of an IP endpoint from a header. Every endpoint has one, so this
+    /// cannot fail.
+    public init(_ endpoint: ProxyEndpoint) {
         // Built in place: this runs twice for every proxied connection.
         switch endpoint.address {
         case .v4(let v4):
