@@ -12,4 +12,10 @@ import Testing
         #expect(socketAddress == (try SocketAddress(ipAddress: address, port: 65535)))
         #expect(socketAddress.proxyEndpoint == endpoint)
     }
+
+    @Test func displayTextIsOneFormForEveryFamily() throws {
+        #expect(try SocketAddress(ipAddress: "192.0.2.1", port: 80).displayText == "192.0.2.1:80")
+        #expect(try SocketAddress(ipAddress: "2001:DB8::1", port: 80).displayText == "[2001:db8::1]:80")
+        #expect(try SocketAddress(unixDomainSocketPath: "/run/x.sock").displayText == "unix:/run/x.sock")
+    }
 }
