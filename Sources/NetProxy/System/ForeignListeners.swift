@@ -5,6 +5,8 @@ import NIOCore
     import Glibc
 #elseif canImport(Musl)
     import Musl
+#elseif canImport(Darwin)
+    import Darwin
 #endif
 
 /// Listening sockets of other processes on the host's addresses.
@@ -31,7 +33,16 @@ enum ForeignListeners {
         } catch {
             throw NetProxyConfigurationError("\(error)")
         }
-        let descriptor = socket(CInt(address.protocol.rawValue), CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        let family = CInt(address.protocol.rawValue)
+        // Glibc imports the socket types as enums, Musl as integers; Darwin has no SOCK_CLOEXEC.
+        #if canImport(Glibc)
+            let descriptor = socket(family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        #elseif canImport(Musl)
+            let descriptor = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)
+        #else
+            let descriptor = socket(family, SOCK_STREAM, 0)
+            if descriptor >= 0 { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+        #endif
         guard descriptor >= 0 else { throw failure("socket") }
         defer { _ = close(descriptor) }
         var on: CInt = 1
