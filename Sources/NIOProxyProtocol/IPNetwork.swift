@@ -61,13 +61,41 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
 /// Why a trusted-proxy entry is not an address or a CIDR network.
 public struct IPNetworkParseError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What is wrong with the entry.
-    public enum Reason: Hashable, Sendable {
-        /// The address part is neither IPv4 nor IPv6 text.
-        case invalidAddress(String)
-        /// The prefix length is not a number from 0 to the address width.
-        case invalidPrefixLength(String, maximum: Int)
-        /// The address has bits set past the prefix.
-        case hostBitsSet(suggestion: String)
+    ///
+    /// A struct rather than an enum, like ``ProxyHeaderError/Kind``, so that a new reason is not a
+    /// breaking change: compare with `==`, which takes the details into account, and read
+    /// ``description`` for the words.
+    public struct Reason: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable {
+            case invalidAddress(String)
+            case invalidPrefixLength(String, maximum: Int)
+            case hostBitsSet(suggestion: String)
+        }
+
+        private var base: Base
+
+        private init(_ base: Base) { self.base = base }
+
+        /// The address part, `text`, is neither IPv4 nor IPv6 text.
+        public static func invalidAddress(_ text: String) -> Reason { Reason(.invalidAddress(text)) }
+        /// The prefix length, `text`, is not a number from 0 to `maximum`, the address width.
+        public static func invalidPrefixLength(_ text: String, maximum: Int) -> Reason {
+            Reason(.invalidPrefixLength(text, maximum: maximum))
+        }
+        /// The address has bits set past the prefix; `suggestion` is the network meant, most
+        /// likely.
+        public static func hostBitsSet(suggestion: String) -> Reason { Reason(.hostBitsSet(suggestion: suggestion)) }
+
+        public var description: String {
+            switch base {
+            case .invalidAddress(let text):
+                return "\"\(text)\" is not an IPv4 or IPv6 address"
+            case .invalidPrefixLength(let text, let maximum):
+                return "prefix length \"\(text)\" is not a number from 0 to \(maximum)"
+            case .hostBitsSet(let suggestion):
+                return "address has bits set beyond the prefix; did you mean \(suggestion)?"
+            }
+        }
     }
 
     /// The entry as it was written.
@@ -81,16 +109,9 @@ public struct IPNetworkParseError: Error, Hashable, Sendable, CustomStringConver
         self.reason = reason
     }
 
-    public var description: String {
-        switch reason {
-        case .invalidAddress(let text):
-            return "\"\(entry)\": \"\(text)\" is not an IPv4 or IPv6 address"
-        case .invalidPrefixLength(let text, let maximum):
-            return "\"\(entry)\": prefix length \"\(text)\" is not a number from 0 to \(maximum)"
-        case .hostBitsSet(let suggestion):
-            return "\"\(entry)\": address has bits set beyond the prefix; did you mean \(suggestion)?"
-        }
-    }
+    /// The entry and what is wrong with it: `"10.0.0.1/8": address has bits set beyond the
+    /// prefix; did you mean 10.0.0.0/8?`.
+    public var description: String { "\"\(entry)\": \(reason)" }
 }
 
 extension ProxyIPAddress {

@@ -37,6 +37,19 @@ import Testing
         #expect(error.description == "\"10.0.0.1/8\": address has bits set beyond the prefix; did you mean 10.0.0.0/8?")
     }
 
+    @Test func reasonsCompareWithTheirDetailsAndSayWhatIsWrong() {
+        #expect(IPNetworkParseError.Reason.invalidAddress("a") == .invalidAddress("a"))
+        #expect(IPNetworkParseError.Reason.invalidAddress("a") != .invalidAddress("b"))
+        #expect(IPNetworkParseError.Reason.invalidPrefixLength("33", maximum: 32) != .invalidPrefixLength("33", maximum: 128))
+        #expect(IPNetworkParseError.Reason.hostBitsSet(suggestion: "10.0.0.0/8") != .invalidAddress("10.0.0.0/8"))
+        #expect(
+            IPNetworkParseError(entry: "localhost", reason: .invalidAddress("localhost")).description
+                == "\"localhost\": \"localhost\" is not an IPv4 or IPv6 address")
+        #expect(
+            IPNetworkParseError(entry: "::/129", reason: .invalidPrefixLength("129", maximum: 128)).description
+                == "\"::/129\": prefix length \"129\" is not a number from 0 to 128")
+    }
+
     @Test func membership() throws {
         let net = try IPNetwork("192.168.16.0/20")
         #expect(net.contains(ProxyIPAddress("192.168.16.0")!))
