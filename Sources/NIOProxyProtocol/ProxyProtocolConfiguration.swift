@@ -19,7 +19,8 @@ public struct ProxyProtocolConfiguration: Sendable {
     public var headerTimeout: TimeAmount
     /// The longest header accepted, 16...65551. Default 4096: far above any header a load
     /// balancer sends without large TLVs, and a bound on what one connection can make us buffer.
-    public var maximumHeaderLength: Int
+    /// Read-only: the initializer checks it.
+    public private(set) var maximumHeaderLength: Int
     /// The versions accepted. Default: both.
     public var acceptedVersions: ProxyVersions
     /// Whether version 2 `LOCAL` headers (health checks) are accepted. Default: yes.
@@ -28,6 +29,9 @@ public struct ProxyProtocolConfiguration: Sendable {
     public var unspecifiedAddresses: UnspecifiedAddressPolicy
 
     /// Creates a configuration; every default is the documented one.
+    ///
+    /// A `maximumHeaderLength` outside 16...65551 is a programming error, and traps here rather
+    /// than on a connection; check a value read from a file before passing it.
     public init(
         trustedProxies: TrustedProxies = .loopback,
         headerTimeout: TimeAmount = .seconds(10),
@@ -38,7 +42,7 @@ public struct ProxyProtocolConfiguration: Sendable {
     ) {
         precondition(
             (ProxyHeader.v2FixedLength...ProxyHeader.maximumV2Length).contains(maximumHeaderLength),
-            "maximumHeaderLength must be 16...65551"
+            "maximumHeaderLength must be 16...65551, not \(maximumHeaderLength)"
         )
         self.trustedProxies = trustedProxies
         self.headerTimeout = headerTimeout

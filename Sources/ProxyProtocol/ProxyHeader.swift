@@ -6,7 +6,7 @@ import NIOCore
 /// IPv6, or `UNKNOWN`; version 2 adds `LOCAL`, UDP, UNIX sockets and TLVs.
 ///
 /// ```swift
-/// let header = ProxyHeader(
+/// let header = try ProxyHeader(
 ///     version: .v2,
 ///     addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234),
 ///                      destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)),
@@ -257,23 +257,38 @@ public struct ProxyIPv6Endpoint: Hashable, Sendable {
 /// A UNIX socket address from a version 2 header: up to 108 bytes, without the NUL padding.
 ///
 /// A path that starts with a NUL byte is a Linux abstract socket name; its bytes are kept as they
-/// came, so nothing is lost in a round trip.
+/// came, so nothing is lost in a round trip. The bytes are read-only: the initializers check
+/// their length, so an address always fits its field.
 public struct ProxyUnixAddress: Hashable, Sendable, CustomStringConvertible {
-    /// The address bytes, without trailing NUL padding.
-    public var bytes: ByteBuffer
+    /// The address bytes, without trailing NUL padding: at most ``fieldLength``, set only by an
+    /// initializer.
+    public private(set) var bytes: ByteBuffer
 
     /// The size of the address field on the wire.
     public static let fieldLength = 108
 
-    /// Creates an address from its bytes; at most 108 of them.
-    public init(bytes: ByteBuffer) {
-        precondition(bytes.readableBytes <= Self.fieldLength, "a UNIX address has at most 108 bytes")
-        self.bytes = bytes
+    /// Creates an address from its bytes.
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError/Kind/unixAddressTooLong(length:)`` when there are
+    ///   more than ``fieldLength`` bytes.
+    public init(bytes: ByteBuffer) throws(ProxyHeaderEncodingError) {
+        guard bytes.readableBytes <= Self.fieldLength else {
+            throw ProxyHeaderEncodingError(.unixAddressTooLong(length: bytes.readableBytes))
+        }
+        self.init(validatedBytes: bytes)
     }
 
-    /// Creates an address from a path; at most 108 UTF-8 bytes.
-    public init(path: String) {
-        self.init(bytes: ByteBuffer(string: path))
+    /// Creates an address from a path.
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError/Kind/unixAddressTooLong(length:)`` when the path has
+    ///   more than ``fieldLength`` UTF-8 bytes.
+    public init(path: String) throws(ProxyHeaderEncodingError) {
+        try self.init(bytes: ByteBuffer(string: path))
+    }
+
+    /// Wraps bytes read from an address field, which cannot be longer than the field.
+    init(validatedBytes: ByteBuffer) {
+        self.bytes = validatedBytes
     }
 
     /// The path as text (invalid UTF-8 shown with replacement characters).

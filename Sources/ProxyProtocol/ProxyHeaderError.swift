@@ -200,6 +200,8 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
             case v1CannotSendTLVs
             case familyMismatch(family: ProxyAddressFamily, transport: ProxyTransport, addresses: ProxyAddressFamily)
             case tooLong(length: Int)
+            case tlvValueTooLong(type: ProxyTLVType, length: Int, maximum: Int)
+            case unixAddressTooLong(length: Int)
         }
 
         fileprivate var base: Base
@@ -222,6 +224,13 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
         }
         /// Addresses and TLVs exceed the 65535 bytes that `len` can count.
         public static func tooLong(length: Int) -> Kind { Kind(.tooLong(length: length)) }
+        /// A TLV's value of `length` bytes is longer than the `maximum` its type allows
+        /// (``ProxyTLV/maximumValueLength`` for any type).
+        public static func tlvValueTooLong(type: ProxyTLVType, length: Int, maximum: Int) -> Kind {
+            Kind(.tlvValueTooLong(type: type, length: length, maximum: maximum))
+        }
+        /// A UNIX address of `length` bytes is longer than its ``ProxyUnixAddress/fieldLength``.
+        public static func unixAddressTooLong(length: Int) -> Kind { Kind(.unixAddressTooLong(length: length)) }
     }
 
     /// What is wrong.
@@ -242,6 +251,10 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
             return "family \(family) and transport \(transport) do not match \(addresses) addresses"
         case .tooLong(let length):
             return "v2 header body of \(length) bytes exceeds 65535"
+        case .tlvValueTooLong(let type, let length, let maximum):
+            return "TLV \(type) value of \(length) bytes is \(length - maximum) over its maximum of \(maximum)"
+        case .unixAddressTooLong(let length):
+            return "UNIX address of \(length) bytes is \(length - ProxyUnixAddress.fieldLength) over its maximum of \(ProxyUnixAddress.fieldLength)"
         }
     }
 }

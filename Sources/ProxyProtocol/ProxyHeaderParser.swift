@@ -28,14 +28,23 @@ public enum ProxyHeaderParseResult: Hashable, Sendable {
 public struct ProxyHeaderParser: Hashable, Sendable {
     /// The versions accepted; another version's signature is an error at its first byte.
     public var acceptedVersions: ProxyVersions
-    /// The longest header accepted, at most ``ProxyHeader/maximumV2Length``. A version 2 header
+    /// The longest header accepted, 16...``ProxyHeader/maximumV2Length``. A version 2 header
     /// announcing more is rejected as soon as its length field arrives; version 1 lines are
-    /// capped at the smaller of this and 107.
-    public var maximumLength: Int
+    /// capped at the smaller of this and 107. Read-only: the initializer checks it.
+    public private(set) var maximumLength: Int
 
     /// Creates a parser.
+    ///
+    /// - Parameters:
+    ///   - acceptedVersions: The versions accepted.
+    ///   - maximumLength: The longest header accepted: at least 16, the fixed part of a version 2
+    ///     header (a smaller limit is a programming error, and traps here); a larger one than
+    ///     ``ProxyHeader/maximumV2Length`` means that maximum.
     public init(acceptedVersions: ProxyVersions = .all, maximumLength: Int = ProxyHeader.maximumV2Length) {
-        precondition(maximumLength >= ProxyHeader.v2FixedLength, "a header has at least 16 bytes")
+        precondition(
+            maximumLength >= ProxyHeader.v2FixedLength,
+            "maximumLength must be at least 16 (a version 2 header's fixed part), not \(maximumLength)"
+        )
         self.acceptedVersions = acceptedVersions
         self.maximumLength = min(maximumLength, ProxyHeader.maximumV2Length)
     }

@@ -77,60 +77,101 @@ public struct ProxyTLVType: RawRepresentable, Hashable, Sendable, CustomStringCo
 }
 
 /// One version 2 type-length-value extension.
+///
+/// The value is read-only: the initializers check its length, so a TLV always fits its 16-bit
+/// length field.
 public struct ProxyTLV: Hashable, Sendable {
     /// The type byte.
     public var type: ProxyTLVType
-    /// The value bytes (at most 65535).
-    public var value: ByteBuffer
+    /// The value bytes: at most ``maximumValueLength``, set only by an initializer.
+    public private(set) var value: ByteBuffer
 
+    /// The most bytes a value may have: what the 16-bit length field counts.
+    public static let maximumValueLength = Int(UInt16.max)
     /// The most bytes a UNIQUE_ID value may have.
     public static let maximumUniqueIDLength = 128
 
     /// Creates a TLV from a type and a value.
-    public init(type: ProxyTLVType, value: ByteBuffer) {
-        precondition(value.readableBytes <= Int(UInt16.max), "a TLV value has at most 65535 bytes")
-        self.type = type
-        self.value = value
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError/Kind/tlvValueTooLong(type:length:maximum:)`` when
+    ///   `value` has more than ``maximumValueLength`` bytes.
+    public init(type: ProxyTLVType, value: ByteBuffer) throws(ProxyHeaderEncodingError) {
+        try Self.checkLength(of: value, type: type, maximum: Self.maximumValueLength)
+        self.init(type: type, validatedValue: value)
     }
 
     /// Creates a TLV from a type and value bytes.
-    public init(type: ProxyTLVType, bytes: some Sequence<UInt8>) {
-        self.init(type: type, value: ByteBuffer(bytes: bytes))
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError/Kind/tlvValueTooLong(type:length:maximum:)`` when
+    ///   there are more than ``maximumValueLength`` bytes.
+    public init(type: ProxyTLVType, bytes: some Sequence<UInt8>) throws(ProxyHeaderEncodingError) {
+        try self.init(type: type, value: ByteBuffer(bytes: bytes))
+    }
+
+    /// Wraps a value whose length is known to fit: read from the wire, or checked.
+    init(type: ProxyTLVType, validatedValue: ByteBuffer) {
+        self.type = type
+        self.value = validatedValue
+    }
+
+    private static func checkLength(of value: ByteBuffer, type: ProxyTLVType, maximum: Int) throws(ProxyHeaderEncodingError) {
+        guard value.readableBytes <= maximum else {
+            throw ProxyHeaderEncodingError(.tlvValueTooLong(type: type, length: value.readableBytes, maximum: maximum))
+        }
     }
 
     /// An AUTHORITY TLV.
-    public static func authority(_ hostName: String) -> ProxyTLV {
-        ProxyTLV(type: .authority, value: ByteBuffer(string: hostName))
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError`` when the name has more than
+    ///   ``maximumValueLength`` UTF-8 bytes.
+    public static func authority(_ hostName: String) throws(ProxyHeaderEncodingError) -> ProxyTLV {
+        try ProxyTLV(type: .authority, value: ByteBuffer(string: hostName))
     }
 
     /// An ALPN TLV.
-    public static func alpn(_ protocolName: String) -> ProxyTLV {
-        ProxyTLV(type: .alpn, value: ByteBuffer(string: protocolName))
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError`` when the name has more than
+    ///   ``maximumValueLength`` UTF-8 bytes.
+    public static func alpn(_ protocolName: String) throws(ProxyHeaderEncodingError) -> ProxyTLV {
+        try ProxyTLV(type: .alpn, value: ByteBuffer(string: protocolName))
     }
 
-    /// A UNIQUE_ID TLV; at most 128 bytes.
-    public static func uniqueID(_ id: some Sequence<UInt8>) -> ProxyTLV {
-        ProxyTLV(type: .uniqueID, bytes: id)
+    /// A UNIQUE_ID TLV.
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError`` when `id` has more than
+    ///   ``maximumUniqueIDLength`` bytes, which receivers refuse.
+    public static func uniqueID(_ id: some Sequence<UInt8>) throws(ProxyHeaderEncodingError) -> ProxyTLV {
+        let value = ByteBuffer(bytes: id)
+        try checkLength(of: value, type: .uniqueID, maximum: maximumUniqueIDLength)
+        return ProxyTLV(type: .uniqueID, validatedValue: value)
     }
 
     /// A NETNS TLV.
-    public static func netns(_ name: String) -> ProxyTLV {
-        ProxyTLV(type: .netns, value: ByteBuffer(string: name))
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError`` when the name has more than
+    ///   ``maximumValueLength`` bytes.
+    public static func netns(_ name: String) throws(ProxyHeaderEncodingError) -> ProxyTLV {
+        try ProxyTLV(type: .netns, value: ByteBuffer(string: name))
     }
 
     /// A NOOP TLV of `count` zero bytes, for padding.
-    public static func noop(count: Int = 0) -> ProxyTLV {
-        ProxyTLV(type: .noop, bytes: repeatElement(0, count: count))
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError`` when `count` is more than ``maximumValueLength``.
+    public static func noop(count: Int = 0) throws(ProxyHeaderEncodingError) -> ProxyTLV {
+        try ProxyTLV(type: .noop, bytes: repeatElement(0, count: count))
     }
 
     /// A CRC32C TLV whose value the encoder fills in.
     public static var crc32c: ProxyTLV {
-        ProxyTLV(type: .crc32c, bytes: [0, 0, 0, 0])
+        ProxyTLV(type: .crc32c, validatedValue: ByteBuffer(bytes: [0, 0, 0, 0]))
     }
 
     /// An SSL TLV built from its parts.
-    public static func ssl(_ info: ProxySSLInfo) -> ProxyTLV {
-        ProxyTLV(type: .ssl, value: info.encoded())
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError`` when the encoded details (the sub-TLVs above all)
+    ///   have more than ``maximumValueLength`` bytes.
+    public static func ssl(_ info: ProxySSLInfo) throws(ProxyHeaderEncodingError) -> ProxyTLV {
+        try ProxyTLV(type: .ssl, value: info.encoded())
     }
 
     /// The name to show for this TLV: the registered name, or `AWS`, `AZURE` or `GCP` when the
@@ -238,7 +279,7 @@ public struct ProxyTLVs: Hashable, Sendable, Sequence, ExpressibleByArrayLiteral
                 let length = bytes.readInteger(as: UInt16.self),
                 let value = bytes.readSlice(length: Int(length))
             else { return nil }
-            return ProxyTLV(type: ProxyTLVType(type), value: value)
+            return ProxyTLV(type: ProxyTLVType(type), validatedValue: value)
         }
     }
 

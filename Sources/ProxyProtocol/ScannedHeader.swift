@@ -74,6 +74,6 @@ struct ScannedHeader {
         } else {
             length = (view.firstIndex(of: 0)).map { $0 - view.startIndex } ?? view.count
         }
-        return ProxyUnixAddress(bytes: field.getSlice(at: field.readerIndex, length: length)!)
+        return ProxyUnixAddress(validatedBytes: field.getSlice(at: field.readerIndex, length: length)!)
     }
 }

@@ -131,17 +131,25 @@ struct Send: AsyncParsableCommand {
                 throw CommandFailure("--tlv \(entry): expected TYPE:HEX with TYPE from 0 to 255")
             }
             let bytes = try HexText.decode(String(parts[1]))
-            guard bytes.count <= Int(UInt16.max) else { throw CommandFailure("--tlv \(entry): value longer than 65535 bytes") }
-            list.append(ProxyTLV(type: ProxyTLVType(type), bytes: bytes))
+            list.append(
+                try Self.tlv("--tlv \(typeText)") { () throws(ProxyHeaderEncodingError) in try ProxyTLV(type: ProxyTLVType(type), bytes: bytes) })
         }
-        if let authority { list.append(.authority(authority)) }
+        if let authority {
+            list.append(try Self.tlv("--authority") { () throws(ProxyHeaderEncodingError) in try .authority(authority) })
+        }
         if let uniqueID {
-            guard uniqueID.utf8.count <= ProxyTLV.maximumUniqueIDLength else {
-                throw CommandFailure("--unique-id: at most 128 bytes")
-            }
-            list.append(.uniqueID(Array(uniqueID.utf8)))
+            list.append(try Self.tlv("--unique-id") { () throws(ProxyHeaderEncodingError) in try .uniqueID(Array(uniqueID.utf8)) })
         }
         return list
+    }
+
+    /// The TLV an option asks for, or a failure that names the option and says what is too long.
+    private static func tlv(_ option: String, _ make: () throws(ProxyHeaderEncodingError) -> ProxyTLV) throws(CommandFailure) -> ProxyTLV {
+        do {
+            return try make()
+        } catch {
+            throw CommandFailure("\(option): \(error)")
+        }
     }
 
     /// Parses `IP:PORT` or `[IPv6]:PORT`.

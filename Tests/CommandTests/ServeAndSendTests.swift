@@ -78,6 +78,14 @@ import Testing
         (["send", "--source", "192.0.2.1", "127.0.0.1", "1"], "error: --source 192.0.2.1: expected IP:PORT\n"),
         (["send", "localhost", "1"], "error: localhost port 1 is not an IP address and port\n"),
         (["send", "127.0.0.1", "70000"], "error: 70000 is not a port (0-65535)\n"),
+        (
+            ["send", "--unique-id", String(repeating: "u", count: 129), "127.0.0.1", "1"],
+            "error: --unique-id: TLV UNIQUE_ID value of 129 bytes is 1 over its maximum of 128\n"
+        ),
+        (
+            ["send", "--authority", String(repeating: "a", count: 65536), "127.0.0.1", "1"],
+            "error: --authority: TLV AUTHORITY value of 65536 bytes is 1 over its maximum of 65535\n"
+        ),
     ])
     func rejectsBadOptions(arguments: [String], message: String) throws {
         let output = try CommandRunner.run(arguments)

@@ -426,7 +426,7 @@ import Testing
     /// TLVs and checksum.
     @Test func keepAliveReportsTheHeadersClientOnEveryRequest() async throws {
         try await withApplication { appPort, requests in
-            let header = ProxyHeader(
+            let header = try ProxyHeader(
                 version: .v2,
                 addresses: .inet(
                     source: .init(ProxyIPv4Address(192, 0, 2, 10), port: 40000), destination: .init(ProxyIPv4Address(198, 51, 100, 1), port: 443)),

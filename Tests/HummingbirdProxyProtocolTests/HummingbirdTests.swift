@@ -63,7 +63,7 @@ import Testing
     /// The request's logger names the client and the proxy; the TLVs are in the context.
     @Test func requestLoggerCarriesTheClient() async throws {
         try await withApplication(server: .proxyProtocol(configuration: .init())) { port in
-            let header = ProxyHeader(
+            let header = try ProxyHeader(
                 version: .v2,
                 addresses: .inet(
                     source: .init(ProxyIPv4Address(203, 0, 113, 9), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 80)),

@@ -119,7 +119,7 @@ struct ServerHarness {
 
     @Test func headerAndPayloadInOneWrite() throws {
         let harness = try ServerHarness()
-        let header = ProxyHeader(
+        let header = try ProxyHeader(
             version: .v2,
             addresses: .inet6(
                 source: .init(ProxyIPv6Address("2001:db8::1")!, port: 1000), destination: .init(ProxyIPv6Address("2001:db8::2")!, port: 2000)),
@@ -320,7 +320,7 @@ struct ServerHarness {
 
     @Test func limitsHeaderSizeAndVersions() throws {
         let small = try ServerHarness(ProxyProtocolConfiguration(maximumHeaderLength: 64))
-        let header = ProxyHeader(version: .v2, addresses: .unspecified, tlvs: [ProxyTLV(type: .noop, bytes: [UInt8](repeating: 0, count: 100))])
+        let header = try ProxyHeader(version: .v2, addresses: .unspecified, tlvs: [ProxyTLV(type: .noop, bytes: [UInt8](repeating: 0, count: 100))])
         try small.send(Array(try header.encoded().readableBytesView.prefix(16)))
         #expect(small.failure()?.reason == .invalidHeader)
         #expect(small.failure()?.underlying as? ProxyHeaderError == ProxyHeaderError(.headerTooLong(limit: 64), at: 14))
@@ -329,9 +329,18 @@ struct ServerHarness {
         #expect(v2Only.failure()?.underlying as? ProxyHeaderError == ProxyHeaderError(.versionNotAccepted(.v1), at: 0))
     }
 
+    /// The limit is checked where the configuration is made, not on a connection: outside
+    /// 16...65551 is a programming error and traps at the call.
+    @Test func headerLengthLimitIsCheckedWhereItIsSet() async {
+        #expect(ProxyProtocolConfiguration(maximumHeaderLength: 16).maximumHeaderLength == 16)
+        #expect(ProxyProtocolConfiguration(maximumHeaderLength: 65551).maximumHeaderLength == 65551)
+        await #expect(processExitsWith: .failure) { _ = ProxyProtocolConfiguration(maximumHeaderLength: 15) }
+        await #expect(processExitsWith: .failure) { _ = ProxyProtocolConfiguration(maximumHeaderLength: 65552) }
+    }
+
     @Test func abstractUnixAddressIsUnusable() throws {
         let harness = try ServerHarness()
-        let header = ProxyHeader(
+        let header = try ProxyHeader(
             version: .v2,
             addresses: .unix(
                 source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "/b")))
@@ -343,7 +352,7 @@ struct ServerHarness {
     /// A Linux abstract name (leading NUL) cannot be a SocketAddress: refused, not shortened.
     @Test func abstractUnixNameIsUnusable() throws {
         let harness = try ServerHarness()
-        let header = ProxyHeader(
+        let header = try ProxyHeader(
             version: .v2,
             addresses: .unix(
                 source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/b")))
@@ -355,7 +364,7 @@ struct ServerHarness {
 
     @Test func unixAddressesBecomeSocketAddresses() throws {
         let harness = try ServerHarness()
-        let header = ProxyHeader(version: .v2, addresses: .unix(source: .init(path: "/run/a.sock"), destination: .init(path: "/run/b.sock")))
+        let header = try ProxyHeader(version: .v2, addresses: .unix(source: .init(path: "/run/a.sock"), destination: .init(path: "/run/b.sock")))
         try harness.send(Array(try header.encoded().readableBytesView))
         let info = try harness.handler.connectionInfo.wait()
         #expect(info.source == (try SocketAddress(unixDomainSocketPath: "/run/a.sock")))

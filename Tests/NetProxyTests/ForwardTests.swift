@@ -216,7 +216,7 @@ import Testing
             version: .v2,
             addresses: .inet(source: .init(ProxyIPv4Address(192, 0, 2, 50), port: 1234), destination: .init(ProxyIPv4Address(192, 0, 2, 1), port: 80))
         )
-        header.tlvs = [ProxyTLV(type: ProxyTLVType(0xF1), value: ByteBuffer(repeating: 0x41, count: 65520))]
+        header.tlvs = [try ProxyTLV(type: ProxyTLVType(0xF1), value: ByteBuffer(repeating: 0x41, count: 65520))]
         let reply = try await LoopbackClient.exchange(
             port: port, send: Array(try header.encoded().readableBytesView) + Array("PROXY TCP4 6.6.6.6 7.7.7.7 666 777\r\n".utf8))
         #expect(reply == [])

@@ -51,11 +51,15 @@ func endpoint(_ value: Any?) -> String? {
 }
 
 @Suite(.timeLimit(.minutes(1))) struct HostTests {
-    static let header = ProxyHeader(
-        version: .v2,
-        addresses: .inet(
-            source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)),
-        tlvs: [.authority("example.com")])
+    static var header: ProxyHeader {
+        get throws {
+            try ProxyHeader(
+                version: .v2,
+                addresses: .inet(
+                    source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)),
+                tlvs: [.authority("example.com")])
+        }
+    }
 
     @Test func whoamiOnAProxyPort() async throws {
         let running = try await RunningHost(#"{"whoami_ports": [], "proxy_ports": [0], "proxy_port_mappings": {"0": "whoami"}}"#)

@@ -14,70 +14,73 @@ import Testing
     }
 
     static var valid: [([UInt8], ProxyHeader)] {
-        [
-            (v2Header(family: 0x11, body: inetBlock), ProxyHeader(version: .v2, addresses: inetAddresses)),
-            (v2Header(family: 0x12, body: inetBlock), ProxyHeader(version: .v2, addresses: inetAddresses, transport: .datagram)),
-            (v2Header(family: 0x21, body: inet6Block), ProxyHeader(version: .v2, addresses: inet6Addresses)),
-            (v2Header(family: 0x22, body: inet6Block), ProxyHeader(version: .v2, addresses: inet6Addresses, transport: .datagram)),
-            (
-                v2Header(family: 0x31, body: unixField(Array("/run/src.sock".utf8)) + unixField(Array("/run/dst.sock".utf8))),
-                ProxyHeader(version: .v2, addresses: .unix(source: .init(path: "/run/src.sock"), destination: .init(path: "/run/dst.sock")))
-            ),
-            // An abstract name keeps its leading NUL; a path ends at its first NUL.
-            (
-                v2Header(family: 0x32, body: unixField([0] + Array("abstract".utf8)) + unixField(Array("/a\0junk".utf8))),
-                ProxyHeader(
-                    version: .v2,
-                    addresses: .unix(
-                        source: .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: .init(path: "/a")),
-                    transport: .datagram)
-            ),
-            // A 108-byte path without NUL.
-            (
-                v2Header(family: 0x31, body: [UInt8](repeating: 0x61, count: 108) + unixField([0x62])),
-                ProxyHeader(
-                    version: .v2,
-                    addresses: .unix(
-                        source: .init(path: String(repeating: "a", count: 108)), destination: .init(path: "b")))
-            ),
-            // LOCAL: everything after the fixed part is skipped, whatever the family byte says.
-            (v2Header(command: 0x20, family: 0x00, body: []), .local),
-            (v2Header(command: 0x20, family: 0x11, body: inetBlock), .local),
-            (v2Header(command: 0x20, family: 0xFF, body: [1, 2, 3, 4, 5]), .local),
-            (v2Header(command: 0x20, family: 0x11, body: inetBlock + [0xFF, 0xFF]), .local),
-            // PROXY with UNSPEC family or transport: addresses are ignored.
-            (v2Header(family: 0x00, body: []), ProxyHeader(version: .v2, addresses: .unspecified)),
-            (v2Header(family: 0x00, body: [9, 9, 9]), ProxyHeader(version: .v2, addresses: .unspecified)),
-            (
-                v2Header(family: 0x10, body: inetBlock),
-                ProxyHeader(version: .v2, command: .proxy, family: .inet, transport: .unspecified, addresses: .unspecified, tlvs: [])
-            ),
-            (
-                v2Header(family: 0x01, body: []),
-                ProxyHeader(version: .v2, command: .proxy, family: .unspecified, transport: .stream, addresses: .unspecified, tlvs: [])
-            ),
-            // TLVs after the address block.
-            (
-                v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, Array("example.com".utf8)) + tlvBytes(0x04, [])),
-                ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [.authority("example.com"), .noop()])
-            ),
-            // Bytes between the INET block and len: an empty-valued TLV walk must cover them exactly.
-            (
-                v2Header(family: 0x21, body: inet6Block + tlvBytes(0xF0, [1, 2, 3])),
-                ProxyHeader(version: .v2, addresses: inet6Addresses, tlvs: [ProxyTLV(type: .init(0xF0), bytes: [1, 2, 3])])
-            ),
-        ]
+        get throws {
+            [
+                (v2Header(family: 0x11, body: inetBlock), ProxyHeader(version: .v2, addresses: inetAddresses)),
+                (v2Header(family: 0x12, body: inetBlock), ProxyHeader(version: .v2, addresses: inetAddresses, transport: .datagram)),
+                (v2Header(family: 0x21, body: inet6Block), ProxyHeader(version: .v2, addresses: inet6Addresses)),
+                (v2Header(family: 0x22, body: inet6Block), ProxyHeader(version: .v2, addresses: inet6Addresses, transport: .datagram)),
+                (
+                    v2Header(family: 0x31, body: unixField(Array("/run/src.sock".utf8)) + unixField(Array("/run/dst.sock".utf8))),
+                    ProxyHeader(
+                        version: .v2, addresses: .unix(source: try .init(path: "/run/src.sock"), destination: try .init(path: "/run/dst.sock")))
+                ),
+                // An abstract name keeps its leading NUL; a path ends at its first NUL.
+                (
+                    v2Header(family: 0x32, body: unixField([0] + Array("abstract".utf8)) + unixField(Array("/a\0junk".utf8))),
+                    ProxyHeader(
+                        version: .v2,
+                        addresses: .unix(
+                            source: try .init(bytes: ByteBuffer(bytes: [0] + Array("abstract".utf8))), destination: try .init(path: "/a")),
+                        transport: .datagram)
+                ),
+                // A 108-byte path without NUL.
+                (
+                    v2Header(family: 0x31, body: [UInt8](repeating: 0x61, count: 108) + unixField([0x62])),
+                    ProxyHeader(
+                        version: .v2,
+                        addresses: .unix(
+                            source: try .init(path: String(repeating: "a", count: 108)), destination: try .init(path: "b")))
+                ),
+                // LOCAL: everything after the fixed part is skipped, whatever the family byte says.
+                (v2Header(command: 0x20, family: 0x00, body: []), .local),
+                (v2Header(command: 0x20, family: 0x11, body: inetBlock), .local),
+                (v2Header(command: 0x20, family: 0xFF, body: [1, 2, 3, 4, 5]), .local),
+                (v2Header(command: 0x20, family: 0x11, body: inetBlock + [0xFF, 0xFF]), .local),
+                // PROXY with UNSPEC family or transport: addresses are ignored.
+                (v2Header(family: 0x00, body: []), ProxyHeader(version: .v2, addresses: .unspecified)),
+                (v2Header(family: 0x00, body: [9, 9, 9]), ProxyHeader(version: .v2, addresses: .unspecified)),
+                (
+                    v2Header(family: 0x10, body: inetBlock),
+                    ProxyHeader(version: .v2, command: .proxy, family: .inet, transport: .unspecified, addresses: .unspecified, tlvs: [])
+                ),
+                (
+                    v2Header(family: 0x01, body: []),
+                    ProxyHeader(version: .v2, command: .proxy, family: .unspecified, transport: .stream, addresses: .unspecified, tlvs: [])
+                ),
+                // TLVs after the address block.
+                (
+                    v2Header(family: 0x11, body: inetBlock + tlvBytes(0x02, Array("example.com".utf8)) + tlvBytes(0x04, [])),
+                    ProxyHeader(version: .v2, addresses: inetAddresses, tlvs: [try .authority("example.com"), try .noop()])
+                ),
+                // Bytes between the INET block and len: an empty-valued TLV walk must cover them exactly.
+                (
+                    v2Header(family: 0x21, body: inet6Block + tlvBytes(0xF0, [1, 2, 3])),
+                    ProxyHeader(version: .v2, addresses: inet6Addresses, tlvs: [try ProxyTLV(type: .init(0xF0), bytes: [1, 2, 3])])
+                ),
+            ]
+        }
     }
 
     @Test func validHeaders() throws {
-        for (bytes, header) in Self.valid {
+        for (bytes, header) in try Self.valid {
             #expect(try parse(bytes) == .complete(header, length: bytes.count), "\(bytes)")
         }
     }
 
     @Test func everySplitPoint() throws {
         let payload: [UInt8] = Array("\u{16}\u{3}\u{1} client hello".utf8)
-        for (bytes, header) in Self.valid {
+        for (bytes, header) in try Self.valid {
             for end in 0..<bytes.count {
                 #expect(try parse(Array(bytes[..<end])) == .needMoreBytes, "\(bytes) cut at \(end)")
             }

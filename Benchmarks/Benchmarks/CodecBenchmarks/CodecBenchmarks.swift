@@ -26,7 +26,7 @@ let benchmarks: @Sendable () -> Void = {
             source: .init(ProxyIPv6Address("2001:db8::1")!, port: 51234), destination: .init(ProxyIPv6Address("2001:db8:ffff::22")!, port: 443)))
     let v2IPv6 = try! inet6.encoded()
     var withTLVs = inet
-    withTLVs.tlvs = [
+    withTLVs.tlvs = try! [
         .authority("example.com"), .uniqueID(Array("0123456789abcdef".utf8)),
         .ssl(ProxySSLInfo(client: [.ssl], verify: 0, subTLVs: [ProxyTLV(type: .sslVersion, value: ByteBuffer(string: "TLSv1.3"))])),
     ]
