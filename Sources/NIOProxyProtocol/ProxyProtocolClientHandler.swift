@@ -33,9 +33,31 @@ public final class ProxyProtocolClientHandler: ChannelDuplexHandler, RemovableCh
 
     /// Sends a `PROXY` header with the connection's own addresses (local as source, remote as
     /// destination), as `curl --haproxy-protocol` does; `UNKNOWN`/`UNSPEC` for UNIX sockets.
+    ///
+    /// The addresses are known only once the channel is active, so the TLVs are checked now
+    /// against the largest address block, IPv6's: whatever the connection, the header can be sent.
+    ///
+    /// - Throws: ``ProxyHeaderEncodingError/Kind/v1CannotSendTLVs`` for TLVs in a version 1
+    ///   header; ``ProxyHeaderEncodingError/Kind/tlvsTooLong(length:maximum:)`` when the TLVs
+    ///   (and the CRC32C TLV to append) do not fit a version 2 header with IPv6 addresses.
     public init(version: ProxyVersion, tlvs: ProxyTLVs = ProxyTLVs(), appendingCRC32C: Bool = false) throws(ProxyHeaderEncodingError) {
-        if version == .v1 && !tlvs.isEmpty { throw ProxyHeaderEncodingError(.v1CannotSendTLVs) }
+        switch version {
+        case .v1:
+            if !tlvs.isEmpty { throw ProxyHeaderEncodingError(.v1CannotSendTLVs) }
+        case .v2:
+            try Self.checkRoom(for: tlvs, appendingCRC32C: appendingCRC32C)
+        }
         self.header = .fromChannel(version, tlvs, appendingCRC32C: appendingCRC32C)
+    }
+
+    /// Refuses TLVs that would not fit a version 2 header beside IPv6 addresses.
+    private static func checkRoom(for tlvs: ProxyTLVs, appendingCRC32C: Bool) throws(ProxyHeaderEncodingError) {
+        // The encoder fills in a CRC32C TLV the header already carries, and appends one otherwise.
+        let carriesChecksum = tlvs.contains { $0.type == .crc32c && $0.value.readableBytes == 4 }
+        let appendedChecksumLength = appendingCRC32C && !carriesChecksum ? 3 + 4 : 0
+        let length = tlvs.bytes.readableBytes + appendedChecksumLength
+        let room = ProxyHeader.maximumV2Length - ProxyHeader.v2FixedLength - ProxyAddressFamily.inet6.addressBlockLength
+        guard length <= room else { throw ProxyHeaderEncodingError(.tlvsTooLong(length: length, maximum: room)) }
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -59,11 +81,21 @@ public final class ProxyProtocolClientHandler: ChannelDuplexHandler, RemovableCh
     private func sendHeader(context: ChannelHandlerContext, flush: Bool = true) {
         guard !sent else { return }
         sent = true
-        context.write(wrapOutboundOut(encodedHeader(for: context.channel)), promise: nil)
+        let bytes: ByteBuffer
+        do {
+            bytes = try encodedHeader(for: context.channel)
+        } catch {
+            // The initializers leave room for any addresses, so this is not expected; if it
+            // happens, the connection closes rather than go on without its header.
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+            return
+        }
+        context.write(wrapOutboundOut(bytes), promise: nil)
         if flush { context.flush() }
     }
 
-    private func encodedHeader(for channel: Channel) -> ByteBuffer {
+    private func encodedHeader(for channel: Channel) throws(ProxyHeaderEncodingError) -> ByteBuffer {
         switch header {
         case .encoded(let bytes):
             return bytes
@@ -73,8 +105,7 @@ public final class ProxyProtocolClientHandler: ChannelDuplexHandler, RemovableCh
                 addresses = ProxyAddresses(source: local, destination: remote) ?? .unspecified
             }
             let header = ProxyHeader(version: version, addresses: addresses, tlvs: tlvs)
-            // Cannot fail: v1 without TLVs and TCP addresses, or v2 with addresses of one family.
-            return try! header.encoded(appendingCRC32C: appendingCRC32C && version == .v2)
+            return try header.encoded(appendingCRC32C: appendingCRC32C && version == .v2)
         }
     }
 }

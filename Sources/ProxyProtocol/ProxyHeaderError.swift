@@ -202,6 +202,7 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
             case tooLong(length: Int)
             case tlvValueTooLong(type: ProxyTLVType, length: Int, maximum: Int)
             case unixAddressTooLong(length: Int)
+            case tlvsTooLong(length: Int, maximum: Int)
         }
 
         fileprivate var base: Base
@@ -231,6 +232,9 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
         }
         /// A UNIX address of `length` bytes is longer than its ``ProxyUnixAddress/fieldLength``.
         public static func unixAddressTooLong(length: Int) -> Kind { Kind(.unixAddressTooLong(length: length)) }
+        /// TLVs of `length` bytes, a CRC32C TLV to append included, are longer than the `maximum`
+        /// a version 2 header leaves them beside the largest addresses it may carry.
+        public static func tlvsTooLong(length: Int, maximum: Int) -> Kind { Kind(.tlvsTooLong(length: length, maximum: maximum)) }
     }
 
     /// What is wrong.
@@ -253,6 +257,8 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
             return "v2 header body of \(length) bytes exceeds 65535"
         case .tlvValueTooLong(let type, let length, let maximum):
             return "TLV \(type) value of \(length) bytes is \(length - maximum) over its maximum of \(maximum)"
+        case .tlvsTooLong(let length, let maximum):
+            return "TLVs of \(length) bytes are \(length - maximum) over the maximum of \(maximum) that a v2 header with IPv6 addresses leaves them"
         case .unixAddressTooLong(let length):
             return "UNIX address of \(length) bytes is \(length - ProxyUnixAddress.fieldLength) over its maximum of \(ProxyUnixAddress.fieldLength)"
         }

@@ -86,6 +86,11 @@ import Testing
             ["send", "--authority", String(repeating: "a", count: 65536), "127.0.0.1", "1"],
             "error: --authority: TLV AUTHORITY value of 65536 bytes is 1 over its maximum of 65535\n"
         ),
+        // Two TLVs of 35,000 bytes: each fits, together they do not, whatever the addresses.
+        (
+            ["send"] + Array(repeating: ["--tlv", "0xE1:" + String(repeating: "41", count: 34_997)], count: 2).flatMap { $0 } + ["127.0.0.1", "1"],
+            "error: cannot build the header: TLVs of 70000 bytes are 4501 over the maximum of 65499 that a v2 header with IPv6 addresses leaves them\n"
+        ),
     ])
     func rejectsBadOptions(arguments: [String], message: String) throws {
         let output = try CommandRunner.run(arguments)
