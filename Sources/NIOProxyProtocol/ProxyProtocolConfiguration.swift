@@ -5,11 +5,23 @@ import ProxyProtocol
 public struct ProxyProtocolConfiguration: Sendable {
     /// What to do with a header that carries no addresses: version 2 `PROXY` with an `UNSPEC`
     /// family or transport, or version 1 `UNKNOWN`.
-    public enum UnspecifiedAddressPolicy: Hashable, Sendable {
+    ///
+    /// A struct rather than an enum, so that a new policy is not a breaking change: compare with
+    /// `==`.
+    public struct UnspecifiedAddressPolicy: Hashable, Sendable {
+        private enum Base: Hashable, Sendable {
+            case useSocketAddresses
+            case reject
+        }
+
+        private var base: Base
+
+        private init(_ base: Base) { self.base = base }
+
         /// Accept, and use the socket's own endpoints (the specification's advice for `UNKNOWN`).
-        case useSocketAddresses
+        public static let useSocketAddresses = UnspecifiedAddressPolicy(.useSocketAddresses)
         /// Close the connection.
-        case reject
+        public static let reject = UnspecifiedAddressPolicy(.reject)
     }
 
     /// Who may send headers. Default: loopback only.

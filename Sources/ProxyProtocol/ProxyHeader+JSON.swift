@@ -83,17 +83,17 @@ extension ProxyTLV {
         default:
             break
         }
-        switch decodedValue {
-        case nil: return cloudJSONValue
-        case .alpn(let bytes), .uniqueID(let bytes):
+        guard let decoded = decodedValue else { return cloudJSONValue }
+        if let bytes = decoded.alpn ?? decoded.uniqueID {
             return String(validatingUTF8Buffer: bytes).map(JSONValue.string)
-        case .authority(let text), .netns(let text):
+        }
+        if let text = decoded.authority ?? decoded.netns {
             return .string(text)
-        case .crc32c(let value):
-            return .int(Int(value))
-        case .noop:
-            return .null
-        case .ssl(let info):
+        }
+        if let checksum = decoded.crc32c {
+            return .int(Int(checksum))
+        }
+        if let info = decoded.ssl {
             return .object([
                 ("client", .int(Int(info.client.rawValue))),
                 ("ssl", .bool(info.client.contains(.ssl))),
@@ -103,6 +103,8 @@ extension ProxyTLV {
                 ("tlvs", .array(info.subTLVs.map(\.jsonValue))),
             ])
         }
+        // NOOP has no value; a type registered later has none here until it is given one.
+        return decoded.type == .noop ? .null : nil
     }
 
     /// The value of a cloud convention's TLV (`AWS`, `AZURE`, `GCP`), from its accessor.

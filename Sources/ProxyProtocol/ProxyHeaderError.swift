@@ -15,13 +15,38 @@ public struct ProxyHeaderError: Error, Hashable, Sendable, CustomStringConvertib
     }
 
     /// A field of a header, for errors that name one.
-    public enum Field: String, Hashable, Sendable {
-        case signature
-        case protocolFamily = "protocol family"
-        case sourceAddress = "source address"
-        case destinationAddress = "destination address"
-        case sourcePort = "source port"
-        case destinationPort = "destination port"
+    ///
+    /// A struct rather than an enum, like ``Kind``, so that a new field is not a breaking change:
+    /// compare with `==`, and read ``description`` for the words.
+    public struct Field: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case signature
+            case protocolFamily = "protocol family"
+            case sourceAddress = "source address"
+            case destinationAddress = "destination address"
+            case sourcePort = "source port"
+            case destinationPort = "destination port"
+        }
+
+        private var base: Base
+
+        private init(_ base: Base) { self.base = base }
+
+        /// The signature that starts the header.
+        public static let signature = Field(.signature)
+        /// Version 1's protocol family: `TCP4`, `TCP6` or `UNKNOWN`.
+        public static let protocolFamily = Field(.protocolFamily)
+        /// The client's address.
+        public static let sourceAddress = Field(.sourceAddress)
+        /// The address the client connected to.
+        public static let destinationAddress = Field(.destinationAddress)
+        /// The client's port.
+        public static let sourcePort = Field(.sourcePort)
+        /// The port the client connected to.
+        public static let destinationPort = Field(.destinationPort)
+
+        /// The field's name in words, such as `source address`.
+        public var description: String { base.rawValue }
     }
 
     /// What is wrong with a TLV's value.
@@ -154,17 +179,17 @@ public struct ProxyHeaderError: Error, Hashable, Sendable, CustomStringConvertib
         case .v1InvalidLineEnding:
             return "v1 header, byte \(offset): line must end with CRLF (lone CR or LF)"
         case .v1EmptyField(let field):
-            return "v1 header, byte \(offset): empty \(field.rawValue) (fields are separated by exactly one space)"
+            return "v1 header, byte \(offset): empty \(field) (fields are separated by exactly one space)"
         case .v1MissingField(let field):
-            return "v1 header, byte \(offset): line ends before the \(field.rawValue)"
+            return "v1 header, byte \(offset): line ends before the \(field)"
         case .v1UnexpectedText:
             return "v1 header, byte \(offset): unexpected text after the destination port"
         case .v1UnknownFamily(let text):
             return "v1 header, byte \(offset): protocol family \(quoted(text)) is not TCP4, TCP6 or UNKNOWN"
         case .v1InvalidAddress(let field, let text):
-            return "v1 header, byte \(offset): \(field.rawValue) \(quoted(text)) is not a valid address for the family"
+            return "v1 header, byte \(offset): \(field) \(quoted(text)) is not a valid address for the family"
         case .v1InvalidPort(let field, let text):
-            return "v1 header, byte \(offset): \(field.rawValue) \(quoted(text)) is not a port (0-65535, no leading zeros)"
+            return "v1 header, byte \(offset): \(field) \(quoted(text)) is not a port (0-65535, no leading zeros)"
         case .v2UnsupportedVersion(let byte):
             return "v2 header, byte \(offset): version/command byte 0x\(hex(byte)) has version \(byte >> 4), expected 2"
         case .v2UnsupportedCommand(let byte):

@@ -2,24 +2,95 @@ import NIOCore
 
 /// The meaning of a TLV of a registered type.
 ///
-/// Only the types the specification registers are cases here. The conventions that clouds use
+/// Only the types the specification registers have values here. The conventions that clouds use
 /// in the application range (AWS, Azure, Google Cloud) are read by accessors kept apart, such as
 /// ``ProxyTLV/awsVPCEndpointID``, so that supporting another one adds API instead of changing it.
-public enum ProxyTLVValue: Hashable, Sendable {
+///
+/// A struct rather than an enum, so that a type registered later is not a breaking change: make
+/// values with the static functions, compare with `==`, and read them with the accessor of their
+/// ``type`` (switch over it with a `default` branch):
+///
+/// ```swift
+/// if let hostName = tlv.decodedValue?.authority { ... }
+/// ```
+public struct ProxyTLVValue: Hashable, Sendable {
+    private enum Base: Hashable, Sendable {
+        case alpn(ByteBuffer)
+        case authority(String)
+        case crc32c(UInt32)
+        case noop
+        case uniqueID(ByteBuffer)
+        case ssl(ProxySSLInfo)
+        case netns(String)
+    }
+
+    private var base: Base
+
+    private init(_ base: Base) { self.base = base }
+
     /// ALPN: the protocol identifier bytes.
-    case alpn(ByteBuffer)
+    public static func alpn(_ protocolID: ByteBuffer) -> ProxyTLVValue { ProxyTLVValue(.alpn(protocolID)) }
     /// AUTHORITY: the host name.
-    case authority(String)
+    public static func authority(_ hostName: String) -> ProxyTLVValue { ProxyTLVValue(.authority(hostName)) }
     /// CRC32C: the checksum as received.
-    case crc32c(UInt32)
+    public static func crc32c(_ checksum: UInt32) -> ProxyTLVValue { ProxyTLVValue(.crc32c(checksum)) }
     /// NOOP: padding.
-    case noop
+    public static let noop = ProxyTLVValue(.noop)
     /// UNIQUE_ID: an opaque identifier.
-    case uniqueID(ByteBuffer)
+    public static func uniqueID(_ id: ByteBuffer) -> ProxyTLVValue { ProxyTLVValue(.uniqueID(id)) }
     /// SSL: the client's TLS details.
-    case ssl(ProxySSLInfo)
+    public static func ssl(_ info: ProxySSLInfo) -> ProxyTLVValue { ProxyTLVValue(.ssl(info)) }
     /// NETNS: a network namespace name.
-    case netns(String)
+    public static func netns(_ name: String) -> ProxyTLVValue { ProxyTLVValue(.netns(name)) }
+
+    /// The registered type this is the value of; it says which accessor answers.
+    public var type: ProxyTLVType {
+        switch base {
+        case .alpn: return .alpn
+        case .authority: return .authority
+        case .crc32c: return .crc32c
+        case .noop: return .noop
+        case .uniqueID: return .uniqueID
+        case .ssl: return .ssl
+        case .netns: return .netns
+        }
+    }
+
+    /// The ALPN protocol identifier bytes; `nil` for another type.
+    public var alpn: ByteBuffer? {
+        if case .alpn(let protocolID) = base { return protocolID }
+        return nil
+    }
+
+    /// The AUTHORITY host name; `nil` for another type.
+    public var authority: String? {
+        if case .authority(let hostName) = base { return hostName }
+        return nil
+    }
+
+    /// The CRC32C checksum as received; `nil` for another type.
+    public var crc32c: UInt32? {
+        if case .crc32c(let checksum) = base { return checksum }
+        return nil
+    }
+
+    /// The UNIQUE_ID bytes; `nil` for another type.
+    public var uniqueID: ByteBuffer? {
+        if case .uniqueID(let id) = base { return id }
+        return nil
+    }
+
+    /// The SSL details; `nil` for another type.
+    public var ssl: ProxySSLInfo? {
+        if case .ssl(let info) = base { return info }
+        return nil
+    }
+
+    /// The NETNS name; `nil` for another type.
+    public var netns: String? {
+        if case .netns(let name) = base { return name }
+        return nil
+    }
 }
 
 extension ProxyTLV {

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import ProxyProtocol
 import Testing
 
 @Suite struct DecodeCommandTests {
@@ -41,6 +43,31 @@ import Testing
                 "hex":"544c5376312e33","value":"TLSv1.3"}]}},\
                 {"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}}],\
                 "header_length":67,"trailing_bytes":0}
+
+                """)
+    }
+
+    /// Each registered type prints its value: text for ALPN and UNIQUE_ID when it is UTF-8 (none
+    /// otherwise), text for NETNS, a number for CRC32C, null for NOOP.
+    @Test func decodesRegisteredTLVValues() throws {
+        let header = try ProxyHeader(
+            version: .v2,
+            addresses: .inet(
+                source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)),
+            tlvs: [.alpn("h2"), ProxyTLV(type: .alpn, bytes: [0xFF]), .noop(count: 2), .uniqueID(Array("id-1".utf8)), .netns("blue")])
+        let bytes = Array(try header.encoded(appendingCRC32C: true).readableBytesView)
+        let checksum = bytes.suffix(4).reduce(0) { $0 << 8 | Int($1) }
+        let checksumHex = bytes.suffix(4).map { String(format: "%02x", $0) }.joined()
+        #expect(
+            try decodeHex(bytes.map { String(format: "%02X", $0) }.joined()) == """
+                {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
+                "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
+                "tlvs":[{"type":1,"name":"ALPN","hex":"6832","value":"h2"},{"type":1,"name":"ALPN","hex":"ff"},\
+                {"type":4,"name":"NOOP","hex":"0000","value":null},\
+                {"type":5,"name":"UNIQUE_ID","hex":"69642d31","value":"id-1"},\
+                {"type":48,"name":"NETNS","hex":"626c7565","value":"blue"},\
+                {"type":3,"name":"CRC32C","hex":"\(checksumHex)","value":\(checksum)}],\
+                "header_length":\(bytes.count),"trailing_bytes":0}
 
                 """)
     }

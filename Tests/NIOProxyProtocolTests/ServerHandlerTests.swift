@@ -270,6 +270,8 @@ struct ServerHarness {
     }
 
     @Test func unspecifiedAddressesFollowThePolicy() throws {
+        #expect(ProxyProtocolConfiguration().unspecifiedAddresses == .useSocketAddresses)
+        #expect(ProxyProtocolConfiguration.UnspecifiedAddressPolicy.reject != .useSocketAddresses)
         let accepting = try ServerHarness()
         try accepting.send("PROXY UNKNOWN\r\n")
         #expect(try accepting.handler.connectionInfo.wait().source == ServerHarness.proxy)

@@ -59,6 +59,28 @@ import Testing
         #expect(tlvs.gcpPSCConnectionID == 0x1234_5678)
     }
 
+    /// Each registered type's value answers its own accessor and no other, and names its type.
+    @Test func decodedValuesAnswerTheirAccessor() throws {
+        let tlvs = Array(try parsedTLVs(Self.allTLVs).prefix(6))
+        let values = tlvs.map(\.decodedValue)
+        #expect(values.map { $0?.type } == [.alpn, .authority, .noop, .uniqueID, .ssl, .netns])
+        #expect(values[0]?.alpn == ByteBuffer(string: "h2"))
+        #expect(values[1]?.authority == "exämple.com")
+        #expect(values[3]?.uniqueID == ByteBuffer(string: "unique-id-1"))
+        #expect(values[4]?.ssl?.version == "TLSv1.3")
+        #expect(values[5]?.netns == "blue")
+        #expect(values.filter { $0?.alpn != nil }.count == 1)
+        #expect(values.filter { $0?.authority != nil }.count == 1)
+        #expect(values.filter { $0?.crc32c != nil }.count == 0)
+        #expect(values.filter { $0?.ssl != nil }.count == 1)
+        let checksum = try ProxyTLV(type: .crc32c, bytes: [0xDE, 0xAD, 0xBE, 0xEF]).decodedValue
+        #expect(checksum == .crc32c(0xDEAD_BEEF))
+        #expect(checksum?.crc32c == 0xDEAD_BEEF)
+        #expect(checksum?.type == .crc32c)
+        #expect(ProxyTLVValue.authority("a") != .netns("a"))
+        #expect(ProxyTLVValue.alpn(ByteBuffer(string: "x")) != .uniqueID(ByteBuffer(string: "x")))
+    }
+
     @Test func sslDetails() throws {
         let ssl = try #require(try parsedTLVs(Self.allTLVs).ssl)
         #expect(ssl.client == [.ssl, .certificateOnConnection, .certificateInSession])

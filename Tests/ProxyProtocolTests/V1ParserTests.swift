@@ -143,4 +143,15 @@ import Testing
             parseError("PROXY T\u{1}P4 1.2.3.4 5.6.7.8 1 2\r\n")?.description
                 == "v1 header, byte 6: protocol family \"T\\u{1}P4\" is not TCP4, TCP6 or UNKNOWN")
     }
+
+    @Test func fieldsCompareAndNameThemselves() {
+        let fields: [ProxyHeaderError.Field] = [.signature, .protocolFamily, .sourceAddress, .destinationAddress, .sourcePort, .destinationPort]
+        #expect(
+            fields.map(\.description) == ["signature", "protocol family", "source address", "destination address", "source port", "destination port"])
+        #expect(Set(fields).count == fields.count)
+        #expect(ProxyHeaderError.Kind.v1MissingField(.sourcePort) != .v1MissingField(.destinationPort))
+        #expect(
+            ProxyHeaderError(.v1EmptyField(.destinationPort), at: 30).description
+                == "v1 header, byte 30: empty destination port (fields are separated by exactly one space)")
+    }
 }
