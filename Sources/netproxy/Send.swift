@@ -64,7 +64,8 @@ struct Send: AsyncParsableCommand {
         guard let remote = try? SocketAddress(ipAddress: host, port: port) else {
             throw CommandFailure("\(host) port \(port) is not an IP address and port")
         }
-        let handler = try makeHandler(version: version, tlvs: tlvList, remote: remote)
+        // Made once here for its errors; each channel gets its own, made on its loop.
+        _ = try makeHandler(version: version, tlvs: tlvList, remote: remote)
 
         let group = MultiThreadedEventLoopGroup.singleton
         let closed = group.any().makePromise(of: Void.self)
@@ -74,6 +75,7 @@ struct Send: AsyncParsableCommand {
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let handler = try makeHandler(version: version, tlvs: tlvList, remote: remote)
                         try channel.pipeline.syncOperations.addHandlers([handler, StandardOutputWriter(closed: closed)])
                     }
                 }

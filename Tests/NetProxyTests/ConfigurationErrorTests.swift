@@ -10,7 +10,7 @@ import Testing
             _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
             return nil
         } catch {
-            return error as? NetProxyConfigurationError
+            return error
         }
     }
 
