@@ -85,7 +85,9 @@ import Testing
             #expect("\(error)" == expected)
         }
         let elapsed = ContinuousClock.now - started
-        #expect(elapsed >= .milliseconds(500) && elapsed < .seconds(5), "\(elapsed)")
+        // Not before the deadline; after it, within what a machine busy with the whole suite
+        // takes to resume the caller (the hang itself lasts until the test releases it).
+        #expect(elapsed >= .milliseconds(500) && elapsed < .seconds(30), "\(elapsed)")
         #expect(hang.blocked == 1)
         #expect(host.metricsExposition.contains("netproxy_reloads_total{result=\"failure\"} 1\n"))
         #expect(lines.withLockedValue { $0 }.contains("error reload failed; the configuration in force is unchanged: \(expected)"))
@@ -139,7 +141,8 @@ import Testing
         let started = ContinuousClock.now
         await host.shutdown(gracePeriod: .zero)
         let elapsed = ContinuousClock.now - started
-        #expect(elapsed < .seconds(5), "\(elapsed)")
+        // Well before the reload's own 30 s deadline, even on a machine busy with the whole suite.
+        #expect(elapsed < .seconds(20), "\(elapsed)")
         #expect(await reload.value == "the host is shutting down")
         // Still stuck: the shutdown did not wait for it.
         #expect(!lines.withLockedValue { $0 }.contains(Self.abandonedReloadEnded))
