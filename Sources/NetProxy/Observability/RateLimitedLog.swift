@@ -16,14 +16,17 @@ final class RateLimitedLog: Sendable {
     private let logger: Logger
     private let limit: Int
     private let window = NIOLockedValueBox(Window())
+    /// The clock windows are measured by; a test sets its own.
+    private let now: @Sendable () -> NIODeadline
 
-    init(logger: Logger, limitPerSecond limit: Int = 10) {
+    init(logger: Logger, limitPerSecond limit: Int = 10, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
         self.logger = logger
         self.limit = limit
+        self.now = now
     }
 
     func warning(_ message: @autoclosure () -> String, metadata: Logger.Metadata? = nil) {
-        let now = NIODeadline.now()
+        let now = self.now()
         let suppressed: Int? = window.withLockedValue { window in
             if now - window.start >= .seconds(1) {
                 let dropped = window.suppressed
