@@ -47,7 +47,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Shared with the companion's guard: the two sides of a relay time out as one connection,
     /// counted and logged once.
     private var pair: TimeoutMark?
-    /// Set when the idle clock starts, then at each read or write.
+    /// Set when the idle clock starts, then at each read or write; in the event loop's time
+    /// (`EventLoop.now`), which a test's embedded loop advances at will.
     private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     /// Whether the idle clock runs: from the hand-over to the service (before it, the header's
     /// deadline and the TLS handshake's apply), at once for a connection opened on behalf of
@@ -72,7 +73,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Starts the idle clock: the connection is handed to its service now.
     func startIdleClock() {
         idleClockRuns = true
-        lastActivity = .now()
+        lastActivity = context?.eventLoop.now ?? .now()
     }
 
     /// The guard of the connection that `pipeline` belongs to.
@@ -102,7 +103,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if idleClockRuns { lastActivity = .now() }
+        if idleClockRuns { lastActivity = context.eventLoop.now }
         let sweep = sweeps.sweep(for: context.eventLoop)
         sweep.add(self)
         self.sweep = sweep
@@ -120,18 +121,18 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if countsReads && idleClockRuns { lastActivity = .now() }
+        if countsReads && idleClockRuns { lastActivity = context.eventLoop.now }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if idleClockRuns { lastActivity = .now() }
+        if idleClockRuns { lastActivity = context.eventLoop.now }
         context.write(data, promise: promise)
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
         guard event is ConnectionActivity else { return context.triggerUserOutboundEvent(event, promise: promise) }
-        lastActivity = .now()
+        lastActivity = context.eventLoop.now
         promise?.succeed()
     }
 
@@ -187,7 +188,7 @@ final class TLSHandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        connectionGuard.handshakeDeadline = .now() + timeout
+        connectionGuard.handshakeDeadline = context.eventLoop.now + timeout
         context.fireChannelActive()
     }
 

@@ -8,7 +8,8 @@ import NIOCore
 /// the number of connections held. Here a connection's deadline is two stored values; joining
 /// and leaving are an array append and a swap-remove, and one repeating task per loop, running
 /// only while the loop has connections, compares them with the clock. A deadline is therefore
-/// met within ``period``.
+/// met within ``period``. Deadlines are in the event loop's time (`EventLoop.now`), like the
+/// sweep's schedule.
 final class IdleSweep {
     /// How often deadlines are checked: the most a connection outlives its deadline by.
     static let period = TimeAmount.milliseconds(250)
@@ -51,7 +52,7 @@ final class IdleSweep {
             return
         }
         defer { scheduleSweep() }
-        let now = NIODeadline.now()
+        let now = eventLoop.now
         // Expiring closes the channel, which removes it from `members`: collect first.
         var expired: [(ConnectionGuard, ConnectionGuard.Expiry)] = []
         for member in members {
