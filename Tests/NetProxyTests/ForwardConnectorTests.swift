@@ -1,0 +1,88 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import NetProxy
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// What of `ForwardConnector` runs without a socket. Its connect goes through a `ClientBootstrap`,
+/// which needs a real event loop: the relay it sets up is tested on its own
+/// (`RelayHandlerTests`), the connect itself over sockets (`ForwardTests`).
+@Suite struct ForwardConnectorTests {
+    /// At `max_pending_connects` a client is closed before any connect starts, counted and logged.
+    @Test func aClientOverThePendingConnectsCapIsClosedBeforeAnyConnect() throws {
+        let loop = EmbeddedEventLoop()
+        let fixture = ListenerFixture(loop: loop)
+        let pending = PendingCount(limit: 1)
+        #expect(pending.enter())
+        var configuration = ForwardServiceConfiguration(targetHost: "192.0.2.80", targetPort: 80)
+        configuration.maxPendingConnects = 1
+        let connector = ForwardConnector(
+            name: "fw", configuration: configuration, target: (ForwardTarget(host: "192.0.2.80", port: 80), nil),
+            info: try connectionInfo(service: "fw"), own: OwnHost(outgoing: OutgoingConnections(), addresses: LocalAddresses([])), pending: pending,
+            metrics: fixture.metrics, log: RateLimitedLog(logger: fixture.logger))
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandlers(
+            ConnectionGuard(idleTimeout: .seconds(60), listener: fixture.load, sweeps: fixture.sweeps, accepted: false), connector)
+        try channel.activate()
+        #expect(!channel.isActive)
+        #expect(fixture.metric("netproxy_connections_limited_total", ("limit", "pending_connects")) == 1)
+        #expect(
+            fixture.logged == [
+                "warning forward fw: client 203.0.113.9:4321 closed: 1 connects to 192.0.2.80:80 in progress, its max_pending_connects"
+            ])
+        // Its place was never taken: the one connect in progress still holds the only one.
+        #expect(!pending.enter())
+    }
+
+    /// A failed connect's error, as the `reason` label of `netproxy_forward_failures_total`.
+    @Test func connectFailuresAreNamedByReason() {
+        #expect(ForwardConnector.reason(ChannelError.connectTimeout(.seconds(5))) == "timeout")
+        #expect(ForwardConnector.reason(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "refused")
+        #expect(ForwardConnector.reason(IOError(errnoCode: EHOSTUNREACH, reason: "connect")) == "unreachable")
+        for errno in [EMFILE, ENFILE, ENOBUFS, ENOMEM] {
+            #expect(ForwardConnector.reason(IOError(errnoCode: errno, reason: "socket")) == "resources")
+        }
+        #expect(ForwardConnector.reason(ChannelError.ioOnClosedChannel) == "other")
+    }
+
+    /// A transparent connect binds the client's address with the option of its family; an IPv4
+    /// client in an IPv6 header binds as IPv4; a UNIX client cannot be stood for.
+    @Test func transparentSourcesBindTheClientsAddress() throws {
+        guard case .success(let (v4, v4Option)) = ForwardConnector.transparentSource(try SocketAddress(ipAddress: "203.0.113.9", port: 4321)) else {
+            Issue.record("no IPv4 source")
+            return
+        }
+        #expect(v4 == (try SocketAddress(ipAddress: "203.0.113.9", port: 4321)))
+        #expect(v4Option.optionLevel.rawValue == CInt(SOL_IP) && v4Option.optionName.rawValue == CInt(IP_TRANSPARENT))
+
+        guard
+            case .success(let (mapped, mappedOption)) = ForwardConnector.transparentSource(
+                try SocketAddress(ipAddress: "::ffff:203.0.113.9", port: 4321))
+        else {
+            Issue.record("no source for a mapped address")
+            return
+        }
+        #expect(mapped == (try SocketAddress(ipAddress: "203.0.113.9", port: 4321)))
+        #expect(mappedOption.optionLevel.rawValue == CInt(SOL_IP) && mappedOption.optionName.rawValue == CInt(IP_TRANSPARENT))
+
+        guard case .success(let (v6, v6Option)) = ForwardConnector.transparentSource(try SocketAddress(ipAddress: "2001:db8::9", port: 4321)) else {
+            Issue.record("no IPv6 source")
+            return
+        }
+        #expect(v6 == (try SocketAddress(ipAddress: "2001:db8::9", port: 4321)))
+        // IPV6_TRANSPARENT is 75 in Linux's in6.h.
+        #expect(v6Option.optionLevel.rawValue == CInt(IPPROTO_IPV6) && v6Option.optionName.rawValue == 75)
+
+        guard case .failure(let error) = ForwardConnector.transparentSource(try SocketAddress(unixDomainSocketPath: "/tmp/client.sock")) else {
+            Issue.record("a UNIX client was given a source")
+            return
+        }
+        #expect(error.description == "the client is a UNIX socket")
+    }
+}
