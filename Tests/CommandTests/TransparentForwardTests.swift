@@ -186,7 +186,14 @@ import Testing
             deadline = time.time() + 10
             while True:
                 s = socket.socket(socket.AF_UNIX)
-                s.connect("\(directory.path)/stats")
+                try:
+                    s.connect("\(directory.path)/stats")
+                except OSError:
+                    # HAProxy is not up yet: its stats socket appears when it is.
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.1)
+                    continue
                 s.sendall(b"show stat\\n")
                 rows = s.makefile().read().splitlines()
                 names = rows[0].lstrip("# ").split(",")
@@ -206,7 +213,6 @@ import Testing
                     # Stopped with SIGKILL: a child of the test process may have SIGTERM blocked.
                     \(try Peer.require("haproxy")) -f \(haproxyConfig.path) > \(directory.path)/haproxy.out 2>&1 &
                     haproxy=$!
-                    sleep 0.3
                     \(try Peer.require("python3")) \(directory.path)/query.py
                     printf x | \(try Peer.require("curl")) -s --max-time 5 telnet://127.0.0.1:18000 | head -c 19; echo
                     kill -KILL $haproxy; wait $haproxy 2>/dev/null || true

@@ -53,10 +53,14 @@ struct RecordingLogHandler: LogHandler {
     /// still running after it; either way it returns only once they have ended.
     @Test func shutdownWaitsForAsyncServices() async throws {
         let events = NIOLockedValueBox<[String]>([])
+        // Each connection's service says when it has seen the client's half-close.
+        let (inputEnded, inputEndedContinuation) = AsyncStream.makeStream(of: Void.self)
+        var waitingForInputEnd = inputEnded.makeAsyncIterator()
         // Answers `duration` after the client's half-close.
         func lingering(_ duration: Duration) -> NetProxyService {
             NetProxyService.async(name: "lingering", allowsHalfClosure: true) { inbound, outbound, _ in
                 for try await _ in inbound {}
+                inputEndedContinuation.yield()
                 do {
                     try await Task.sleep(for: duration)
                     try await outbound.write(ByteBuffer(string: "done"))
@@ -74,7 +78,8 @@ struct RecordingLogHandler: LogHandler {
         // Within the grace period: the service finishes and its answer arrives.
         let (first, firstBytes) = try await LoopbackClient.connect(to: port)
         try await first.close(mode: .output)
-        try await Task.sleep(for: .milliseconds(50))
+        // The shutdown comes while the service is answering.
+        await waitingForInputEnd.next()
         await host.shutdown(gracePeriod: .seconds(10))
         #expect(events.withLockedValue { $0 } == ["finished"])
         try await firstBytes.closed.get()
@@ -89,7 +94,7 @@ struct RecordingLogHandler: LogHandler {
         let otherPort = try await other.start()[0].address.port!
         let (second, _) = try await LoopbackClient.connect(to: otherPort)
         try await second.close(mode: .output)
-        try await Task.sleep(for: .milliseconds(50))
+        await waitingForInputEnd.next()
         await other.shutdown(gracePeriod: .milliseconds(100))
         #expect(events.withLockedValue { $0 } == ["finished", "cancelled"])
     }

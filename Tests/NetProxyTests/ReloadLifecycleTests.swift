@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NetProxy
 import TestSupport
@@ -86,34 +88,129 @@ import Testing
         await running.stop()
     }
 
-    /// A shutdown that arrives while the listeners are being bound: when both have returned,
-    /// none of them accepts.
+    /// Shuts a host down from inside its own binding: when a `listening:` line that `trigger`
+    /// accepts is logged (the host has just bound that listener and goes on binding), the
+    /// shutdown starts at once, on the binding's thread, so that it arrives mid-bind however fast
+    /// the machine is.
+    final class ShutdownWhileBinding: Sendable {
+        private struct State {
+            var host: NetProxyHost?
+            var triggered = false
+            var listening: [String] = []
+        }
+
+        private let state = NIOLockedValueBox(State())
+        private let trigger: @Sendable (String) -> Bool
+        private let shutdowns = AsyncStream.makeStream(of: Task<Void, Never>.self)
+
+        init(when trigger: @escaping @Sendable (String) -> Bool) {
+            self.trigger = trigger
+        }
+
+        /// A logger that watches for the line.
+        var logger: Logger {
+            Logger(label: "test") { _ in Watcher(owner: self) }
+        }
+
+        /// From now on, a matching line shuts `host` down.
+        func arm(_ host: NetProxyHost) {
+            state.withLockedValue { $0.host = host }
+        }
+
+        /// No binding is to come: ``shutdownReturned()`` stops waiting for a shutdown.
+        func bindingEnded() {
+            shutdowns.continuation.finish()
+        }
+
+        /// The `listening:` lines logged since armed.
+        var listening: [String] { state.withLockedValue { $0.listening } }
+
+        /// Waits for the shutdown to start and return; `false` if binding ended without one.
+        func shutdownReturned() async -> Bool {
+            for await shutdown in shutdowns.stream {
+                await shutdown.value
+                return true
+            }
+            return false
+        }
+
+        fileprivate func logged(_ message: String) {
+            guard message.hasPrefix("listening: ") else { return }
+            let host = state.withLockedValue { state -> NetProxyHost? in
+                guard let host = state.host else { return nil }
+                state.listening.append(message)
+                guard !state.triggered, trigger(message) else { return nil }
+                state.triggered = true
+                return host
+            }
+            guard let host else { return }
+            // Runs the shutdown's first steps (the host is marked as stopping) before returning to
+            // the binding; no lock is held, as the shutdown logs too.
+            shutdowns.continuation.yield(Task.immediate { await host.shutdown(gracePeriod: .zero) })
+        }
+
+        private struct Watcher: LogHandler {
+            let owner: ShutdownWhileBinding
+            var metadata: Logger.Metadata = [:]
+            var logLevel: Logger.Level = .info
+
+            subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+                get { metadata[key] }
+                set { metadata[key] = newValue }
+            }
+
+            func log(event: LogEvent) {
+                owner.logged("\(event.message)")
+            }
+        }
+    }
+
+    /// A shutdown that arrives while the listeners are being bound, after the first of 40: the
+    /// start fails, no other listener is bound, and the one that was accepts nothing.
     @Test func shutdownDuringStartLeavesNothingListening() async throws {
         let ports = try freePorts(40)
-        let host = try NetProxyHost(configuration: try Self.configuration(#"{"interfaces": ["127.0.0.77"], "echo_ports": \#(ports)}"#))
-        let start = Task { try await host.start() }
-        try await Task.sleep(for: .milliseconds(5))
-        await host.shutdown(gracePeriod: .zero)
-        _ = try? await start.value
+        let watcher = ShutdownWhileBinding { _ in true }
+        let host = try NetProxyHost(
+            configuration: try Self.configuration(#"{"interfaces": ["127.0.0.77"], "echo_ports": \#(ports)}"#), logger: watcher.logger)
+        watcher.arm(host)
+        do {
+            try await host.start()
+            Issue.record("the start finished although the host was shut down during it")
+        } catch {
+            #expect("\(error)" == "the host is shutting down")
+        }
+        watcher.bindingEnded()
+        #expect(await watcher.shutdownReturned())
+        #expect(watcher.listening.count == 1)
         #expect(ports.filter(Self.accepts) == [])
     }
 
     /// A shutdown during a reload waits for it: the reload's new listeners and socket files are
-    /// gone when the shutdown returns.
+    /// gone when the shutdown returns. The shutdown arrives once the reload has bound its UNIX
+    /// socket, the last of its listeners, before the new configuration is put in force.
     @Test func shutdownDuringReloadLeavesNothingBehind() async throws {
         let ports = try freePorts(40)
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("echo.sock").path
-        let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "echo_ports": [0]}"#)
+        let watcher = ShutdownWhileBinding { $0.contains("unix:") }
+        let host = try NetProxyHost(
+            configuration: try Self.configuration(#"{"interfaces": ["127.0.0.77"], "echo_ports": [0]}"#), logger: watcher.logger)
+        try await host.start()
         let next = try Self.configuration(
             #"{"interfaces": ["127.0.0.77"], "echo_ports": [0], "whoami_ports": \#(ports), "proxy_unix_sockets": {"\#(path)": "echo"}}"#)
-        let reload = Task { try await running.host.reload(configuration: next) }
-        try await Task.sleep(for: .milliseconds(5))
-        await running.stop()
+        watcher.arm(host)
+        let reload = Task {
+            defer { watcher.bindingEnded() }
+            try await host.reload(configuration: next)
+        }
         // Checked before the reload's task is awaited: the shutdown alone must have waited.
+        #expect(await watcher.shutdownReturned())
+        // Everything the reload asked for was bound before the shutdown arrived.
+        #expect(watcher.listening.count == ports.count + 1)
+        #expect(watcher.listening.last?.contains("unix:\(path)") == true)
         #expect(ports.filter(Self.accepts) == [])
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == [])
-        _ = try? await reload.value
+        await #expect(throws: NetProxyConfigurationError("the host is shutting down")) { try await reload.value }
     }
 }

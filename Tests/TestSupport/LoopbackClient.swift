@@ -5,9 +5,10 @@ import NIOPosix
 /// A plain TCP client for tests: connects from a chosen loopback address, sends, and collects
 /// everything until the server closes.
 public enum LoopbackClient {
-    /// Connects to `host:port` from `source` (any port), with `handlers` first in the pipeline.
+    /// Connects to `host:port` from `source` (any port), with `handlers` first in the pipeline;
+    /// the collector's `received` completes once `expecting` bytes have arrived.
     public static func connect(
-        to port: Int, host: String = "127.0.0.1", from source: String = "127.0.0.1",
+        to port: Int, host: String = "127.0.0.1", from source: String = "127.0.0.1", expecting count: Int? = nil,
         handlers: @escaping @Sendable (Channel) throws -> Void = { _ in }
     ) async throws -> (Channel, ByteCollector) {
         let group = MultiThreadedEventLoopGroup.singleton
@@ -18,7 +19,7 @@ public enum LoopbackClient {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try handlers(channel)
-                    let collector = ByteCollector(eventLoop: channel.eventLoop)
+                    let collector = ByteCollector(eventLoop: channel.eventLoop, expecting: count)
                     collectorBox.withLockedValue { $0 = collector }
                     try channel.pipeline.syncOperations.addHandler(collector)
                 }
