@@ -6,8 +6,8 @@ import Testing
 /// machine after start-up (as a NAT rule, a route or a name would make it). Start-up cannot see
 /// it; each such connection is refused where it arrives, so a loop costs one connection and a
 /// relay into a PROXY port launders no trust. Run in a network namespace of its own.
-@Suite(.timeLimit(.minutes(1))) struct ForwardLoopTests {
-    @Test(.enabled(if: TransparentForwardTests.canMakeNamespace || Peer.inCI))
+@Suite(.timeLimit(.minutes(1)), .tags(.namespace)) struct ForwardLoopTests {
+    @Test(.enabled(if: TransparentForwardTests.canMakeNamespace || Peer.inCI), .tags(.interop))
     func connectionsBackIntoTheHostAreRefused() throws {
         // 10.9.9.9 becomes this machine's only once netproxy runs.
         let config = """

@@ -15,7 +15,7 @@ import Testing
 /// target stalled or unreachable. Each test runs `netproxy serve` in a process of its own and
 /// checks the end state exactly: the server's descriptors, its sockets' TCP states (from
 /// `/proc/PID/net/tcp`), its metrics and its log.
-@Suite(.serialized, .timeLimit(.minutes(3))) struct LimitsReliabilityTests {
+@Suite(.serialized, .timeLimit(.minutes(3)), .tags(.slow)) struct LimitsReliabilityTests {
     static let proxyV1 = Array("PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n".utf8)
 
     // MARK: - One source

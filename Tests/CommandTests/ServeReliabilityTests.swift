@@ -80,7 +80,7 @@ import Testing
     /// and still gets every byte back once it reads. (Before, the server grew by what was sent.)
     /// The same through a forward service to an echo server in another process: the relay reads
     /// from neither side faster than the other takes.
-    @Test(arguments: [false, true])
+    @Test(.tags(.slow), arguments: [false, true])
     func nonReadingClientHoldsBoundedMemory(throughForward: Bool) async throws {
         let echo = try ServeProcess(config: #"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
         let serve: ServeProcess
@@ -130,7 +130,7 @@ import Testing
     /// A client that pipelines requests and never reads holds a bounded amount of memory on the
     /// HTTP ports too, and then gets one answer per complete request. (Before: 10 MB of requests
     /// grew the server by 370 MB on http and about 1 GB on the metrics port.)
-    @Test(arguments: ["http", "metrics"])
+    @Test(.tags(.slow), arguments: ["http", "metrics"])
     func pipeliningClientThatNeverReadsHoldsBoundedMemory(kind: String) async throws {
         let serve = try ServeProcess(config: #"{"interfaces": ["127.0.0.1"], "http_ports": [0], "metrics_port": 0}"#)
         let port = try #require(serve.port(kind == "http" ? "http " : "metrics"))

@@ -7,7 +7,7 @@ import Testing
 /// 198.51.100.0/24 (a documentation prefix) is routed as local, so that the target's replies to
 /// the client's address come back to netproxy's transparent socket, as the routing rules of a
 /// real deployment arrange.
-@Suite(.timeLimit(.minutes(1))) struct TransparentForwardTests {
+@Suite(.timeLimit(.minutes(1)), .tags(.namespace)) struct TransparentForwardTests {
     /// Whether this process may make a network namespace (root, or CAP_SYS_ADMIN).
     static let canMakeNamespace: Bool = {
         guard let unshare = Peer.find("unshare") else { return false }
@@ -156,7 +156,7 @@ import Testing
     /// HAProxy on the same host health-checks a transparent forward over its PROXY port
     /// (`check` with `send-proxy-v2` sends a LOCAL header): the check reaches the target and
     /// passes at layer 7, and client traffic through HAProxy reaches the target too.
-    @Test(.enabled(if: (canMakeNamespace && Peer.available("haproxy")) || Peer.inCI))
+    @Test(.enabled(if: (canMakeNamespace && Peer.available("haproxy")) || Peer.inCI), .tags(.interop))
     func haproxyHealthChecksOnTheSameHostPass() throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -225,7 +225,7 @@ import Testing
     /// Prosody, unmodified, behind a dual-stack transparent forward: its own debug log shows
     /// each client from the PROXY header (one IPv4, one IPv6) as the connection's address, as
     /// mod_net_proxy would have given it.
-    @Test(.enabled(if: (canMakeNamespace && Peer.available("prosody")) || Peer.inCI))
+    @Test(.enabled(if: (canMakeNamespace && Peer.available("prosody")) || Peer.inCI), .tags(.interop))
     func prosodySeesTheClientFromTheHeader() throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

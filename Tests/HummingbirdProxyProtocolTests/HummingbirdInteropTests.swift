@@ -244,7 +244,7 @@ import Testing
     /// connection is supported"): curl sends SNI `localhost` and `Host: other.example`, and the
     /// AUTHORITY TLV says `localhost`. HAProxy writes its TLVs in the order CRC32C, AUTHORITY,
     /// UNIQUE_ID (no ALPN: the bind line offers none).
-    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl")))
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl")), .tags(.interop))
     func haproxyReusesABackendConnectionOnlyForTheSameHeader() async throws {
         #expect(Self.crc32c(Array("123456789".utf8)) == 0xE306_9283)
         let directory = try Peer.temporaryDirectory()
@@ -304,7 +304,7 @@ import Testing
     /// "can lead to unexpected results in mode http"; with the header in the reuse key, what
     /// changes is the number of server connections, not which request the ID belongs to.
     /// Without TLS there is no AUTHORITY TLV, whatever the Host header says.
-    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl")))
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl")), .tags(.interop))
     func haproxyPerRequestUniqueIDMeansAServerConnectionPerRequest() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -342,7 +342,7 @@ import Testing
 
     /// curl sends a version 1 header with its own socket's endpoints: the client is curl itself,
     /// exactly, on both requests of its one connection.
-    @Test(.enabled(if: Peer.available("curl"))) func curlHAProxyProtocol() async throws {
+    @Test(.enabled(if: Peer.available("curl")), .tags(.interop)) func curlHAProxyProtocol() async throws {
         try await withApplication { appPort, requests in
             let urls = (1...2).map { "http://127.0.0.1:\(appPort)/?request=\($0)" }
             let transfers = try await curl(["--haproxy-protocol", "--interface", "127.0.0.5"] + urls)

@@ -13,7 +13,7 @@ import Testing
     /// The client streams 100 MB while reading slowly, then half-closes: echo must send back all
     /// of it before closing, on both port kinds, every time. (Before, 80-87 MB of the 100 were
     /// lost in each run, and the client saw a clean end of stream.)
-    @Test(arguments: [false, true])
+    @Test(.tags(.slow), arguments: [false, true])
     func echoReturnsEveryByteAfterHalfClose(proxied: Bool) async throws {
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0], "proxy_port_mappings": {"0": "echo"}}"#)
         let port = running.port(proxied ? .proxy(service: "echo", tls: false) : .service("echo"))
@@ -94,7 +94,7 @@ import Testing
     /// close. (Found by hostile testing: the close waited for the wrong answer, because writing
     /// one answer's end makes NIOHTTP1 hand over the next request at once; 20-40 of 4000 answers
     /// on the metrics port were lost.)
-    @Test func everyPipelinedAnswerArrivesBeforeTheClose() async throws {
+    @Test(.tags(.slow)) func everyPipelinedAnswerArrivesBeforeTheClose() async throws {
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "metrics_port": 0}"#)
         let port = running.port(.metrics)
         let count = 4000

@@ -73,7 +73,7 @@ func secondsUntilServerCloses(
     /// 20 silent clients on each kind of listener: closed at the idle timeout, each counted once
     /// as `kind="idle"` on its listener, and the listener's open connections back to 0.
     /// (Before: all 20 still open, on every kind.)
-    @Test(arguments: ["regular", "proxy", "direct", "multiplexed", "http", "metrics"])
+    @Test(.tags(.slow), arguments: ["regular", "proxy", "direct", "multiplexed", "http", "metrics"])
     func silentConnectionsCloseAtTheIdleTimeout(kind: String) async throws {
         let config: String
         var prefix: [UInt8] = []
@@ -123,7 +123,7 @@ func secondsUntilServerCloses(
 
     /// A client that sends a byte every 300 ms for 4.5 s (an XMPP whitespace keep-alive, sped
     /// up) is never cut by a 2 s idle timeout; once it stops, it is.
-    @Test func aClientThatKeepsTalkingStaysOpen() async throws {
+    @Test(.tags(.slow)) func aClientThatKeepsTalkingStaysOpen() async throws {
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "idle_timeout": 2, "echo_ports": [0]}"#)
         let port = running.port(.service("echo"))
         let result = try await BlockingSocket.onThread { () throws -> (echoed: Int, closedAfter: Double) in

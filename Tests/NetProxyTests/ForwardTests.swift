@@ -47,7 +47,7 @@ import Testing
 
     /// send_proxy v1 and v2 to nginx, which reads the header (`listen ... proxy_protocol`) and
     /// answers with the address it got: the client's from the header netproxy received.
-    @Test(.enabled(if: Peer.available("nginx")), arguments: ["v1", "v2"])
+    @Test(.enabled(if: Peer.available("nginx")), .tags(.interop), arguments: ["v1", "v2"])
     func nginxBehindSeesTheClient(version: String) async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -65,7 +65,7 @@ import Testing
 
     /// HAProxy (send-proxy-v2) in front, netproxy forwarding with a new v2 header, nginx behind:
     /// nginx sees the address of the client that connected to HAProxy.
-    @Test(.enabled(if: Peer.available("nginx") && Peer.available("haproxy")))
+    @Test(.enabled(if: Peer.available("nginx") && Peer.available("haproxy")), .tags(.interop))
     func haproxyInFrontNginxBehind() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -7,7 +7,7 @@ import TestSupport
 import Testing
 
 /// NetProxy's http service behind HAProxy, nginx and curl, asserting the client each reports.
-@Suite(.serialized, .timeLimit(.minutes(2))) struct InteropTests {
+@Suite(.serialized, .timeLimit(.minutes(2)), .tags(.interop)) struct InteropTests {
     static let configuration = """
         {"interfaces": ["127.0.0.1"], "http_ports": [], "proxy_port_mappings": {"0": "http"},
          "proxy_trusted_proxies": ["127.0.0.0/8"]}

@@ -135,7 +135,7 @@ import Testing
     }
 
     /// curl speaking HTTP through the multiplexer to the built-in http service.
-    @Test(.enabled(if: Peer.available("curl"))) func curlReachesTheHTTPService() async throws {
+    @Test(.enabled(if: Peer.available("curl")), .tags(.interop)) func curlReachesTheHTTPService() async throws {
         let running = try await RunningHost(
             """
             {"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "mux"}, "proxy_trusted_proxies": ["127.0.0.0/8"],

@@ -44,7 +44,9 @@ import Testing
 
     /// HAProxy connecting from 127.0.0.12: trusted by the port whose own list names it, refused by
     /// the port that keeps the global list.
-    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxyIsTrustedOnlyWhereItsPortSaysSo() async throws {
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl")), .tags(.interop)) func haproxyIsTrustedOnlyWhereItsPortSaysSo()
+        async throws
+    {
         let ports = try freePorts(2)
         let running = try await RunningHost(
             """

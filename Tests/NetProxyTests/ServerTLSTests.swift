@@ -167,7 +167,7 @@ import Testing
 
     // MARK: - Certificate files
 
-    @Test func unreadableFilesNameTheirKey() throws {
+    @Test(.tags(.interop)) func unreadableFilesNameTheirKey() throws {
         let certificates = try GeneratedCertificates()
         defer { certificates.remove() }
         let good = try certificates.make("default.test")
@@ -190,7 +190,7 @@ import Testing
                 == "proxy_tls_certificates.a.example.test.certificate: cannot load \(good.keyPath): failedToLoadCertificate")
     }
 
-    @Test func keyThatDoesNotMatchItsCertificate() throws {
+    @Test(.tags(.interop)) func keyThatDoesNotMatchItsCertificate() throws {
         let certificates = try GeneratedCertificates()
         defer { certificates.remove() }
         let defaultFiles = try certificates.make("default.test")
@@ -219,6 +219,7 @@ import Testing
     /// openssl s_client asks for a name (or none) and reports the certificate it got and the
     /// protocol ALPN agreed on.
     @Test(
+        .tags(.interop),
         arguments: [
             ("a.example.test", "a.example.test"),
             ("A.Example.Test.", "a.example.test"),

@@ -34,7 +34,7 @@ import Testing
         return (subject, alpn, lines.last ?? "")
     }
 
-    @Test(.enabled(if: Peer.available("curl") && Peer.available("openssl"))) func certificateByNameAndALPN() async throws {
+    @Test(.enabled(if: Peer.available("curl") && Peer.available("openssl")), .tags(.interop)) func certificateByNameAndALPN() async throws {
         let certificates = try GeneratedCertificates()
         defer { certificates.remove() }
         var files: [String: TLSCertificateFiles] = [:]

@@ -20,7 +20,7 @@ import Testing
         return status.st_mode & 0o777
     }
 
-    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl"))) func haproxySendsProxyV2OverAUnixSocket() async throws {
+    @Test(.enabled(if: Peer.available("haproxy") && Peer.available("curl")), .tags(.interop)) func haproxySendsProxyV2OverAUnixSocket() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("http.sock").path
