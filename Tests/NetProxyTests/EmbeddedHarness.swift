@@ -117,6 +117,14 @@ struct ListenerFixture {
         sweeps = IdleSweeps(group: loop)
     }
 
+    /// What a host would lend its services, with this fixture's metrics and log.
+    var context: HostContext {
+        HostContext(
+            metrics: metrics, refusals: RateLimitedLog(logger: logger),
+            asyncConnections: AsyncStream.makeStream(of: AsyncServiceConnection.self).continuation, outgoing: OutgoingConnections(),
+            eventLoops: 1, logger: logger)
+    }
+
     /// A series of this listener: `name{listener="127.0.0.1:7000"[,label="value"]}`.
     func metric(_ name: String, _ label: (String, String)? = nil) -> Double? {
         let extra = label.map { #",\#($0.0)="\#($0.1)""# } ?? ""

@@ -25,7 +25,7 @@ import Testing
         let connector = ForwardConnector(
             name: "fw", configuration: configuration, target: (ForwardTarget(host: "192.0.2.80", port: 80), nil),
             info: try connectionInfo(service: "fw"), own: OwnHost(outgoing: OutgoingConnections(), addresses: LocalAddresses([])), pending: pending,
-            metrics: fixture.metrics, log: RateLimitedLog(logger: fixture.logger))
+            context: fixture.context)
         let channel = EmbeddedChannel(loop: loop)
         try channel.pipeline.syncOperations.addHandlers(
             ConnectionGuard(idleTimeout: .seconds(60), listener: fixture.load, sweeps: fixture.sweeps, accepted: false), connector)

@@ -29,9 +29,7 @@ struct MultiplexHarness {
         var configuration = MultiplexServiceConfiguration(routes: Self.routes, defaultService: "other-svc")
         configuration.detectTimeout = detectTimeout
         configuration.maxPendingDetections = maxPendingDetections
-        multiplexer = NetProxyService.multiplex(
-            name: "mux", configuration, services: services, asyncConnections: AsyncStream.makeStream(of: AsyncServiceConnection.self).continuation,
-            logger: fixture.logger)
+        multiplexer = NetProxyService.multiplex(name: "mux", configuration, services: services, context: fixture.context)
     }
 
     /// A connection handed to the multiplexer as the host hands it: its guard first, then the
