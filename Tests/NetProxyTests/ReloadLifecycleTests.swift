@@ -211,6 +211,7 @@ import Testing
         #expect(watcher.listening.last?.contains("unix:\(path)") == true)
         #expect(ports.filter(Self.accepts) == [])
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == [])
-        await #expect(throws: NetProxyConfigurationError("the host is shutting down")) { try await reload.value }
+        let error = await #expect(throws: NetProxyHostError.self) { try await reload.value }
+        #expect(error?.kind == .shuttingDown)
     }
 }
