@@ -99,8 +99,10 @@ import Testing
     }
 
     @Test func reportsARefusedConnection() async throws {
-        let (host, port) = try await host(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
-        await host.shutdown(gracePeriod: .zero)
+        // Bound but not listening: connections are refused, and no other test can take the port.
+        let refusing = try ListeningSocket(listens: false)
+        defer { refusing.close() }
+        let port = refusing.port
         let output = try CommandRunner.run(["send", "127.0.0.1", "\(port)"])
         #expect(output.status == 1)
         #expect(output.standardError.hasPrefix("error: cannot connect to 127.0.0.1:\(port): "))
