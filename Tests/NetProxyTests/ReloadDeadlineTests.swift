@@ -37,20 +37,10 @@ import Testing
         }
     }
 
-    /// Whether something listens on this test's own address and `port`. Read from
-    /// `/proc/net/tcp` where it can be: a connect would also reach another test's listener on
-    /// the wildcard address that took the port number since.
+    /// Whether something listens on this test's own address and `port` (in the kernel's table,
+    /// where it can be read: another test's wildcard listener may have taken the number).
     static func accepts(_ port: Int) -> Bool {
-        // Read to the end: String(contentsOfFile:) stops after the first page of a /proc file.
-        guard let data = FileHandle(forReadingAtPath: "/proc/net/tcp")?.readDataToEndOfFile(), !data.isEmpty else {
-            return (try? BlockingSocket(connectingTo: address, port: port)) != nil
-        }
-        // 127.0.0.79 as the kernel prints it (little-endian hex), and LISTEN (0A).
-        let local = "4F00007F:" + String(format: "%04X", port)
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 3 && fields[1] == local && fields[3] == "0A"
-        }
+        listensExactly(on: address, port: port) ?? ((try? BlockingSocket(connectingTo: address, port: port)) != nil)
     }
 
     static func configuration(_ json: String) throws -> NetProxyConfiguration {

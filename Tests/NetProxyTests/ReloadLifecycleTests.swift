@@ -23,7 +23,7 @@ import Testing
 
     /// Whether something accepts connections on 127.0.0.77:`port`.
     static func accepts(_ port: Int) -> Bool {
-        (try? BlockingSocket(connectingTo: address, port: port)) != nil
+        listensExactly(on: address, port: port) ?? ((try? BlockingSocket(connectingTo: address, port: port)) != nil)
     }
 
     static func configuration(_ json: String) throws -> NetProxyConfiguration {
