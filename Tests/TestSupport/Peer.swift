@@ -69,53 +69,16 @@ public enum Peer {
     }
 
     /// Runs `executable` to the end and returns its exit status and standard output.
-    ///
-    /// Spawned and waited for directly (`posix_spawn`, `waitpid`): Foundation's
-    /// `Process.waitUntilExit` spins a run loop while it waits, and once missed a child's exit
-    /// altogether, leaving a test waiting on a zombie.
     public static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        var ends: [CInt] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SpawnFailure("pipe: \(String(cString: strerror(errno)))") }
-        defer { close(ends[0]) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, ends[1], 1)
-        posix_spawn_file_actions_addclose(&actions, ends[0])
-        posix_spawn_file_actions_addclose(&actions, ends[1])
-        // The child starts with no signal blocked, whatever this process's threads block.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { for argument in argv { free(argument) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-        close(ends[1])
-        guard spawned == 0 else { throw SpawnFailure("\(executable): \(String(cString: strerror(spawned)))") }
-        var output = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(ends[0], $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { break }
-            output += buffer[..<count]
-        }
-        var status: CInt = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        // Exit status as Process reports it: the code, or the signal's number.
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : status & 0x7f
-        return (code, String(decoding: output, as: UTF8.self))
-    }
-
-    /// Why a child could not be started.
-    public struct SpawnFailure: Error, CustomStringConvertible {
-        public let description: String
-        init(_ description: String) { self.description = description }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
     /// Runs curl and returns the response body and the client endpoint curl used.
