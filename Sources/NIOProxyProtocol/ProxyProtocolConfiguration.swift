@@ -28,7 +28,7 @@ public struct ProxyProtocolConfiguration: Sendable {
     public var trustedProxies: TrustedProxies
     /// How long the whole header may take to arrive. Default 10 seconds; the specification asks
     /// for at least 3.
-    public var headerTimeout: TimeAmount
+    public var headerTimeout: Duration
     /// The longest header accepted, 16...65551. Default 4096: far above any header a load
     /// balancer sends without large TLVs, and a bound on what one connection can make us buffer.
     /// Read-only: the initializer checks it.
@@ -46,7 +46,7 @@ public struct ProxyProtocolConfiguration: Sendable {
     /// than on a connection; check a value read from a file before passing it.
     public init(
         trustedProxies: TrustedProxies = .loopback,
-        headerTimeout: TimeAmount = .seconds(10),
+        headerTimeout: Duration = .seconds(10),
         maximumHeaderLength: Int = 4096,
         acceptedVersions: ProxyVersions = .all,
         acceptsLocal: Bool = true,

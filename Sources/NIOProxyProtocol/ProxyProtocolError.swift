@@ -79,12 +79,12 @@ public struct ProxyProtocolError: Error, Sendable, CustomStringConvertible {
     /// The error behind the refusal, where there is one.
     public var underlying: (any Error)?
     /// The configured header timeout, for ``Reason/headerTimeout``.
-    public var headerTimeout: TimeAmount?
+    public var headerTimeout: Duration?
 
     /// Creates an error for a connection from `peer`.
     public init(
         _ reason: Reason, peer: SocketAddress?, receivedBytes: Int = 0, underlying: (any Error)? = nil,
-        headerTimeout: TimeAmount? = nil
+        headerTimeout: Duration? = nil
     ) {
         self.reason = reason
         self.peer = peer
@@ -101,7 +101,7 @@ public struct ProxyProtocolError: Error, Sendable, CustomStringConvertible {
         case .unknownSource: return "\(from): peer address unknown, cannot check trust"
         case .invalidHeader: return "\(from): invalid PROXY header\(cause)"
         case .headerTimeout:
-            let within = headerTimeout.map { " within \($0)" } ?? " in time"
+            let within = headerTimeout.map { " within \(TimeAmount($0))" } ?? " in time"
             return "\(from): no complete PROXY header\(within) (\(receivedBytes) byte(s) received)"
         case .closedBeforeHeader: return "\(from): closed after \(receivedBytes) byte(s), before a complete PROXY header"
         case .readFailed: return "\(from): read failed before a complete PROXY header\(cause)"

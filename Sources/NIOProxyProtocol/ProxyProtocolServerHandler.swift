@@ -143,7 +143,7 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
             // A callback rather than a scheduled closure: no promise and no closure to allocate.
             // It fails only on a loop that is shutting down, which closes the channel anyway.
             timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
-                in: configuration.headerTimeout, handler: HeaderTimeout(handler: self, context: context))
+                in: TimeAmount(configuration.headerTimeout), handler: HeaderTimeout(handler: self, context: context))
             context.read()
         case .readMore:
             context.read()

@@ -37,14 +37,23 @@ import Testing
         #expect(configuration.proxyInterfaces == ["10.0.0.5"])
         #expect(configuration.proxyPortMappings == [15222: "c2s", 15269: "s2s"])
         #expect(configuration.trustedProxies == ["10.0.0.0/8", "::1"])
-        #expect(configuration.headerTimeout == 4.5)
+        #expect(configuration.headerTimeout == .milliseconds(4500))
         #expect(configuration.maximumHeaderSize == 1024)
         #expect(configuration.proxyTLSPorts == [15269])
         #expect(configuration.tlsCertificatePath == "/etc/cert.pem")
         #expect(configuration.tlsKeyPath == "/etc/key.pem")
         #expect(configuration.metricsPort == 9100)
         #expect(configuration.metricsInterfaces == ["127.0.0.1"])
-        #expect(configuration.shutdownGracePeriod == 2)
+        #expect(configuration.shutdownGracePeriod == .seconds(2))
+    }
+
+    /// Seconds in a file become whole nanoseconds, exactly: 0.3 is not 299,999,999 ns.
+    @Test func secondsBecomeExactDurations() throws {
+        let configuration = try parse(#"{"proxy_header_timeout": 0.3, "idle_timeout": 86400, "tls_handshake_timeout": 1e-9}"#)
+        #expect(configuration.headerTimeout == .milliseconds(300))
+        #expect(configuration.idleTimeout == .seconds(86400))
+        #expect(configuration.tlsHandshakeTimeout == .nanoseconds(1))
+        #expect(throws: NetProxyConfigurationError.self) { try parse(#"{"idle_timeout": 1e-10}"#) }
     }
 
     @Test func defaults() throws {
@@ -53,7 +62,7 @@ import Testing
         #expect(configuration.interfaces == ["127.0.0.1", "::1"])
         #expect(configuration.trustedProxies == ["127.0.0.1", "::1"])
         #expect(configuration.proxyPorts == nil)
-        #expect(configuration.headerTimeout == 10)
+        #expect(configuration.headerTimeout == .seconds(10))
         #expect(configuration.maximumHeaderSize == 4096)
     }
 
@@ -127,8 +136,8 @@ import Testing
         let configuration = try parse(
             #"\#(bom){"proxy_tls_key": "\u00e9\ud83d\ude00\/\n", "proxy_header_timeout": 2.5e0, "shutdown_grace_period": 1E+1}"#)
         #expect(configuration.tlsKeyPath == "é😀/\n")
-        #expect(configuration.headerTimeout == 2.5)
-        #expect(configuration.shutdownGracePeriod == 10)
+        #expect(configuration.headerTimeout == .milliseconds(2500))
+        #expect(configuration.shutdownGracePeriod == .seconds(10))
         var invalid = Data(#"{"proxy_tls_key": "x"#.utf8)
         invalid.append(contentsOf: [0xC3, 0x28, 0x22, 0x7D])
         #expect(throws: NetProxyConfigurationError(.syntax, key: nil, "line 1, column 19: string is not valid UTF-8")) {

@@ -234,7 +234,7 @@ func secondsUntilServerCloses(
                 json: Data(#"{"multiplex_services": {"mx": {"default": "echo", "detect_timeout": 3, "idle_timeout": 1.5}}}"#.utf8)))
         #expect(
             host.warnings == [
-                "multiplex_services.mx.idle_timeout (1.5 s) is shorter than its detect_timeout (3.0 s): a silent client is closed before the default service gets it"
+                "multiplex_services.mx.idle_timeout (1.5 s) is shorter than its detect_timeout (3 s): a silent client is closed before the default service gets it"
             ])
     }
 
@@ -248,7 +248,7 @@ func secondsUntilServerCloses(
         // Served (so accepted) before the reload.
         #expect(try await Self.echo(old, "before") == Array("before".utf8))
         // Port 0 again: the same listener, kept with its socket.
-        configuration.idleTimeout = 1
+        configuration.idleTimeout = .seconds(1)
         try await running.host.reload(configuration: configuration)
         let (_, last) = try await secondsUntilServerCloses(port: port, count: 1)
         #expect(last <= Self.latest)

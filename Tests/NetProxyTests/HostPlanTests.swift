@@ -113,7 +113,7 @@ import Testing
         #expect(
             trustAll.warnings == [
                 "proxy_trusted_proxies is empty: ANY client may send a PROXY header and claim any address",
-                "proxy_header_timeout is 1.0 s; the PROXY specification asks for at least 3 s",
+                "proxy_header_timeout is 1 s; the PROXY specification asks for at least 3 s",
             ])
     }
 

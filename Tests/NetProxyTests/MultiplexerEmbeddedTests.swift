@@ -16,7 +16,7 @@ struct MultiplexHarness {
     let events: NIOLoopBoundBox<[String]>
     let multiplexer: NetProxyService
 
-    init(detectTimeout: Double = 5, maxPendingDetections: Int = 256) {
+    init(detectTimeout: Duration = .seconds(5), maxPendingDetections: Int = 256) {
         fixture = ListenerFixture(loop: loop)
         let events = NIOLoopBoundBox([String](), eventLoop: loop)
         self.events = events

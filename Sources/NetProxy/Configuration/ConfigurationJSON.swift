@@ -41,7 +41,8 @@ enum JSONInput {
         return value
     }
 
-    func seconds(_ key: String) throws(NetProxyConfigurationError) -> Double {
+    /// A timeout or grace period, written as a number of seconds.
+    func seconds(_ key: String) throws(NetProxyConfigurationError) -> Duration {
         let value: Double
         switch self {
         case .integer(let integer): value = Double(integer)
@@ -49,7 +50,10 @@ enum JSONInput {
         default: throw NetProxyConfigurationError("\(key): expected a number of seconds")
         }
         guard value > 0 else { throw NetProxyConfigurationError("\(key): expected a number of seconds above 0") }
-        return value
+        guard let duration = Duration(configurationSeconds: value) else {
+            throw NetProxyConfigurationError("\(key): \(value) is not a number of seconds from above 0 to 86400")
+        }
+        return duration
     }
 
     /// A limit on a number of connections: a whole number from 1 to ``NetProxyConfiguration/maximumCount``.

@@ -23,22 +23,14 @@ struct ConnectionPolicy: Sendable {
     init(
         _ configuration: NetProxyConfiguration, _ options: ProxyPortOptions, keyPrefix: String, tls: Bool, perSource: Int
     ) throws(NetProxyConfigurationError) {
-        if let idle = options.idleTimeout { try HostPlan.checkSeconds(idle, keyPrefix + "idle_timeout") }
-        if let handshake = options.tlsHandshakeTimeout { try HostPlan.checkSeconds(handshake, keyPrefix + "tls_handshake_timeout") }
+        if let idle = options.idleTimeout { try HostPlan.checkDuration(idle, keyPrefix + "idle_timeout") }
+        if let handshake = options.tlsHandshakeTimeout { try HostPlan.checkDuration(handshake, keyPrefix + "tls_handshake_timeout") }
         if let limit = options.maxConnections { try NetProxyConfiguration.checkCount(limit, keyPrefix + "max_connections") }
         if let limit = options.maxConnectionsPerSource { try NetProxyConfiguration.checkCount(limit, keyPrefix + "max_connections_per_source") }
         self.init(
-            idleTimeout: .fractionalSeconds(options.idleTimeout ?? configuration.idleTimeout),
-            tlsHandshakeTimeout: tls ? .fractionalSeconds(options.tlsHandshakeTimeout ?? configuration.tlsHandshakeTimeout) : nil,
+            idleTimeout: (options.idleTimeout ?? configuration.idleTimeout).timeAmount,
+            tlsHandshakeTimeout: tls ? (options.tlsHandshakeTimeout ?? configuration.tlsHandshakeTimeout).timeAmount : nil,
             maxConnections: options.maxConnections,
             maxConnectionsPerSource: options.maxConnectionsPerSource ?? perSource)
-    }
-}
-
-extension TimeAmount {
-    /// Seconds as the configuration gives them, fractions included. `HostPlan` has checked
-    /// them to be at most 86400, so the nanoseconds fit an `Int64`.
-    static func fractionalSeconds(_ seconds: Double) -> TimeAmount {
-        .nanoseconds(Int64(seconds * 1_000_000_000))
     }
 }

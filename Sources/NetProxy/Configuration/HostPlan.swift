@@ -273,7 +273,7 @@ struct HostPlan {
         _ configuration: NetProxyConfiguration, _ options: ProxyPortOptions, trust: TrustedProxies
     ) -> ProxyProtocolConfiguration {
         ProxyProtocolConfiguration(
-            trustedProxies: trust, headerTimeout: .fractionalSeconds(options.headerTimeout ?? configuration.headerTimeout),
+            trustedProxies: trust, headerTimeout: options.headerTimeout ?? configuration.headerTimeout,
             maximumHeaderLength: configuration.maximumHeaderSize, acceptedVersions: options.acceptedVersions ?? configuration.acceptedVersions,
             acceptsLocal: options.acceptsLocal ?? configuration.acceptsLocal,
             unspecifiedAddresses: options.unspecifiedAddresses ?? configuration.unspecifiedAddresses)
@@ -310,14 +310,16 @@ struct HostPlan {
     }
 
     /// A header timeout: in range, and a warning under the specification's 3 s.
-    private static func checkHeaderTimeout(_ seconds: Double, _ key: String, warnings: inout [String]) throws(NetProxyConfigurationError) {
-        try checkSeconds(seconds, key)
-        if seconds < 3 { warnings.append("\(key) is \(seconds) s; the PROXY specification asks for at least 3 s") }
+    private static func checkHeaderTimeout(_ timeout: Duration, _ key: String, warnings: inout [String]) throws(NetProxyConfigurationError) {
+        try checkDuration(timeout, key)
+        if timeout < .seconds(3) { warnings.append("\(key) is \(timeout.secondsText); the PROXY specification asks for at least 3 s") }
     }
 
-    static func checkSeconds(_ seconds: Double, _ key: String) throws(NetProxyConfigurationError) {
-        guard seconds > 0 && seconds <= 86400 else {
-            throw NetProxyConfigurationError("\(key): \(seconds) is not a number of seconds from above 0 to 86400")
+    /// A timeout or grace period: from 1 ns to a day, as a file's seconds can give it (a
+    /// `Duration` set in code can be anything).
+    static func checkDuration(_ duration: Duration, _ key: String) throws(NetProxyConfigurationError) {
+        guard duration >= .nanoseconds(1) && duration <= .maximum else {
+            throw NetProxyConfigurationError("\(key): \(duration.secondsText) is not a duration from above 0 to 86400 s")
         }
     }
 
@@ -328,9 +330,9 @@ struct HostPlan {
             throw NetProxyConfigurationError("proxy_max_header_size: \(configuration.maximumHeaderSize) is not in 16...65551")
         }
         try checkHeaderTimeout(configuration.headerTimeout, "proxy_header_timeout", warnings: &warnings)
-        try checkSeconds(configuration.shutdownGracePeriod, "shutdown_grace_period")
-        try checkSeconds(configuration.idleTimeout, "idle_timeout")
-        try checkSeconds(configuration.tlsHandshakeTimeout, "tls_handshake_timeout")
+        try checkDuration(configuration.shutdownGracePeriod, "shutdown_grace_period")
+        try checkDuration(configuration.idleTimeout, "idle_timeout")
+        try checkDuration(configuration.tlsHandshakeTimeout, "tls_handshake_timeout")
         if let maxConnections = configuration.maxConnections { try NetProxyConfiguration.checkCount(maxConnections, "max_connections") }
         if let perSource = configuration.maxConnectionsPerSource {
             try NetProxyConfiguration.checkCount(perSource, "max_connections_per_source")
@@ -345,7 +347,7 @@ struct HostPlan {
             guard serviceNames.contains(name) || name == "metrics" else {
                 throw NetProxyConfigurationError(.unknownService, "\(name)_idle_timeout: \(unknownService(name, serviceNames))")
             }
-            try checkSeconds(configuration.serviceIdleTimeouts[name]!, "\(name)_idle_timeout")
+            try checkDuration(configuration.serviceIdleTimeouts[name]!, "\(name)_idle_timeout")
         }
     }
 
@@ -372,7 +374,7 @@ struct HostPlan {
         // scraped when the process is full; it has a small budget of its own instead.
         let isMetrics = if case .metrics = kind { true } else { false }
         return ConnectionPolicy(
-            idleTimeout: .fractionalSeconds(name.flatMap { configuration.serviceIdleTimeouts[$0] } ?? configuration.idleTimeout),
+            idleTimeout: (name.flatMap { configuration.serviceIdleTimeouts[$0] } ?? configuration.idleTimeout).timeAmount,
             tlsHandshakeTimeout: nil, maxConnections: isMetrics ? Self.metricsMaxConnections : nil,
             maxConnectionsPerSource: maxConnectionsPerSource)
     }

@@ -31,8 +31,8 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     /// `proxy_trusted_proxies`: addresses and CIDR networks allowed to send headers. Empty trusts
     /// everyone (with a warning at start-up), as the module does.
     public var trustedProxies: [String] = ["127.0.0.1", "::1"]
-    /// `proxy_header_timeout`, in seconds.
-    public var headerTimeout: Double = 10
+    /// `proxy_header_timeout`, in seconds in the file.
+    public var headerTimeout: Duration = .seconds(10)
     /// `proxy_versions`: the header versions accepted, `[1, 2]` in the file.
     public var acceptedVersions: ProxyVersions = .all
     /// `proxy_local` (`"accept"` or `"reject"`): whether version 2 `LOCAL` headers (a balancer's
@@ -70,19 +70,19 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     public var metricsPort: Int?
     /// `metrics_interfaces`; `nil` means ``interfaces``.
     public var metricsInterfaces: [String]?
-    /// `shutdown_grace_period`, in seconds: how long connections may drain on SIGINT/SIGTERM.
-    public var shutdownGracePeriod: Double = 10
-    /// `idle_timeout`, in seconds: a connection with no byte read and none written for this long
+    /// `shutdown_grace_period`, in seconds in the file: how long connections may drain on SIGINT/SIGTERM.
+    public var shutdownGracePeriod: Duration = .seconds(10)
+    /// `idle_timeout`, in seconds in the file: a connection with no byte read and none written for this long
     /// is closed. Ten minutes (nginx's `proxy_timeout`): far above an XMPP client's 60 s
     /// whitespace keep-alive and common clients' 300 s ping interval, short enough that
     /// abandoned connections do not pile up.
-    public var idleTimeout: Double = 600
+    public var idleTimeout: Duration = .seconds(600)
     /// `<service>_idle_timeout`: ``idleTimeout`` for the regular ports of one service (or of
     /// the metrics endpoint, as `metrics_idle_timeout`).
-    public var serviceIdleTimeouts: [String: Double] = [:]
-    /// `tls_handshake_timeout`, in seconds: from the end of the PROXY header (or the accept, for
+    public var serviceIdleTimeouts: [String: Duration] = [:]
+    /// `tls_handshake_timeout`, in seconds in the file: from the end of the PROXY header (or the accept, for
     /// a direct client) to a finished TLS handshake on ``proxyTLSPorts``.
-    public var tlsHandshakeTimeout: Double = 10
+    public var tlsHandshakeTimeout: Duration = .seconds(10)
     /// `max_connections`: connections open at once in the whole process. At the limit the
     /// listeners stop accepting (new connections wait in the kernel's backlog) until one closes.
     /// `nil`: half the descriptor limit less 64 (at least 16), since a forwarded connection

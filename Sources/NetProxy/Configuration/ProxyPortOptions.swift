@@ -12,13 +12,13 @@ public struct ProxyPortOptions: Hashable, Sendable {
     /// `unspecified`, in place of `proxy_unspecified`.
     public var unspecifiedAddresses: ProxyProtocolConfiguration.UnspecifiedAddressPolicy?
     /// `header_timeout` in seconds, in place of `proxy_header_timeout`.
-    public var headerTimeout: Double?
+    public var headerTimeout: Duration?
     /// `direct_clients`, in place of `proxy_direct_clients`.
     public var directClients: [String]?
     /// `idle_timeout` in seconds, in place of the global `idle_timeout`.
-    public var idleTimeout: Double?
+    public var idleTimeout: Duration?
     /// `tls_handshake_timeout` in seconds, in place of the global one (TLS ports only).
-    public var tlsHandshakeTimeout: Double?
+    public var tlsHandshakeTimeout: Duration?
     /// `max_connections`: connections open at once on this listener, besides the process's
     /// limit. At it the listener stops accepting until one closes.
     public var maxConnections: Int?
@@ -29,8 +29,8 @@ public struct ProxyPortOptions: Hashable, Sendable {
     /// Options for one port; each one left `nil` keeps the global setting.
     public init(
         trustedProxies: [String]? = nil, acceptedVersions: ProxyVersions? = nil, acceptsLocal: Bool? = nil,
-        unspecifiedAddresses: ProxyProtocolConfiguration.UnspecifiedAddressPolicy? = nil, headerTimeout: Double? = nil,
-        directClients: [String]? = nil, idleTimeout: Double? = nil, tlsHandshakeTimeout: Double? = nil, maxConnections: Int? = nil,
+        unspecifiedAddresses: ProxyProtocolConfiguration.UnspecifiedAddressPolicy? = nil, headerTimeout: Duration? = nil,
+        directClients: [String]? = nil, idleTimeout: Duration? = nil, tlsHandshakeTimeout: Duration? = nil, maxConnections: Int? = nil,
         maxConnectionsPerSource: Int? = nil
     ) {
         self.trustedProxies = trustedProxies

@@ -44,12 +44,12 @@ struct HostRuntime: Sendable {
             }
             try Self.checkServiceName(name, "multiplex_services.\(name)")
             let multiplex = configuration.multiplexServices[name]!
-            try HostPlan.checkSeconds(multiplex.detectTimeout, "multiplex_services.\(name).detect_timeout")
+            try HostPlan.checkDuration(multiplex.detectTimeout, "multiplex_services.\(name).detect_timeout")
             if let idle = multiplex.idleTimeout {
-                try HostPlan.checkSeconds(idle, "multiplex_services.\(name).idle_timeout")
+                try HostPlan.checkDuration(idle, "multiplex_services.\(name).idle_timeout")
                 if idle < multiplex.detectTimeout {
                     warnings.append(
-                        "multiplex_services.\(name).idle_timeout (\(idle) s) is shorter than its detect_timeout (\(multiplex.detectTimeout) s): a silent client is closed before the default service gets it"
+                        "multiplex_services.\(name).idle_timeout (\(idle.secondsText)) is shorter than its detect_timeout (\(multiplex.detectTimeout.secondsText)): a silent client is closed before the default service gets it"
                     )
                 }
             }

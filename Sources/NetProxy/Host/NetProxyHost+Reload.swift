@@ -80,7 +80,7 @@ extension NetProxyHost {
                 id, phases: [.building, .binding],
                 NetProxyHostError(
                     .reloadTimedOut,
-                    "the reload did not finish within \(Self.secondsText(timeout)) s (a file system or a name server that does not answer?) and is abandoned; whatever it still does is undone"
+                    "the reload did not finish within \(timeout.secondsText) (a file system or a name server that does not answer?) and is abandoned; whatever it still does is undone"
                 ))
         }
         Task { [self] in
@@ -149,11 +149,6 @@ extension NetProxyHost {
             }
         }
         return try result.get()
-    }
-
-    /// `amount` in seconds, without a fraction when it has none.
-    static func secondsText(_ amount: TimeAmount) -> String {
-        amount.nanoseconds % 1_000_000_000 == 0 ? "\(amount.nanoseconds / 1_000_000_000)" : "\(Double(amount.nanoseconds) / 1e9)"
     }
 
     /// Builds the runtime for `configuration`, binds its new listeners and puts it in force, as

@@ -230,7 +230,7 @@ public final class NetProxyHost: Service, Sendable {
             try await start()
         }
         try? await gracefulShutdown()
-        await shutdown(gracePeriod: Task.isCancelled ? .zero : .fractionalSeconds(configuration.shutdownGracePeriod))
+        await shutdown(gracePeriod: Task.isCancelled ? .zero : configuration.shutdownGracePeriod.timeAmount)
     }
 
     /// Stops accepting, closes connections waiting for a header, lets the others finish for up to

@@ -205,11 +205,3 @@ final class TLSHandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler
 
 @available(*, unavailable)
 extension TLSHandshakeDeadline: Sendable {}
-
-extension TimeAmount {
-    /// `2.5 s`: seconds as an operator wrote them.
-    var secondsText: String {
-        let seconds = Double(nanoseconds) / 1e9
-        return seconds == seconds.rounded() ? "\(Int(seconds)) s" : "\(seconds) s"
-    }
-}

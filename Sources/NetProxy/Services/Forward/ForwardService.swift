@@ -31,11 +31,11 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
     /// address is this machine's own (a balancer's health check on the same host) is connected
     /// from this host's address instead.
     public var transparent = false
-    /// `connect_timeout`, in seconds.
-    public var connectTimeout: Double = 5
-    /// `idle_timeout`, in seconds: replaces the listener's for this service's connections, on
+    /// `connect_timeout`, in seconds in the file.
+    public var connectTimeout: Duration = .seconds(5)
+    /// `idle_timeout`, in seconds in the file: replaces the listener's for this service's connections, on
     /// both sides of the relay; `nil` keeps the listener's.
-    public var idleTimeout: Double?
+    public var idleTimeout: Duration?
     /// `max_pending_connects`: clients of this service waiting for their target's connect at
     /// once; over it a new client is closed (and counted) instead of connecting.
     public var maxPendingConnects = 256
@@ -66,8 +66,8 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
                 families[family] = target
             }
         }
-        try HostPlan.checkSeconds(connectTimeout, "\(key).connect_timeout")
-        if let idleTimeout { try HostPlan.checkSeconds(idleTimeout, "\(key).idle_timeout") }
+        try HostPlan.checkDuration(connectTimeout, "\(key).connect_timeout")
+        if let idleTimeout { try HostPlan.checkDuration(idleTimeout, "\(key).idle_timeout") }
         try NetProxyConfiguration.checkCount(maxPendingConnects, "\(key).max_pending_connects")
         if sendProxy != .v2 && (passTLVs || crc32c) {
             throw NetProxyConfigurationError(
@@ -134,7 +134,7 @@ extension NetProxyService {
                     name: name, configuration: configuration, target: targets[configuration.targetIndex(for: info.source)], info: info, own: own,
                     pending: pending, context: context))
         }
-        service.idleTimeout = configuration.idleTimeout.map(TimeAmount.fractionalSeconds)
+        service.idleTimeout = configuration.idleTimeout.map(\.timeAmount)
         return service
     }
 }
@@ -202,7 +202,7 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         let this = NIOLoopBound(self, eventLoop: context.eventLoop)
         let outgoing = own.outgoing
         var bootstrap = ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(.fractionalSeconds(configuration.connectTimeout))
+            .connectTimeout(configuration.connectTimeout.timeAmount)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -45,12 +45,12 @@ public struct MultiplexServiceConfiguration: Hashable, Sendable {
     public var routes: [DetectedProtocol: String]
     /// `default`: the service for anything else, and for clients silent for ``detectTimeout``.
     public var defaultService: String
-    /// `detect_timeout`, in seconds: how long a silent client waits before the default service
+    /// `detect_timeout`, in seconds in the file: how long a silent client waits before the default service
     /// gets it (protocols where the server speaks first).
-    public var detectTimeout: Double = 5
-    /// `idle_timeout`, in seconds: replaces the listener's while the multiplexer holds a
+    public var detectTimeout: Duration = .seconds(5)
+    /// `idle_timeout`, in seconds in the file: replaces the listener's while the multiplexer holds a
     /// connection and after, unless the chosen service has its own; `nil` keeps the listener's.
-    public var idleTimeout: Double?
+    public var idleTimeout: Duration?
     /// `max_pending_detections`: connections of this service whose protocol is not known yet,
     /// at once; over it a new connection is closed (and counted).
     public var maxPendingDetections = 256
@@ -152,7 +152,7 @@ extension NetProxyService {
                     configuration: configuration, info: info, services: services, detecting: detecting, asyncConnections: context.asyncConnections,
                     logger: context.logger))
         }
-        service.idleTimeout = configuration.idleTimeout.map(TimeAmount.fractionalSeconds)
+        service.idleTimeout = configuration.idleTimeout.map(\.timeAmount)
         return service
     }
 }
@@ -207,7 +207,7 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         }
         isDetecting = true
         timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
-            in: .fractionalSeconds(configuration.detectTimeout), handler: DetectTimeout(multiplexer: self, context: context))
+            in: configuration.detectTimeout.timeAmount, handler: DetectTimeout(multiplexer: self, context: context))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
