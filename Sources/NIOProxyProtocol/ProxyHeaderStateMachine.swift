@@ -120,7 +120,7 @@ struct ProxyHeaderStateMachine {
 
     /// The server asked connections to wind down.
     mutating func quiesceRequested() -> Action {
-        refuseIfWaiting(.quiesced)
+        refuseIfWaiting(.shuttingDown)
     }
 
     /// An error reached the handler.

@@ -19,7 +19,7 @@ public struct ProxyProtocolError: Error, Sendable, CustomStringConvertible {
             case headerTimeout = "header_timeout"
             case closedBeforeHeader = "closed_before_header"
             case readFailed = "read_failed"
-            case quiesced = "shutting_down"
+            case shuttingDown = "shutting_down"
             case localNotAccepted = "local_not_accepted"
             case unspecifiedAddressesNotAccepted = "unspecified_not_accepted"
             case unusableAddress = "unusable_address"
@@ -47,7 +47,7 @@ public struct ProxyProtocolError: Error, Sendable, CustomStringConvertible {
         /// Reading failed, for example on a reset; ``ProxyProtocolError/underlying`` is the error.
         public static let readFailed = Reason(.readFailed)
         /// The server began shutting down while the header was awaited.
-        public static let quiesced = Reason(.quiesced)
+        public static let shuttingDown = Reason(.shuttingDown)
         /// A `LOCAL` header arrived and the configuration refuses them.
         public static let localNotAccepted = Reason(.localNotAccepted)
         /// A header without addresses arrived and the configuration refuses them.
@@ -105,7 +105,7 @@ public struct ProxyProtocolError: Error, Sendable, CustomStringConvertible {
             return "\(from): no complete PROXY header\(within) (\(receivedBytes) byte(s) received)"
         case .closedBeforeHeader: return "\(from): closed after \(receivedBytes) byte(s), before a complete PROXY header"
         case .readFailed: return "\(from): read failed before a complete PROXY header\(cause)"
-        case .quiesced: return "\(from): server shutting down before a complete PROXY header"
+        case .shuttingDown: return "\(from): server shutting down before a complete PROXY header"
         case .localNotAccepted: return "\(from): LOCAL PROXY headers are not accepted"
         case .unspecifiedAddressesNotAccepted: return "\(from): PROXY headers without addresses are not accepted"
         case .unusableAddress: return "\(from): PROXY header address unusable\(cause)"

@@ -235,7 +235,7 @@ struct ServerHarness {
         try harness.send("PROXY TCP4")
         harness.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         #expect(!harness.channel.isActive)
-        #expect(harness.failure()?.reason == .quiesced)
+        #expect(harness.failure()?.reason == .shuttingDown)
     }
 
     @Test func localUsesSocketAddresses() throws {
