@@ -2,7 +2,6 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
-import Prometheus
 import Testing
 
 @testable import NetProxy
@@ -19,7 +18,7 @@ import Testing
     struct Listener {
         let loop = EmbeddedEventLoop()
         let lines = NIOLockedValueBox<[String]>([])
-        let metrics = HostMetrics(registry: PrometheusCollectorRegistry())
+        let metrics = HostMetrics()
         let episode = AcceptErrorHandler.Episode()
 
         /// A socket of the echo listener on 127.0.0.1:7000 (one per event loop in the host;

@@ -2,7 +2,6 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
-import Prometheus
 
 @testable import NetProxy
 
@@ -110,7 +109,7 @@ struct ListenerFixture {
     init(loop: EmbeddedEventLoop, maxConnections: Int? = nil) {
         let lines = self.lines
         logger = Logger(label: "test") { _ in RecordingLogHandler(lines: lines) }
-        metrics = HostMetrics(registry: PrometheusCollectorRegistry())
+        metrics = HostMetrics()
         load = ListenerLoad(
             label: Self.label, maxConnections: maxConnections, budget: ConnectionBudget(maxConnections: 1000), metrics: metrics,
             log: RateLimitedLog(logger: logger), logger: logger)

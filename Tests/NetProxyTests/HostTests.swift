@@ -1,4 +1,6 @@
+import CoreMetrics
 import Foundation
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import NIOProxyProtocol
@@ -16,8 +18,11 @@ struct RunningHost {
         try await self.init(configuration: try NetProxyConfiguration(json: Data(json.utf8)), services: services)
     }
 
-    init(configuration: NetProxyConfiguration, services: [NetProxyService] = NetProxyService.builtins) async throws {
-        host = try NetProxyHost(configuration: configuration, services: services)
+    init(
+        configuration: NetProxyConfiguration, services: [NetProxyService] = NetProxyService.builtins,
+        metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
+    ) async throws {
+        host = try NetProxyHost(configuration: configuration, services: services, metricsFactory: metricsFactory)
         try await host.start()
     }
 
@@ -134,6 +139,21 @@ func endpoint(_ value: Any?) -> String? {
         #expect(reply == [])
         #expect(running.host.metricsExposition.contains(#"netproxy_connections_rejected_total{reason="unmapped_port"} 1"#))
         await running.stop()
+    }
+
+    /// The same metrics reach a swift-metrics factory the application chose, beside the host's
+    /// own registry.
+    @Test func metricsReachTheGivenFactory() async throws {
+        let metrics = TestMetrics()
+        let running = try await RunningHost(
+            configuration: try NetProxyConfiguration(json: Data(#"{"proxy_ports": [0], "echo_ports": []}"#.utf8)), metricsFactory: metrics)
+        let port = running.port(.proxy(service: nil, tls: false))
+        #expect(try await LoopbackClient.exchange(port: port, send: Array("PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n".utf8)) == [])
+        await running.stop()
+        #expect(try metrics.expectCounter("netproxy_connections_accepted_total", [("listener", "proxy")]).totalValue == 1)
+        #expect(try metrics.expectCounter("netproxy_proxy_headers_total", [("version", "v1")]).totalValue == 1)
+        #expect(try metrics.expectCounter("netproxy_connections_rejected_total", [("reason", "unmapped_port")]).totalValue == 1)
+        #expect(running.host.metricsExposition.contains(#"netproxy_connections_rejected_total{reason="unmapped_port"} 1"#))
     }
 
     @Test func untrustedProxyAndMetrics() async throws {

@@ -1,8 +1,8 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import Prometheus
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -147,12 +147,16 @@ public final class NetProxyHost: Service, Sendable {
     let reloadSettings = NIOLockedValueBox(ReloadSettings())
 
     /// Checks the configuration against the services; the error names the entry at fault.
+    ///
+    /// The host counts in a Prometheus registry of its own, which `metrics_port` and
+    /// ``metricsExposition`` show, and reports the same metrics to `metricsFactory`: by default
+    /// the one the process bootstrapped `MetricsSystem` with, if any.
     public init(
         configuration: NetProxyConfiguration,
         services: [NetProxyService] = NetProxyService.builtins,
         logger: Logger = Logger(label: "netproxy"),
         eventLoopGroup: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) throws(NetProxyConfigurationError) {
         var byName: [String: NetProxyService] = [:]
         for service in services {
@@ -162,7 +166,7 @@ public final class NetProxyHost: Service, Sendable {
             byName[service.name] = service
         }
         let context = HostContext(
-            metrics: HostMetrics(registry: metricsRegistry), refusals: RateLimitedLog(logger: logger),
+            metrics: HostMetrics(reportingTo: metricsFactory), refusals: RateLimitedLog(logger: logger),
             asyncConnections: asyncConnections.continuation, outgoing: OutgoingConnections(),
             eventLoops: Array(eventLoopGroup.makeIterator()).count, logger: logger)
         let runtime = try HostRuntime(configuration, registered: byName, context: context)

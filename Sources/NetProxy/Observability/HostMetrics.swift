@@ -4,7 +4,8 @@ import Prometheus
 import ProxyProtocol
 
 /// The host's counters, kept in its own Prometheus registry (so several hosts, as in tests, do
-/// not share or fight over the global metrics system).
+/// not share or fight over the global metrics system), which `metrics_port` serves; they are
+/// also reported to the swift-metrics factory the host was given.
 ///
 /// Every counter is made once, up front: making one goes through the registry's lock, and
 /// counting happens on every connection. They are exported from zero.
@@ -16,8 +17,8 @@ struct HostMetrics: Sendable {
     /// The values of the `errno` label of accept errors, exported from zero.
     static let acceptErrnos = ["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]
 
-    let registry: PrometheusCollectorRegistry
-    private let factory: PrometheusMetricsFactory
+    let registry = PrometheusCollectorRegistry()
+    private let factory: any MetricsFactory
     private let acceptedProxy: CoreMetrics.Counter
     private let acceptedRegular: CoreMetrics.Counter
     private let headers: [ProxyVersion: CoreMetrics.Counter]
@@ -26,9 +27,11 @@ struct HostMetrics: Sendable {
     private let acceptErrors: [String: CoreMetrics.Counter]
     private let reloads: (success: CoreMetrics.Counter, failure: CoreMetrics.Counter)
 
-    init(registry: PrometheusCollectorRegistry) {
-        self.registry = registry
-        let factory = PrometheusMetricsFactory(registry: registry)
+    /// Counters in a registry of their own, and reported to `external` too unless it is
+    /// swift-metrics' no-op factory (the global one before the process bootstraps another).
+    init(reportingTo external: any MetricsFactory = NOOPMetricsHandler.instance) {
+        let own = PrometheusMetricsFactory(registry: registry)
+        let factory: any MetricsFactory = external is NOOPMetricsHandler ? own : MultiplexMetricsHandler(factories: [own, external])
         self.factory = factory
         func counter(_ label: String, _ name: String, _ value: String) -> CoreMetrics.Counter {
             CoreMetrics.Counter(label: label, dimensions: [(name, value)], factory: factory)
@@ -142,7 +145,7 @@ struct ListenerMetrics: Sendable {
     private let timeouts: [TimeoutKind: CoreMetrics.Counter]
     private let limits: [ConnectionLimit: CoreMetrics.Counter]
 
-    init(label: String, factory: PrometheusMetricsFactory) {
+    init(label: String, factory: any MetricsFactory) {
         // The registry hands back the gauge a listener of the same name had before (a port given
         // up and taken again), whose connections may still be open: it is not reset here.
         open = CoreMetrics.Meter(label: "netproxy_connections", dimensions: [("listener", label)], factory: factory)
