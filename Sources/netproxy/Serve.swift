@@ -44,7 +44,9 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = logLevel
         let host: NetProxyHost
         do {
-            host = try NetProxyHost(configuration: configuration, logger: logger)
+            host = try NetProxyHost(configuration: configuration, logger: logger) { listeners in
+                FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
+            }
         } catch {
             throw CommandFailure("\(config ?? "configuration"): \(error)")
         }
@@ -53,13 +55,6 @@ struct Serve: AsyncParsableCommand {
         // that fails to start leaves nothing behind.
         let pidFile = try pidFile.map { path throws(CommandFailure) in try PIDFile.create(path) }
         defer { pidFile?.remove() }
-        let listeners: [NetProxyHost.BoundListener]
-        do {
-            listeners = try await host.start()
-        } catch {
-            throw CommandFailure("\(error)")
-        }
-        FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
         let signalService = SignalService(signals: signals, logger: logger) { [config, logger] in
             logger.info("SIGHUP received: reloading \(config ?? "the default configuration")")
             // The outcome is logged and counted by the host.
@@ -73,7 +68,12 @@ struct Serve: AsyncParsableCommand {
                 ],
                 logger: logger
             ))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            // A listener that cannot be bound, said without a stack of wrappers.
+            throw CommandFailure("\(error)")
+        }
     }
 
     /// A `--log-level` value: one of swift-log's level names.

@@ -35,13 +35,13 @@ struct RecordingLogHandler: LogHandler {
         let failing = NetProxyService.async(name: "failing") { inbound, _, _ in
             for try await _ in inbound { throw ServiceFailure() }
         }
-        let host = try NetProxyHost(
+        let running = try await RunningHost(
             configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "failing"}}"#.utf8)),
             services: [failing], logger: Logger(label: "test") { _ in RecordingLogHandler(lines: lines) }
         )
-        let port = try await host.start()[0].address.port!
+        let port = running.host.listeners[0].address.port!
         _ = try await LoopbackClient.exchange(port: port, send: Array("PROXY TCP4 203.0.113.9 192.0.2.2 4321 2\r\nx".utf8))
-        await host.shutdown(gracePeriod: .seconds(5))
+        await running.stop(gracePeriod: .seconds(5))
         let failures = lines.withLockedValue { $0 }.filter { $0.contains("failed") }
         #expect(failures.count == 1)
         let line = try #require(failures.first)
@@ -70,43 +70,52 @@ struct RecordingLogHandler: LogHandler {
                 }
             }
         }
-        let host = try NetProxyHost(
-            configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "lingering_ports": [0]}"#.utf8)),
-            services: [lingering(.milliseconds(300))]
-        )
-        let port = try await host.start()[0].address.port!
+        let host = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "lingering_ports": [0]}"#, services: [lingering(.milliseconds(300))])
+        let port = host.host.listeners[0].address.port!
         // Within the grace period: the service finishes and its answer arrives.
         let (first, firstBytes) = try await LoopbackClient.connect(to: port)
         try await first.close(mode: .output)
         // The shutdown comes while the service is answering.
         await waitingForInputEnd.next()
-        await host.shutdown(gracePeriod: .seconds(10))
+        await host.stop(gracePeriod: .seconds(10))
         #expect(events.withLockedValue { $0 } == ["finished"])
         try await firstBytes.closed.get()
         #expect(firstBytes.string == "done")
 
         // After the grace period: cancelled, and shutdown still waits for it to end. (A minute
         // to answer: however slow the machine, the 100 ms grace period ends first.)
-        let other = try NetProxyHost(
-            configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "lingering_ports": [0]}"#.utf8)),
-            services: [lingering(.seconds(60))]
-        )
-        let otherPort = try await other.start()[0].address.port!
+        let other = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "lingering_ports": [0]}"#, services: [lingering(.seconds(60))])
+        let otherPort = other.host.listeners[0].address.port!
         let (second, _) = try await LoopbackClient.connect(to: otherPort)
         try await second.close(mode: .output)
         await waitingForInputEnd.next()
-        await other.shutdown(gracePeriod: .milliseconds(100))
+        await other.stop(gracePeriod: .milliseconds(100))
         #expect(events.withLockedValue { $0 } == ["finished", "cancelled"])
     }
 
-    @Test func startsOnce() async throws {
-        let host = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#.utf8)))
-        try await host.start()
-        let again = await #expect(throws: NetProxyHostError.self) { try await host.start() }
+    @Test func runsOnce() async throws {
+        let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
+        let again = await #expect(throws: NetProxyHostError.self) { try await running.host.run() }
         #expect(again?.kind == .alreadyStarted)
         #expect(again?.description == "the host can be started once only")
-        await host.shutdown(gracePeriod: .zero)
-        let afterShutdown = await #expect(throws: NetProxyHostError.self) { try await host.start() }
+        await running.stop()
+        let afterShutdown = await #expect(throws: NetProxyHostError.self) { try await running.host.run() }
         #expect(afterShutdown?.kind == .alreadyStarted)
+    }
+
+    /// A listener that cannot be bound ends ``NetProxyHost/run()`` with the error, before
+    /// `onServerRunning`, and leaves nothing open.
+    @Test func runThrowsWhenAListenerCannotBeBound() async throws {
+        let first = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
+        let port = first.host.listeners[0].address.port!
+        let called = NIOLockedValueBox(false)
+        let second = try NetProxyHost(
+            configuration: try NetProxyConfiguration(json: Data(#"{"interfaces": ["127.0.0.1"], "echo_ports": [\#(port)]}"#.utf8))
+        ) { _ in called.withLockedValue { $0 = true } }
+        let error = await #expect(throws: NetProxyHostError.self) { try await second.run() }
+        #expect(error?.kind == .cannotListen)
+        #expect(called.withLockedValue { $0 } == false)
+        #expect(second.listeners.isEmpty)
+        await first.stop()
     }
 }

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import Logging
 import MetricsTestKit
 import NIOCore
 import NIOPosix
@@ -10,9 +11,12 @@ import ProxyProtocol
 import TestSupport
 import Testing
 
-/// A host on loopback with every listener on a free port.
+/// A host running its public life cycle, ``NetProxyHost/run()``, in a task of its own, with
+/// every listener on a free port.
 struct RunningHost {
     let host: NetProxyHost
+    /// The task of ``NetProxyHost/run()``.
+    let running: Task<Void, any Error>
 
     init(_ json: String, services: [NetProxyService] = NetProxyService.builtins) async throws {
         try await self.init(configuration: try NetProxyConfiguration(json: Data(json.utf8)), services: services)
@@ -20,10 +24,33 @@ struct RunningHost {
 
     init(
         configuration: NetProxyConfiguration, services: [NetProxyService] = NetProxyService.builtins,
-        metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
+        metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger = Logger(label: "netproxy")
     ) async throws {
-        host = try NetProxyHost(configuration: configuration, services: services, metricsFactory: metricsFactory)
-        try await host.start()
+        try await self.init { onServerRunning in
+            try NetProxyHost(
+                configuration: configuration, services: services, logger: logger, metricsFactory: metricsFactory,
+                onServerRunning: onServerRunning)
+        }
+    }
+
+    /// Runs the host `make` returns, given the hook to pass as `onServerRunning`; returns once
+    /// it is listening, or throws what ended ``NetProxyHost/run()`` first.
+    init(
+        _ make: (_ onServerRunning: @escaping @Sendable ([NetProxyHost.BoundListener]) async -> Void) throws -> NetProxyHost
+    ) async throws {
+        let (started, continuation) = AsyncStream.makeStream(of: Result<Void, any Error>.self)
+        let host = try make { _ in continuation.yield(.success(())) }
+        self.host = host
+        running = Task {
+            do {
+                try await host.run()
+            } catch {
+                continuation.yield(.failure(error))
+                throw error
+            }
+        }
+        var outcomes = started.makeAsyncIterator()
+        try await outcomes.next()?.get()
     }
 
     /// The bound port of the first listener matching `kind`.
@@ -31,8 +58,12 @@ struct RunningHost {
         host.listeners.first { $0.plan.kind == kind && $0.plan.host == address }!.address.port!
     }
 
-    func stop() async {
-        await host.shutdown(gracePeriod: .zero)
+    /// Shuts the host down with `gracePeriod`, ends ``NetProxyHost/run()`` and waits for it:
+    /// every connection and async service has ended on return.
+    func stop(gracePeriod: TimeAmount = .zero) async {
+        await host.shutdown(gracePeriod: gracePeriod)
+        running.cancel()
+        _ = try? await running.value
     }
 }
 

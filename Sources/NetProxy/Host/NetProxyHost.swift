@@ -20,9 +20,15 @@ import ServiceLifecycle
 /// var configuration = NetProxyConfiguration()
 /// configuration.proxyPortMappings = [15222: "c2s"]
 /// configuration.trustedProxies = ["10.0.0.0/8"]
-/// let host = try NetProxyHost(configuration: configuration, services: [c2s], logger: logger)
+/// let host = try NetProxyHost(configuration: configuration, services: [c2s], logger: logger) { listeners in
+///     logger.info("listening on \(listeners.map(\.address))")
+/// }
 /// try await ServiceGroup(services: [host], gracefulShutdownSignals: [.sigterm], logger: logger).run()
 /// ```
+///
+/// ``run()`` is the host's whole life: it binds the listeners, calls `onServerRunning` with
+/// them, serves until a graceful shutdown (or the task's cancellation), drains, and returns
+/// once every connection and every async service has ended.
 ///
 /// On a PROXY port a connection is accepted only from a trusted proxy, and only after a valid
 /// header; the service then gets it as if the client had connected directly (with TLS first,
@@ -112,8 +118,6 @@ public final class NetProxyHost: Service, Sendable {
         var reload: ReloadInProgress?
         /// Numbers reloads, for ``ReloadInProgress/id``.
         var reloadsStarted: UInt64 = 0
-        /// Runs the connections of async services; owned by the host and awaited on shutdown.
-        var serviceTasks: Task<Void, Never>?
     }
 
     /// The configuration in force: the one the host was created with, or the last one reloaded.
@@ -145,18 +149,24 @@ public final class NetProxyHost: Service, Sendable {
     let state: NIOLockedValueBox<State>
     /// Settings of reloads that tests change.
     let reloadSettings = NIOLockedValueBox(ReloadSettings())
+    /// Called by ``run()`` once every listener is bound and accepting.
+    let onServerRunning: @Sendable ([BoundListener]) async -> Void
 
     /// Checks the configuration against the services; the error names the entry at fault.
     ///
     /// The host counts in a Prometheus registry of its own, which `metrics_port` and
     /// ``metricsExposition`` show, and reports the same metrics to `metricsFactory`: by default
     /// the one the process bootstrapped `MetricsSystem` with, if any.
+    ///
+    /// `onServerRunning` is called by ``run()`` with the bound listeners (and the ports the
+    /// system chose for port 0) once every listener accepts.
     public init(
         configuration: NetProxyConfiguration,
         services: [NetProxyService] = NetProxyService.builtins,
         logger: Logger = Logger(label: "netproxy"),
         eventLoopGroup: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        metricsFactory: any MetricsFactory = MetricsSystem.factory
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        onServerRunning: @escaping @Sendable ([BoundListener]) async -> Void = { _ in }
     ) throws(NetProxyConfigurationError) {
         var byName: [String: NetProxyService] = [:]
         for service in services {
@@ -178,28 +188,51 @@ public final class NetProxyHost: Service, Sendable {
         self.budget = ConnectionBudget(maxConnections: runtime.maxConnections)
         self.sweeps = IdleSweeps(group: eventLoopGroup)
         self.connections = ConnectionRegistry(group: eventLoopGroup)
+        self.onServerRunning = onServerRunning
     }
 
-    /// The bound listeners, once started.
+    /// The bound listeners, while the host runs.
     public var listeners: [BoundListener] { state.withLockedValue { $0.listeners.map(\.bound) } }
 
     /// The Prometheus text exposition of the host's counters.
     public var metricsExposition: String { metrics.exposition }
 
-    /// Binds every listener; throws (after closing what was bound) if one cannot be bound, or
-    /// if the host was started before.
-    @discardableResult
-    public func start() async throws -> [BoundListener] {
-        let runtime = state.withLockedValue { state -> HostRuntime? in
-            guard case .idle = state.lifecycle else { return nil }
-            state.lifecycle = .starting
-            state.serviceTasks = Task { [asyncConnections, logger] in
-                await withDiscardingTaskGroup { group in
+    /// Runs the host as a `Service`, its whole life in this task.
+    ///
+    /// Binds every listener (throwing, with nothing left open, if one cannot be bound or the
+    /// host ran before), calls `onServerRunning`, then serves until a graceful shutdown request
+    /// (SIGINT/SIGTERM in a `ServiceGroup`). Then it stops accepting, closes connections still
+    /// waiting for a header, lets the others finish for `shutdown_grace_period`, and closes
+    /// what is left; cancelling the task skips the grace period. It returns once every
+    /// connection is closed and every async service has returned (cancelled at the end of the
+    /// grace period).
+    public func run() async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { [asyncConnections, logger] in
+                await withDiscardingTaskGroup { services in
                     for await connection in asyncConnections.stream {
-                        group.addTask { await connection.run(logger: logger) }
+                        services.addTask { await connection.run(logger: logger) }
                     }
                 }
             }
+            // On a failed start the group cancels the services' task as the error leaves it.
+            let listeners = try await start()
+            await onServerRunning(listeners)
+            try? await gracefulShutdown()
+            await shutdown(gracePeriod: Task.isCancelled ? .zero : configuration.shutdownGracePeriod.timeAmount)
+            // What the grace period did not see finish is cancelled.
+            group.cancelAll()
+        }
+    }
+
+    /// The first step of ``run()``: binds every listener; throws (after closing what was bound)
+    /// if one cannot be bound, or if the host ran before. Async services are served only inside
+    /// ``run()``.
+    @discardableResult
+    package func start() async throws -> [BoundListener] {
+        let runtime = state.withLockedValue { state -> HostRuntime? in
+            guard case .idle = state.lifecycle else { return nil }
+            state.lifecycle = .starting
             return state.runtime
         }
         guard let runtime else { throw NetProxyHostError(.alreadyStarted, "the host can be started once only") }
@@ -226,20 +259,10 @@ public final class NetProxyHost: Service, Sendable {
         return listeners
     }
 
-    /// Runs the host as a `Service`: starts it unless ``start()`` already did, waits for a
-    /// graceful shutdown request (SIGINT/SIGTERM in a `ServiceGroup`), then shuts down with the
-    /// configured grace period (none if the task is cancelled).
-    public func run() async throws {
-        if state.withLockedValue({ if case .idle = $0.lifecycle { return true } else { return false } }) {
-            try await start()
-        }
-        try? await gracefulShutdown()
-        await shutdown(gracePeriod: Task.isCancelled ? .zero : configuration.shutdownGracePeriod.timeAmount)
-    }
-
-    /// Stops accepting, closes connections waiting for a header, lets the others finish for up to
-    /// `gracePeriod`, then closes what is left and waits for the services' tasks to end.
-    public func shutdown(gracePeriod: TimeAmount) async {
+    /// The last step of ``run()``: stops accepting, closes connections waiting for a header,
+    /// lets the others finish for up to `gracePeriod`, then closes what is left and ends the
+    /// stream of async services' connections. A test calls it to shut down at a chosen moment.
+    package func shutdown(gracePeriod: TimeAmount) async {
         let (proceed, reload) = state.withLockedValue { state -> (Bool, ReloadInProgress?) in
             switch state.lifecycle {
             case .stopping, .stopped: return (false, nil)
@@ -288,11 +311,8 @@ public final class NetProxyHost: Service, Sendable {
             try? await channel.close()
         }
         refusals.flush()
-        // No connection can start an async service any more; end their tasks and wait for them.
+        // No connection can start an async service any more: ``run()`` waits for those running.
         asyncConnections.continuation.finish()
-        let tasks = state.withLockedValue { $0.serviceTasks }
-        tasks?.cancel()
-        await tasks?.value
         state.withLockedValue { $0.lifecycle = .stopped }
     }
 }
