@@ -25,7 +25,7 @@ import Testing
         /// they share the episode).
         func socket() throws -> EmbeddedChannel {
             let role = ListenerRole(
-                plan: ListenerPlan(kind: .service("echo"), host: "127.0.0.1", port: 0), setup: .service(nil), tls: nil, allowsHalfClosure: false,
+                plan: ListenerPlan(kind: .service("echo"), host: "127.0.0.1", port: 0), kind: .service(nil), tls: nil, allowsHalfClosure: false,
                 connections: ConnectionPolicy(idleTimeout: .seconds(60), tlsHandshakeTimeout: nil, maxConnections: nil, maxConnectionsPerSource: 10))
             let lines = self.lines
             let handler = AcceptErrorHandler(

@@ -79,17 +79,17 @@ struct HostRuntime: Sendable {
             let regular = plan.regularConnectionPolicy(configuration, listener.kind)
             switch listener.kind {
             case .metrics:
-                return ListenerRole(plan: listener, setup: .metrics, tls: nil, allowsHalfClosure: true, connections: regular)
+                return ListenerRole(plan: listener, kind: .metrics, tls: nil, allowsHalfClosure: true, connections: regular)
             case .service(let name):
                 let service = byName[name]
                 return ListenerRole(
-                    plan: listener, setup: .service(service), tls: nil, allowsHalfClosure: service?.allowsHalfClosure ?? false,
+                    plan: listener, kind: .service(service), tls: nil, allowsHalfClosure: service?.allowsHalfClosure ?? false,
                     connections: regular)
             case .proxy(let name, let isTLS):
                 let service = name.flatMap { byName[$0] }
                 let policy = listener.path.map { plan.unixPolicies[$0]! } ?? plan.policies[listener.port]!
                 return ListenerRole(
-                    plan: listener, setup: .proxy(service, policy), tls: isTLS ? tls : nil, allowsHalfClosure: service?.allowsHalfClosure ?? false,
+                    plan: listener, kind: .proxy(service, policy), tls: isTLS ? tls : nil, allowsHalfClosure: service?.allowsHalfClosure ?? false,
                     connections: policy.connections)
             }
         }

@@ -6,7 +6,8 @@ import NIOSSL
 /// reload changes it for the next connection and never for one already accepted. A class, so
 /// that reading it on that path costs one reference, not a copy of every field.
 final class ListenerRole: Sendable, AtomicReference {
-    enum Setup: Sendable {
+    /// The plan's ``ListenerPlan/Kind`` with its service looked up.
+    enum Kind: Sendable {
         case metrics
         /// A regular port; `nil` never happens (the plan checks every name) but closes.
         case service(NetProxyService?)
@@ -15,7 +16,7 @@ final class ListenerRole: Sendable, AtomicReference {
     }
 
     let plan: ListenerPlan
-    let setup: Setup
+    let kind: Kind
     /// TLS after the header (or at once, for a direct client).
     let tls: NIOSSLContext?
     /// Whether the service asked to see the client's half-close.
@@ -23,9 +24,9 @@ final class ListenerRole: Sendable, AtomicReference {
     /// Deadlines and budgets of its connections.
     let connections: ConnectionPolicy
 
-    init(plan: ListenerPlan, setup: Setup, tls: NIOSSLContext?, allowsHalfClosure: Bool, connections: ConnectionPolicy) {
+    init(plan: ListenerPlan, kind: Kind, tls: NIOSSLContext?, allowsHalfClosure: Bool, connections: ConnectionPolicy) {
         self.plan = plan
-        self.setup = setup
+        self.kind = kind
         self.tls = tls
         self.allowsHalfClosure = allowsHalfClosure
         self.connections = connections

@@ -15,7 +15,7 @@ extension NetProxyHost {
         track(channel)
         let pipeline = channel.pipeline.syncOperations
         let sourceLimit = role.connections.maxConnectionsPerSource
-        switch role.setup {
+        switch role.kind {
         case .metrics:
             // A request trickled in byte by byte is not activity; a complete one is.
             connectionGuard.countsReads = false

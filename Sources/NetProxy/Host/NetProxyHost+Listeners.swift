@@ -12,27 +12,27 @@ import NIOPosix
 extension NetProxyHost {
     /// Binds a listener for `role`: its sockets take their role from the slot, which a reload
     /// may replace.
-    func bind(_ role: ListenerRole, key: ListenerKey, configuration: NetProxyConfiguration) async throws -> OpenListener {
+    func bind(_ role: ListenerRole, key: ListenerKey, configuration: NetProxyConfiguration) async throws -> Listener {
         let slot = ListenerSlot(role)
         var plan = role.plan
         if let path = plan.path, let settings = configuration.proxyUnixSockets[path] {
             let (channel, identity) = try await bindUnix(path, settings: settings, slot: slot)
             let address = try SocketAddress(unixDomainSocketPath: path)
-            return OpenListener(
+            return Listener(
                 key: key, slot: slot, channels: [channel], bound: BoundListener(plan: plan, address: address),
                 load: makeLoad(address, role: role, slot: slot), unixFile: (path, identity, settings))
         }
         let channels = try await bindTCP(plan, slot: slot)
         let address = channels[0].localAddress!
         plan.port = address.port ?? plan.port
-        return OpenListener(
+        return Listener(
             key: key, slot: slot, channels: channels, bound: BoundListener(plan: plan, address: address),
             load: makeLoad(address, role: role, slot: slot), unixFile: nil)
     }
 
     /// The load of a listener bound at `address`, given to its sockets before they accept.
     func makeLoad(_ address: SocketAddress, role: ListenerRole, slot: ListenerSlot) -> ListenerLoad {
-        let isMetrics = if case .metrics = role.setup { true } else { false }
+        let isMetrics = if case .metrics = role.kind { true } else { false }
         let load = ListenerLoad(
             label: address.displayText, maxConnections: role.connections.maxConnections, countsInProcess: !isMetrics, budget: budget,
             metrics: metrics, log: refusals, logger: logger)

@@ -158,7 +158,7 @@ extension NetProxyHost {
         _ configuration: NetProxyConfiguration, reloadID: UInt64
     ) async throws -> ReloadSummary {
         let runtime = try await buildRuntime(configuration)
-        let current = try state.withLockedValue { state -> Result<[OpenListener], NetProxyHostError> in
+        let current = try state.withLockedValue { state -> Result<[Listener], NetProxyHostError> in
             if let reason = Self.abortReason(state, reloadID: reloadID) { return .failure(reason) }
             state.reload?.phase = .binding
             return .success(state.listeners)
@@ -215,9 +215,9 @@ extension NetProxyHost {
     /// plan), the others bound now, not accepting yet. If one cannot be bound, or another process
     /// listens on a new address too, what was bound here is closed and the error thrown; likewise
     /// if the host shuts down meanwhile, or reload `reloadID` (`nil` at start-up) is abandoned.
-    func open(_ runtime: HostRuntime, keeping: [ListenerKey: OpenListener], reloadID: UInt64?) async throws -> [OpenListener] {
-        var result: [OpenListener] = []
-        var added: [OpenListener] = []
+    func open(_ runtime: HostRuntime, keeping: [ListenerKey: Listener], reloadID: UInt64?) async throws -> [Listener] {
+        var result: [Listener] = []
+        var added: [Listener] = []
         do {
             for (key, role) in zip(ListenerKey.keys(runtime.plan), runtime.roles) {
                 if var listener = keeping[key] {
@@ -234,7 +234,7 @@ extension NetProxyHost {
                 if let reason = state.withLockedValue({ Self.abortReason($0, reloadID: reloadID) }) {
                     throw reason
                 }
-                let listener: OpenListener
+                let listener: Listener
                 do {
                     listener = try await bind(role, key: key, configuration: runtime.configuration)
                 } catch {
@@ -268,14 +268,14 @@ extension NetProxyHost {
     }
 
     /// Lets listeners bound by ``open(_:keeping:reloadID:)`` accept, once their configuration is in force.
-    func startAccepting(_ listeners: [OpenListener]) async {
+    func startAccepting(_ listeners: [Listener]) async {
         for channel in listeners.flatMap(\.channels) {
             try? await channel.setOption(.autoRead, value: true).get()
         }
     }
 
     /// Closes listeners' sockets (never their connections) and removes their socket files.
-    func close(_ listeners: [OpenListener]) async {
+    func close(_ listeners: [Listener]) async {
         for listener in listeners {
             for channel in listener.channels {
                 try? await channel.close()

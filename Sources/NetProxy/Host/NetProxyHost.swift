@@ -98,8 +98,9 @@ public final class NetProxyHost: Service, Sendable {
         case stopped
     }
 
-    /// A listener's sockets, and the slot their connections read their role from.
-    struct OpenListener {
+    /// A listener while it is open: its sockets (one per event loop, or one for a UNIX
+    /// socket), the slot their connections read their role from, and its public view.
+    struct Listener {
         var key: ListenerKey
         var slot: ListenerSlot
         var channels: [Channel]
@@ -113,7 +114,7 @@ public final class NetProxyHost: Service, Sendable {
     struct State {
         var lifecycle = Lifecycle.idle
         var runtime: HostRuntime
-        var listeners: [OpenListener] = []
+        var listeners: [Listener] = []
         /// The reload in progress, if any.
         var reload: ReloadInProgress?
         /// Numbers reloads, for ``ReloadInProgress/id``.
