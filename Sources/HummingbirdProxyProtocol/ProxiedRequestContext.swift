@@ -26,7 +26,7 @@ public struct ProxiedRequestContext: RequestContext, RemoteAddressRequestContext
             logger[metadataKey: "client"] = "\(remoteAddress.displayText)"
         }
         if let proxy {
-            logger[metadataKey: "proxy"] = "\(proxy.proxyAddress.displayText)"
+            logger[metadataKey: "proxy"] = "\(proxy.peer.displayText)"
         }
     }
 }

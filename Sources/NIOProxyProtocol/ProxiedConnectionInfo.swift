@@ -16,7 +16,7 @@ public struct ProxiedConnectionInfo: Hashable, Sendable {
     /// The header's length on the wire.
     public var headerLength: Int
     /// The socket's peer: the proxy.
-    public var proxyAddress: SocketAddress
+    public var peer: SocketAddress
     /// The socket's local address.
     public var localAddress: SocketAddress?
     /// The client: the header's source, or the socket's peer when the header carries no
@@ -29,20 +29,20 @@ public struct ProxiedConnectionInfo: Hashable, Sendable {
     /// Whether the header carried addresses (false for `LOCAL`, `UNKNOWN` and `UNSPEC`).
     public var carriesAddresses: Bool { header.command == .proxy && header.addresses != .unspecified }
 
-    /// Builds the effective addresses for a header received from `proxyAddress`.
-    public init(header: ProxyHeader, headerLength: Int, proxyAddress: SocketAddress, localAddress: SocketAddress?) throws {
+    /// Builds the effective addresses for a header received from `peer`.
+    public init(header: ProxyHeader, headerLength: Int, peer: SocketAddress, localAddress: SocketAddress?) throws {
         self.header = header
         self.headerLength = headerLength
-        self.proxyAddress = proxyAddress
+        self.peer = peer
         self.localAddress = localAddress
         guard header.command == .proxy else {
-            self.source = proxyAddress
+            self.source = peer
             self.destination = localAddress
             return
         }
         switch header.addresses {
         case .unspecified:
-            self.source = proxyAddress
+            self.source = peer
             self.destination = localAddress
         case .inet, .inet6:
             self.source = SocketAddress(header.addresses.source!)

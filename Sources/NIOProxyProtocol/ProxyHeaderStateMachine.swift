@@ -39,7 +39,7 @@ struct ProxyHeaderStateMachine {
     init(configuration: ProxyProtocolConfiguration) {
         self.configuration = configuration
         self.parser = ProxyHeaderParser(
-            acceptedVersions: configuration.acceptedVersions, maximumLength: configuration.maximumHeaderLength
+            acceptedVersions: configuration.acceptedVersions, maximumHeaderLength: configuration.maximumHeaderLength
         )
     }
 

@@ -168,7 +168,7 @@ public final class ProxyProtocolServerHandler: ChannelDuplexHandler, RemovableCh
         do {
             info = try ProxiedConnectionInfo(
                 header: header, headerLength: length,
-                proxyAddress: context.channel.remoteAddress!, localAddress: context.channel.localAddress
+                peer: context.channel.remoteAddress!, localAddress: context.channel.localAddress
             )
         } catch {
             return perform(stateMachine.addressUnusable(error), context: context)

@@ -31,22 +31,22 @@ public struct ProxyHeaderParser: Hashable, Sendable {
     /// The longest header accepted, 16...``ProxyHeader/maximumV2Length``. A version 2 header
     /// announcing more is rejected as soon as its length field arrives; version 1 lines are
     /// capped at the smaller of this and 107. Read-only: the initializer checks it.
-    public private(set) var maximumLength: Int
+    public private(set) var maximumHeaderLength: Int
 
     /// Creates a parser.
     ///
     /// - Parameters:
     ///   - acceptedVersions: The versions accepted.
-    ///   - maximumLength: The longest header accepted: at least 16, the fixed part of a version 2
+    ///   - maximumHeaderLength: The longest header accepted: at least 16, the fixed part of a version 2
     ///     header (a smaller limit is a programming error, and traps here); a larger one than
     ///     ``ProxyHeader/maximumV2Length`` means that maximum.
-    public init(acceptedVersions: ProxyVersions = .all, maximumLength: Int = ProxyHeader.maximumV2Length) {
+    public init(acceptedVersions: ProxyVersions = .all, maximumHeaderLength: Int = ProxyHeader.maximumV2Length) {
         precondition(
-            maximumLength >= ProxyHeader.v2FixedLength,
-            "maximumLength must be at least 16 (a version 2 header's fixed part), not \(maximumLength)"
+            maximumHeaderLength >= ProxyHeader.v2FixedLength,
+            "maximumHeaderLength must be at least 16 (a version 2 header's fixed part), not \(maximumHeaderLength)"
         )
         self.acceptedVersions = acceptedVersions
-        self.maximumLength = min(maximumLength, ProxyHeader.maximumV2Length)
+        self.maximumHeaderLength = min(maximumHeaderLength, ProxyHeader.maximumV2Length)
     }
 
     /// Parses the readable bytes of `buffer` without consuming them.
@@ -66,9 +66,9 @@ public struct ProxyHeaderParser: Hashable, Sendable {
         case nil:
             return nil
         case .v1:
-            return try V1Parser(bytes: bytes, limit: min(maximumLength, ProxyHeader.maximumV1Length)).parse()
+            return try V1Parser(bytes: bytes, limit: min(maximumHeaderLength, ProxyHeader.maximumV1Length)).parse()
         case .v2:
-            return try V2Parser.scan(bytes, limit: maximumLength)
+            return try V2Parser.scan(bytes, limit: maximumHeaderLength)
         }
     }
 

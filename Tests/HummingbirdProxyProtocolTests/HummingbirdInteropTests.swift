@@ -43,8 +43,8 @@ import Testing
             let tlvs = info?.header.tlvs ?? ProxyTLVs()
             uri = request.uri.description
             client = Self.endpoint(context.remoteAddress)
-            proxy = Self.endpoint(info?.proxyAddress)
-            proxyPort = info?.proxyAddress.port
+            proxy = Self.endpoint(info?.peer)
+            proxyPort = info?.peer.port
             destination = Self.endpoint(info?.destination)
             version = info?.header.version.rawValue
             headerLength = info?.headerLength

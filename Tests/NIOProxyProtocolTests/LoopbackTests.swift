@@ -102,7 +102,7 @@ final class LoopbackServer: Sendable {
         #expect(collector.withLockedValue { $0 }!.bytes == payload)
         let info = try server.outcomes.first!.get()
         #expect(info.source == (try SocketAddress(ipAddress: "203.0.113.9", port: 61000)))
-        #expect(info.proxyAddress.ipAddress == "127.0.0.2")
+        #expect(info.peer.ipAddress == "127.0.0.2")
         #expect(server.collected.first!.bytes == payload)
         try await client.close()
         try await server.channel.close()

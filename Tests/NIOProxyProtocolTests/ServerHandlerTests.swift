@@ -93,7 +93,7 @@ struct ServerHarness {
     static let v1Line = "PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n"
 
     static func expectedInfo(_ header: ProxyHeader, length: Int) throws -> ProxiedConnectionInfo {
-        try ProxiedConnectionInfo(header: header, headerLength: length, proxyAddress: ServerHarness.proxy, localAddress: ServerHarness.local)
+        try ProxiedConnectionInfo(header: header, headerLength: length, peer: ServerHarness.proxy, localAddress: ServerHarness.local)
     }
 
     @Test func headerInOneByteWrites() throws {
@@ -110,7 +110,7 @@ struct ServerHarness {
         #expect(try harness.handler.connectionInfo.wait() == info)
         #expect(info.source == (try SocketAddress(ipAddress: "192.0.2.1", port: 51234)))
         #expect(info.destination == (try SocketAddress(ipAddress: "198.51.100.7", port: 443)))
-        #expect(info.proxyAddress == ServerHarness.proxy)
+        #expect(info.peer == ServerHarness.proxy)
         #expect(harness.channel.pipeline.syncOperations.proxiedConnectionInfo == info)
         #expect(try harness.channel.pipeline.proxiedConnectionInfo().wait() == info)
         #expect(throws: (any Error).self) { try harness.channel.pipeline.syncOperations.handler(type: ProxyProtocolServerHandler.self) }

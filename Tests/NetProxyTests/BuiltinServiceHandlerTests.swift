@@ -30,10 +30,10 @@ import Testing
             addresses: .inet(
                 source: .init(ProxyIPv4Address(203, 0, 113, 9), port: 4321), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
         let proxy = try ProxiedConnectionInfo(
-            header: header, headerLength: try header.encoded().readableBytes, proxyAddress: try SocketAddress(ipAddress: "10.0.0.5", port: 51000),
+            header: header, headerLength: try header.encoded().readableBytes, peer: try SocketAddress(ipAddress: "10.0.0.5", port: 51000),
             localAddress: try SocketAddress(ipAddress: "10.0.0.1", port: 7000))
         return ConnectionInfo(
-            service: "whoami", port: 7000, peer: proxy.proxyAddress, source: proxy.source, destination: proxy.destination, proxy: proxy)
+            service: "whoami", port: 7000, peer: proxy.peer, source: proxy.source, destination: proxy.destination, proxy: proxy)
     }
 
     // MARK: whoami

@@ -38,7 +38,7 @@ import Testing
         #expect(configuration.proxyPortMappings == [15222: "c2s", 15269: "s2s"])
         #expect(configuration.trustedProxies == ["10.0.0.0/8", "::1"])
         #expect(configuration.headerTimeout == .milliseconds(4500))
-        #expect(configuration.maximumHeaderSize == 1024)
+        #expect(configuration.maximumHeaderLength == 1024)
         #expect(configuration.proxyTLSPorts == [15269])
         #expect(configuration.tlsCertificatePath == "/etc/cert.pem")
         #expect(configuration.tlsKeyPath == "/etc/key.pem")
@@ -63,7 +63,7 @@ import Testing
         #expect(configuration.trustedProxies == ["127.0.0.1", "::1"])
         #expect(configuration.proxyPorts == nil)
         #expect(configuration.headerTimeout == .seconds(10))
-        #expect(configuration.maximumHeaderSize == 4096)
+        #expect(configuration.maximumHeaderLength == 4096)
     }
 
     @Test(arguments: [

@@ -125,7 +125,7 @@ import Testing
     @Test func respectsConfiguredLimits() throws {
         let v2Only = ProxyHeaderParser(acceptedVersions: .v2)
         #expect(parseError("P", parser: v2Only) == ProxyHeaderError(.versionNotAccepted(.v1), at: 0))
-        let short = ProxyHeaderParser(maximumLength: 40)
+        let short = ProxyHeaderParser(maximumHeaderLength: 40)
         #expect(
             parseError("PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n", parser: short)
                 == ProxyHeaderError(.headerTooLong(limit: 40), at: 40))

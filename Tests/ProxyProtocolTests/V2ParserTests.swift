@@ -164,7 +164,7 @@ import Testing
         #expect(parseError(sig + [0x31]) == ProxyHeaderError(.v2UnsupportedVersion(0x31), at: 12))
         #expect(parseError(sig + [0x21, 0x51]) == ProxyHeaderError(.v2UnsupportedFamily(0x51), at: 13))
         #expect(try parse(sig + [0x21, 0x11, 0x00]) == .needMoreBytes)
-        let limited = ProxyHeaderParser(maximumLength: 100)
+        let limited = ProxyHeaderParser(maximumHeaderLength: 100)
         #expect(parseError(sig + [0x21, 0x11, 0x00, 0x55], parser: limited) == ProxyHeaderError(.headerTooLong(limit: 100), at: 14))
         #expect(try parse(sig + [0x21, 0x11, 0x00, 0x54], parser: limited) == .needMoreBytes)
         let v1Only = ProxyHeaderParser(acceptedVersions: .v1)

@@ -52,9 +52,9 @@ import Testing
     }
 
     @Test func parserLimitIsKeptWithinTheProtocol() async {
-        #expect(ProxyHeaderParser(maximumLength: 16).maximumLength == 16)
-        #expect(ProxyHeaderParser(maximumLength: 1_000_000).maximumLength == ProxyHeader.maximumV2Length)
+        #expect(ProxyHeaderParser(maximumHeaderLength: 16).maximumHeaderLength == 16)
+        #expect(ProxyHeaderParser(maximumHeaderLength: 1_000_000).maximumHeaderLength == ProxyHeader.maximumV2Length)
         // Below a version 2 header's fixed part is a programming error: it traps at the call.
-        await #expect(processExitsWith: .failure) { _ = ProxyHeaderParser(maximumLength: 15) }
+        await #expect(processExitsWith: .failure) { _ = ProxyHeaderParser(maximumHeaderLength: 15) }
     }
 }

@@ -274,7 +274,7 @@ struct HostPlan {
     ) -> ProxyProtocolConfiguration {
         ProxyProtocolConfiguration(
             trustedProxies: trust, headerTimeout: options.headerTimeout ?? configuration.headerTimeout,
-            maximumHeaderLength: configuration.maximumHeaderSize, acceptedVersions: options.acceptedVersions ?? configuration.acceptedVersions,
+            maximumHeaderLength: configuration.maximumHeaderLength, acceptedVersions: options.acceptedVersions ?? configuration.acceptedVersions,
             acceptsLocal: options.acceptsLocal ?? configuration.acceptsLocal,
             unspecifiedAddresses: options.unspecifiedAddresses ?? configuration.unspecifiedAddresses)
     }
@@ -326,8 +326,8 @@ struct HostPlan {
     /// The header size and the two durations; a header timeout under the specification's 3 s
     /// is allowed, with a warning.
     private static func checkLimits(_ configuration: NetProxyConfiguration, warnings: inout [String]) throws(NetProxyConfigurationError) {
-        guard (ProxyHeader.v2FixedLength...ProxyHeader.maximumV2Length).contains(configuration.maximumHeaderSize) else {
-            throw NetProxyConfigurationError("proxy_max_header_size: \(configuration.maximumHeaderSize) is not in 16...65551")
+        guard (ProxyHeader.v2FixedLength...ProxyHeader.maximumV2Length).contains(configuration.maximumHeaderLength) else {
+            throw NetProxyConfigurationError("proxy_max_header_size: \(configuration.maximumHeaderLength) is not in 16...65551")
         }
         try checkHeaderTimeout(configuration.headerTimeout, "proxy_header_timeout", warnings: &warnings)
         try checkDuration(configuration.shutdownGracePeriod, "shutdown_grace_period")

@@ -51,7 +51,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     /// counts as a trusted proxy: the socket file's permissions decide who may connect.
     public var proxyUnixSockets: [String: ProxyUnixSocket] = [:]
     /// `proxy_max_header_size`, in bytes (16...65551).
-    public var maximumHeaderSize: Int = 4096
+    public var maximumHeaderLength: Int = 4096
     /// `proxy_tls_ports`: PROXY ports where TLS starts right after the header.
     public var proxyTLSPorts: [Int] = []
     /// `proxy_tls_certificate`: a PEM file with the certificate chain for ``proxyTLSPorts``.
@@ -147,7 +147,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case "proxy_unix_sockets": proxyUnixSockets = try value.unixSockets(key)
             case "proxy_tls_certificates": tlsCertificates = try value.certificates(key)
             case "proxy_tls_alpn": tlsALPN = try value.strings(key)
-            case "proxy_max_header_size": maximumHeaderSize = try value.integer(key)
+            case "proxy_max_header_size": maximumHeaderLength = try value.integer(key)
             case "proxy_tls_ports": proxyTLSPorts = try value.ports(key)
             case "proxy_tls_certificate": tlsCertificatePath = try value.string(key)
             case "proxy_tls_key": tlsKeyPath = try value.string(key)
