@@ -62,7 +62,7 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
 public struct IPNetworkParseError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What is wrong with the entry.
     ///
-    /// A struct rather than an enum, like ``ProxyHeaderError/Kind``, so that a new reason is not a
+    /// A struct rather than an enum, like `ProxyHeaderError.Kind` (in ProxyProtocol), so that a new reason is not a
     /// breaking change: compare with `==`, which takes the details into account, and read
     /// ``description`` for the words.
     public struct Reason: Hashable, Sendable, CustomStringConvertible {

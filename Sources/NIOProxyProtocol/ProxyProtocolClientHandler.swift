@@ -37,8 +37,8 @@ public final class ProxyProtocolClientHandler: ChannelDuplexHandler, RemovableCh
     /// The addresses are known only once the channel is active, so the TLVs are checked now
     /// against the largest address block, IPv6's: whatever the connection, the header can be sent.
     ///
-    /// - Throws: ``ProxyHeaderEncodingError/Kind/v1CannotSendTLVs`` for TLVs in a version 1
-    ///   header; ``ProxyHeaderEncodingError/Kind/tlvsTooLong(length:maximum:)`` when the TLVs
+    /// - Throws: `ProxyHeaderEncodingError.Kind.v1CannotSendTLVs` for TLVs in a version 1
+    ///   header; `ProxyHeaderEncodingError.Kind.tlvsTooLong(length:maximum:)` when the TLVs
     ///   (and the CRC32C TLV to append) do not fit a version 2 header with IPv6 addresses.
     public init(version: ProxyVersion, tlvs: ProxyTLVs = ProxyTLVs(), appendingCRC32C: Bool = false) throws(ProxyHeaderEncodingError) {
         switch version {

@@ -3,10 +3,11 @@ import NIOCore
 
 /// A named service: what the host does with a connection once it is handed on.
 ///
-/// The host calls ``start`` on the connection's event loop, after the PROXY header (if any) has
-/// been accepted and before the service sees `channelActive` or a byte; it adds the service's
-/// handlers to the end of the pipeline. The channel then behaves as if the client had connected
-/// directly: the first byte read is the client's first byte.
+/// The host calls the service's channel initializer (the closure given to
+/// ``init(name:allowsHalfClosure:channelInitializer:)``) on the connection's event loop, after
+/// the PROXY header (if any) has been accepted and before the service sees `channelActive` or a
+/// byte; it adds the service's handlers to the end of the pipeline. The channel then behaves as
+/// if the client had connected directly: the first byte read is the client's first byte.
 ///
 /// ## When the client stops sending
 ///
