@@ -184,7 +184,7 @@ extension NetProxyHost {
             }
             budget.maxConnections = runtime.maxConnections
             outgoing.localAddresses = runtime.localAddresses
-            state.listeners = opened
+            state.lifecycle = .running(opened)
             state.runtime = runtime
             return nil
         }

@@ -92,8 +92,11 @@ public final class NetProxyHost: Service, Sendable {
     /// Where the host is in its life; each step happens once.
     enum Lifecycle {
         case idle
+        /// Binding the first listeners.
         case starting
-        case running
+        /// Serving on these listeners; a reload replaces them.
+        case running([Listener])
+        /// Closing its listeners and draining connections.
         case stopping
         case stopped
     }
@@ -113,12 +116,19 @@ public final class NetProxyHost: Service, Sendable {
 
     struct State {
         var lifecycle = Lifecycle.idle
+        /// What the configuration in force makes; from creation to the end.
         var runtime: HostRuntime
-        var listeners: [Listener] = []
-        /// The reload in progress, if any.
+        /// The reload in progress, if any. It starts only while running, and outlives that
+        /// state when a shutdown abandons it or waits for it.
         var reload: ReloadInProgress?
         /// Numbers reloads, for ``ReloadInProgress/id``.
         var reloadsStarted: UInt64 = 0
+
+        /// The listeners open while running; none in any other state.
+        var listeners: [Listener] {
+            if case .running(let listeners) = lifecycle { return listeners }
+            return []
+        }
     }
 
     /// The configuration in force: the one the host was created with, or the last one reloaded.
@@ -244,8 +254,7 @@ public final class NetProxyHost: Service, Sendable {
             let opened = try await open(runtime, keeping: [:], reloadID: nil)
             let started = state.withLockedValue { state -> Bool in
                 guard case .starting = state.lifecycle else { return false }
-                state.listeners = opened
-                state.lifecycle = .running
+                state.lifecycle = .running(opened)
                 return true
             }
             guard started else {
@@ -264,15 +273,16 @@ public final class NetProxyHost: Service, Sendable {
     /// lets the others finish for up to `gracePeriod`, then closes what is left and ends the
     /// stream of async services' connections. A test calls it to shut down at a chosen moment.
     package func shutdown(gracePeriod: TimeAmount) async {
-        let (proceed, reload) = state.withLockedValue { state -> (Bool, ReloadInProgress?) in
+        let stopping = state.withLockedValue { state -> (listeners: [Listener], reload: ReloadInProgress?)? in
             switch state.lifecycle {
-            case .stopping, .stopped: return (false, nil)
+            case .stopping, .stopped: return nil
             case .idle, .starting, .running:
+                let listeners = state.listeners
                 state.lifecycle = .stopping
-                return (true, state.reload)
+                return (listeners, state.reload)
             }
         }
-        guard proceed else { return }
+        guard let (listeners, reload) = stopping else { return }
         if let reload {
             // A reload still building its runtime has bound nothing, and may be stuck: it is
             // abandoned, and undoes whatever it finishes later. One binding listeners sees the
@@ -281,7 +291,7 @@ public final class NetProxyHost: Service, Sendable {
             abandonReload(reload.id, phases: [.building], NetProxyHostError(.shuttingDown, "the host is shutting down"))
             _ = try? await reload.outcome.futureResult.get()
         }
-        await close(state.withLockedValue { $0.listeners })
+        await close(listeners)
         let draining = connections.stopAccepting()
         logger.info("shutting down: \(draining.count) connection(s) open, draining for up to \(gracePeriod)")
         for channel in draining {
