@@ -65,7 +65,7 @@ enum JSONInput {
 
     func port(_ key: String) throws(NetProxyConfigurationError) -> Int {
         let port = try integer(key)
-        guard (0...65535).contains(port) else { throw NetProxyConfigurationError("\(key): \(port) is not a port (0-65535)") }
+        try ConfigurationChecks.port(port, key)
         return port
     }
 
@@ -176,7 +176,7 @@ extension JSONInput {
             }
         }
         let versions = numbers.reduce(into: ProxyVersions()) { $0.formUnion($1) }
-        guard !versions.isEmpty else { throw NetProxyConfigurationError("\(key): no version would be accepted") }
+        try ConfigurationChecks.versions(versions, key)
         return versions
     }
 
@@ -196,9 +196,7 @@ extension JSONInput {
         guard case .object(let object) = self else { throw NetProxyConfigurationError("\(key): expected an object of port to \(what)") }
         var result: [Int: Value] = [:]
         for portText in object.keys.sorted() {
-            guard let port = Int(portText), String(port) == portText, (0...65535).contains(port) else {
-                throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (0-65535)")
-            }
+            let port = try ConfigurationChecks.port(Int(portText).flatMap { String($0) == portText ? $0 : nil }, key, shown: portText)
             result[port] = try read(object[portText]!, "\(key).\(portText)")
         }
         return result
@@ -348,9 +346,8 @@ extension ForwardServiceConfiguration {
                 throw NetProxyConfigurationError("\(key): \"\(host)\" is neither an IP address nor a host name")
             }
         }
-        guard let port = Int(portText), String(port) == portText, (1...65535).contains(port) else {
-            throw NetProxyConfigurationError("\(key): \"\(portText)\" is not a port (1-65535)")
-        }
+        let port = try ConfigurationChecks.port(
+            Int(portText).flatMap { String($0) == portText ? $0 : nil }, in: ConfigurationChecks.targetPorts, key, shown: String(portText))
         return (String(host), port)
     }
 }

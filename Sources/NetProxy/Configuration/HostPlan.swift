@@ -119,11 +119,7 @@ struct HostPlan {
         for port in configuration.proxyTLSPorts where !proxyPorts.contains(port) {
             throw NetProxyConfigurationError("proxy_tls_ports: port \(port) is not a PROXY port")
         }
-        if !configuration.proxyTLSPorts.isEmpty {
-            guard configuration.tlsCertificatePath != nil, configuration.tlsKeyPath != nil else {
-                throw NetProxyConfigurationError("proxy_tls_ports needs proxy_tls_certificate and proxy_tls_key")
-            }
-        }
+        _ = try ConfigurationChecks.tlsFiles(configuration)
         let proxyInterfaces = configuration.proxyInterfaces ?? configuration.interfaces
         try checkInterfaces(proxyInterfaces, "proxy_interfaces")
         var listeners: [ListenerPlan] = []
@@ -167,8 +163,8 @@ struct HostPlan {
     /// Every port in range (a configuration built in code skips the parser's check), and no
     /// address and port twice (port 0 is a new free port each time).
     private static func checkPorts(_ listeners: [ListenerPlan]) throws(NetProxyConfigurationError) {
-        for listener in listeners where listener.path == nil && !(0...65535).contains(listener.port) {
-            throw NetProxyConfigurationError("\(listener): \(listener.port) is not a port (0-65535)")
+        for listener in listeners where listener.path == nil {
+            try ConfigurationChecks.port(listener.port, "\(listener)")
         }
         var seen: [String: ListenerPlan] = [:]
         for listener in listeners where listener.port != 0 && listener.path == nil {
@@ -197,7 +193,7 @@ struct HostPlan {
         }
         let direct = try networks(configuration.directClients, "proxy_direct_clients")
         warnAboutEveryone(configuration.directClients, "proxy_direct_clients", warnings: &warnings)
-        if configuration.acceptedVersions.isEmpty { throw NetProxyConfigurationError("proxy_versions: no version would be accepted") }
+        try ConfigurationChecks.versions(configuration.acceptedVersions, "proxy_versions")
         return (trust, direct)
     }
 
@@ -234,9 +230,7 @@ struct HostPlan {
                     "\(directKey): \(clash) overlaps \(trustKey) \(shown) on PROXY port \(port): a source is either a trusted proxy or a direct client"
                 )
             }
-            if let versions = options.acceptedVersions, versions.isEmpty {
-                throw NetProxyConfigurationError("\(prefix)versions: no version would be accepted")
-            }
+            if let versions = options.acceptedVersions { try ConfigurationChecks.versions(versions, prefix + "versions") }
             if let custom = options.headerTimeout {
                 try checkHeaderTimeout(custom, prefix + "header_timeout", warnings: &warnings)
             }
@@ -255,9 +249,7 @@ struct HostPlan {
             if options.trustedProxies != nil || options.directClients != nil {
                 throw NetProxyConfigurationError("\(key): every peer of a UNIX socket is trusted; its file's mode and owner decide who connects")
             }
-            if let versions = options.acceptedVersions, versions.isEmpty {
-                throw NetProxyConfigurationError("\(key).versions: no version would be accepted")
-            }
+            if let versions = options.acceptedVersions { try ConfigurationChecks.versions(versions, key + ".versions") }
             if let custom = options.headerTimeout {
                 try checkHeaderTimeout(custom, key + ".header_timeout", warnings: &warnings)
             }

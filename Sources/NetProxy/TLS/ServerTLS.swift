@@ -14,10 +14,7 @@ enum ServerTLS {
     static func makeContext(_ configuration: NetProxyConfiguration) throws(NetProxyConfigurationError) -> NIOSSLContext? {
         // Without TLS ports nothing is served: proxy_tls_certificates and proxy_tls_alpn are then
         // ignored, unchecked, like proxy_tls_certificate and proxy_tls_key.
-        guard !configuration.proxyTLSPorts.isEmpty else { return nil }
-        guard let certificatePath = configuration.tlsCertificatePath, let keyPath = configuration.tlsKeyPath else {
-            throw NetProxyConfigurationError("proxy_tls_ports needs proxy_tls_certificate and proxy_tls_key")
-        }
+        guard let (certificatePath, keyPath) = try ConfigurationChecks.tlsFiles(configuration) else { return nil }
         // The cheap checks first, so a mistyped name is reported before any file is read.
         let named = try CertificateSelector(configuration.tlsCertificates)
         try checkALPN(configuration.tlsALPN)

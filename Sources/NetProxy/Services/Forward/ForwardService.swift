@@ -55,7 +55,7 @@ public struct ForwardServiceConfiguration: Hashable, Sendable {
         guard !targets.isEmpty else { throw NetProxyConfigurationError("\(key).target: the list is empty") }
         var families: [String: ForwardTarget] = [:]
         for target in targets {
-            guard (1...65535).contains(target.port) else { throw NetProxyConfigurationError("\(key).target: \(target.port) is not a port (1-65535)") }
+            try ConfigurationChecks.port(target.port, in: ConfigurationChecks.targetPorts, "\(key).target")
             // Only the first target of a family is ever used; a name may be of either.
             for family in target.families {
                 if let first = families[family] {
