@@ -11,6 +11,9 @@ import NIOCore
 ///   side closes cleanly, the other sends what is queued first, then closes.
 ///
 /// Both channels need `allowRemoteHalfClosure`, or a half-close would close the whole side.
+///
+/// The rules are ``RelayStateMachine``'s: this handler tells it what happens and does what it
+/// returns.
 final class RelayHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -18,11 +21,7 @@ final class RelayHandler: ChannelDuplexHandler {
 
     private var partner: RelayHandler?
     private var context: ChannelHandlerContext?
-    /// A `read` held back while the partner could not write.
-    private var readPending = false
-    private var inputClosed = false
-    private var outputClosed = false
-    private var failed = false
+    private var machine = RelayStateMachine()
 
     /// Two handlers that relay to each other; add each to its channel's pipeline.
     static func pair() -> (RelayHandler, RelayHandler) {
@@ -53,49 +52,36 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if partner?.isWritable ?? true {
-            context.read()
-        } else {
-            readPending = true
-        }
+        perform(machine.readRequested(partnerWritable: partner?.isWritable ?? true), context: context)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { partner?.resumeReading() }
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
         context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event as? ChannelEvent {
         case .inputClosed:
-            inputClosed = true
-            partner?.closeOutput()
-            closeIfDone()
+            perform(machine.inputClosed(), context: context)
         case .outputClosed:
-            outputClosed = true
-            closeIfDone()
+            perform(machine.outputClosed(), context: context)
         default:
             context.fireUserInboundEventTriggered(event)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Detached before the partner is told: what this side's closing still fires (a change of
+        // writability) no longer reaches the partner.
         let partner = self.partner
         self.partner = nil
-        if failed {
-            partner?.close()
-        } else {
-            // A clean end (SwiftNIO closes without an `inputClosed` when the peer's end comes
-            // after this side's output was closed): what this side read still goes out.
-            partner?.closeAfterPendingWrites()
-        }
+        perform(machine.channelInactive(), context: context, partner: partner)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // A reset or a failed write: the partner is closed at once, through channelInactive.
-        failed = true
-        context.close(promise: nil)
+        perform(machine.errorCaught(), context: context)
     }
 
     // MARK: What the partner asks of this side
@@ -110,36 +96,67 @@ final class RelayHandler: ChannelDuplexHandler {
         context?.flush()
     }
 
-    private func resumeReading() {
-        guard readPending, let context else { return }
-        readPending = false
-        context.read()
+    private func partnerBecameWritable() {
+        guard let context else { return }
+        perform(machine.partnerBecameWritable(), context: context)
     }
 
-    /// The partner's peer stops sending: so does this side, after what is queued. An empty
-    /// write marks the point, so that a handler in between (TLS) has sent everything first.
-    private func closeOutput() {
+    private func partnerInputClosed() {
         guard let context else { return }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
-            guard case .success = result else { return context.close(promise: nil) }
+        perform(machine.partnerInputClosed(), context: context)
+    }
+
+    private func partnerClosed() {
+        guard let context else { return }
+        perform(machine.partnerClosed(), context: context)
+    }
+
+    private func partnerFailed() {
+        guard let context else { return }
+        perform(machine.partnerFailed(), context: context)
+    }
+
+    // MARK: Actions
+
+    private func perform(_ action: RelayStateMachine.Action, context: ChannelHandlerContext) {
+        perform(action, context: context, partner: partner)
+    }
+
+    private func perform(_ action: RelayStateMachine.Action, context: ChannelHandlerContext, partner: RelayHandler?) {
+        switch action {
+        case .none:
+            break
+        case .read:
+            context.read()
+        case .closePartnerOutput:
+            partner?.partnerInputClosed()
+        case .closePartnerOutputThenClose:
+            partner?.partnerInputClosed()
+            context.close(promise: nil)
+        case .closePartnerAfterPendingWrites:
+            partner?.partnerClosed()
+        case .closePartner:
+            partner?.partnerFailed()
+        case .sendPendingWritesThenCloseOutput:
+            sendPendingWrites(context: context) { succeeded in
+                self.machine.pendingWritesSentBeforeHalfClose(succeeded: succeeded)
+            }
+        case .sendPendingWritesThenClose:
+            sendPendingWrites(context: context) { _ in self.machine.pendingWritesSentBeforeClose() }
+        case .closeOutput:
             context.close(mode: .output, promise: nil)
-        }
-    }
-
-    /// This side's partner is gone after a clean end: close once what is queued is sent.
-    private func closeAfterPendingWrites() {
-        guard let context else { return }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+        case .close:
             context.close(promise: nil)
         }
     }
 
-    private func closeIfDone() {
-        if inputClosed && outputClosed { context?.close(promise: nil) }
-    }
-
-    private func close() {
-        context?.close(promise: nil)
+    /// An empty write marks the end of what is queued: it completes once everything before it is
+    /// sent, through any handler in between (TLS). `then` gives the action that follows.
+    private func sendPendingWrites(context: ChannelHandlerContext, then: @escaping (Bool) -> RelayStateMachine.Action) {
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { result in
+            let succeeded = if case .success = result { true } else { false }
+            self.perform(then(succeeded), context: context)
+        }
     }
 }
 

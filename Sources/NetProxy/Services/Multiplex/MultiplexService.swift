@@ -162,25 +162,20 @@ extension NetProxyService {
 /// (`max_pending_detections`). A silent client handed to the default service at
 /// `detect_timeout` is still a silent client: its idle time counts from its last byte, so the
 /// default service's idle timeout closes it on time.
+///
+/// The rules are ``MultiplexerStateMachine``'s: this handler tells it what happens and does what
+/// it returns.
 final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-
-    /// More than any detector needs: past this many bytes without a match, the default service
-    /// gets the connection.
-    static let decisionLength = 24
 
     private let configuration: MultiplexServiceConfiguration
     private let info: ConnectionInfo
     private let services: [String: NetProxyService]
     private let detecting: PendingCount
-    /// Whether this connection counts in ``detecting``.
-    private var isDetecting = false
     private let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
     private let logger: Logger
-    private var received: ByteBuffer?
-    private var inputClosed = false
-    private var decided = false
+    private var machine: MultiplexerStateMachine
     private var timeout: NIOScheduledCallback?
 
     init(
@@ -193,79 +188,64 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         self.detecting = detecting
         self.asyncConnections = asyncConnections
         self.logger = logger
+        machine = MultiplexerStateMachine(routes: configuration.routes, defaultService: configuration.defaultService, detecting: detecting)
     }
 
     func channelActive(context: ChannelHandlerContext) {
         // Held back: the chosen service gets it.
-        guard detecting.enter() else {
-            decided = true
+        perform(machine.channelActive(), context: context)
+    }
+
+    private func perform(_ action: MultiplexerStateMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .reject:
             ConnectionGuard.find(in: context.pipeline.syncOperations)?.listener.limited(
                 .pendingDetections,
                 "multiplex \(info.service): client \(info.source.displayText) closed: \(detecting.limit) connections under detection, its max_pending_detections"
             )
-            return context.close(promise: nil)
+            context.close(promise: nil)
+        case .startDetecting:
+            startDetectTimeout(context: context)
+        case .stopDetecting:
+            timeout?.cancel()
+        case .handOff(let name, let received, let inputClosed):
+            timeout?.cancel()
+            hand(to: name, received: received, inputClosed: inputClosed, context: context)
+        case .none:
+            break
         }
-        isDetecting = true
+    }
+
+    private func startDetectTimeout(context: ChannelHandlerContext) {
         timeout = try? context.eventLoop.assumeIsolated().scheduleCallback(
             in: configuration.detectTimeout.timeAmount, handler: DetectTimeout(multiplexer: self, context: context))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        if received == nil {
-            received = bytes
-        } else {
-            received!.writeBuffer(&bytes)
-        }
-        decide(context: context)
+        perform(machine.channelRead(unwrapInboundIn(data)), context: context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
-            inputClosed = true
-            // Nothing more will come to decide by.
-            hand(to: configuration.defaultService, context: context)
+            // Held back: a service handed the connection gets it after the bytes.
+            perform(machine.inputClosed(), context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timeout?.cancel()
-        leaveDetecting()
+        perform(machine.channelInactive(), context: context)
         context.fireChannelInactive()
     }
 
-    private func leaveDetecting() {
-        guard isDetecting else { return }
-        isDetecting = false
-        detecting.leave()
+    fileprivate func detectTimeout(context: ChannelHandlerContext) {
+        perform(machine.detectTimeout(), context: context)
     }
 
-    private func decide(context: ChannelHandlerContext) {
-        guard let received else { return }
-        let view = received.readableBytesView
-        var undecided = false
-        for proto in MultiplexServiceConfiguration.DetectedProtocol.all {
-            switch proto.matches(view) {
-            case true?:
-                return hand(to: configuration.routes[proto] ?? configuration.defaultService, context: context)
-            case nil:
-                undecided = true
-            case false?:
-                break
-            }
-        }
-        if !undecided || view.count >= Self.decisionLength {
-            hand(to: configuration.defaultService, context: context)
-        }
-    }
-
-    fileprivate func hand(to name: String, context: ChannelHandlerContext) {
-        guard !decided else { return }
-        decided = true
-        timeout?.cancel()
-        leaveDetecting()
+    /// Gives the connection to the service `name` as if it had been accepted for it: activated,
+    /// then the bytes held, then the end of input if it came.
+    private func hand(to name: String, received: ByteBuffer?, inputClosed: Bool, context: ChannelHandlerContext) {
         // The host checked every route at start-up.
         let service = services[name]!
         var info = self.info
@@ -279,7 +259,6 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         }
         context.fireChannelActive()
         if let received {
-            self.received = nil
             context.fireChannelRead(wrapInboundOut(received))
             context.fireChannelReadComplete()
         }
@@ -301,7 +280,7 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         let context: ChannelHandlerContext
 
         func handleScheduledCallback(eventLoop: some EventLoop) {
-            multiplexer.hand(to: multiplexer.configuration.defaultService, context: context)
+            multiplexer.detectTimeout(context: context)
         }
     }
 }
