@@ -40,6 +40,27 @@ import Testing
         #expect(!pending.enter())
     }
 
+    /// While the target connects, the client's socket keeps reading (no `epoll_ctl` to stop and
+    /// start it) until 64 KiB wait; then reads stop until the relay starts.
+    @Test func readsGoOnUntilTheConnectBufferIsFull() throws {
+        let loop = EmbeddedEventLoop()
+        let fixture = ListenerFixture(loop: loop)
+        let connector = ForwardConnector(
+            name: "fw", configuration: ForwardServiceConfiguration(targetHost: "192.0.2.80", targetPort: 80),
+            target: (ForwardTarget(host: "192.0.2.80", port: 80), nil), info: try connectionInfo(service: "fw"),
+            own: OwnHost(outgoing: OutgoingConnections(), addresses: LocalAddresses([])), pending: PendingCount(limit: 1), context: fixture.context)
+        let reads = ReadCounter()
+        // Not activated: the connect (which needs a socket) never starts.
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandlers(reads, connector)
+        channel.pipeline.fireChannelRead(ByteBuffer(repeating: 1, count: ForwardConnector.connectBufferLimit - 1))
+        channel.read()
+        #expect(reads.count == 1)
+        channel.pipeline.fireChannelRead(ByteBuffer(repeating: 2, count: 1))
+        channel.read()
+        #expect(reads.count == 1)
+    }
+
     /// A failed connect's error, as the `reason` label of `netproxy_forward_failures_total`.
     @Test func connectFailuresAreNamedByReason() {
         #expect(ForwardConnector.reason(ChannelError.connectTimeout(.seconds(5))) == "timeout")
@@ -84,5 +105,16 @@ import Testing
             return
         }
         #expect(error.description == "the client is a UNIX socket")
+    }
+}
+
+/// Counts the `read`s that reach the channel.
+private final class ReadCounter: ChannelOutboundHandler {
+    typealias OutboundIn = Any
+    private(set) var count = 0
+
+    func read(context: ChannelHandlerContext) {
+        count += 1
+        context.read()
     }
 }

@@ -127,8 +127,6 @@ extension NetProxyService {
         // An IP address is used as it is: no resolver (a thread hop and a lookup per connection).
         let targets = configuration.targets.map { target in (target, try? SocketAddress(ipAddress: target.host, port: target.port)) }
         var service = NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
-            // Nothing more is read from the client until the target is connected.
-            try channel.syncOptions?.setOption(.autoRead, value: false)
             try channel.pipeline.syncOperations.addHandler(
                 ForwardConnector(
                     name: name, configuration: configuration, target: targets[configuration.targetIndex(for: info.source)], info: info, own: own,
@@ -141,16 +139,20 @@ extension NetProxyService {
 
 /// Connects to the target when the client's connection is handed over, then puts a relay
 /// between the two and leaves. Bytes and a half-close that arrive meanwhile are kept and passed
-/// on in order.
+/// on in order, up to ``connectBufferLimit``: past it, reads stop until the relay starts. Reads
+/// are held, not `autoRead` turned off, and only past the limit: a socket that stops reading
+/// and starts again costs two `epoll_ctl` calls, and most clients send nothing while the
+/// target connects.
 ///
 /// A client that leaves during the connect ends it at once: closed, or half-closed without
 /// having sent a byte (nothing to deliver, and a client that wants an answer sends first).
 /// Connects in progress are capped per service (`max_pending_connects`). The target's side
 /// gets a ``ConnectionGuard`` with the client's idle timeout, so a relay that stops moving is
 /// closed whichever side stalls.
-final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
+final class ForwardConnector: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = Any
 
     private let name: String
     private let configuration: ForwardServiceConfiguration
@@ -170,6 +172,12 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     private var connecting: Channel?
     /// Whether this connection counts in ``pending``.
     private var isPending = false
+    /// A `read` asked for past ``connectBufferLimit`` while the target was not connected yet.
+    private var readHeld = false
+    /// The bytes in ``received``.
+    private var receivedBytes = 0
+    /// How much of the client's bytes may wait for the target's connect.
+    static let connectBufferLimit = 64 * 1024
 
     init(
         name: String, configuration: ForwardServiceConfiguration, target: (ForwardTarget, SocketAddress?), info: ConnectionInfo, own: OwnHost,
@@ -203,10 +211,12 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         let outgoing = own.outgoing
         var bootstrap = ClientBootstrap(group: context.eventLoop)
             .connectTimeout(configuration.connectTimeout.timeAmount)
-            .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     this.value.connecting = channel
+                    // Set here rather than with the bootstrap's `channelOption`, which applies
+                    // each option through a chain of futures.
+                    try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                     let (targetGuard, targetSide) = targetHandlers.value
                     if let targetGuard { try channel.pipeline.syncOperations.addHandler(targetGuard) }
                     try channel.pipeline.syncOperations.addHandler(targetSide)
@@ -251,7 +261,17 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        received.append(unwrapInboundIn(data))
+        let bytes = unwrapInboundIn(data)
+        receivedBytes += bytes.readableBytes
+        received.append(bytes)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if receivedBytes < Self.connectBufferLimit {
+            context.read()
+        } else {
+            readHeld = true
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -297,8 +317,11 @@ final class ForwardConnector: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
         target.flush()
         if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        if readHeld {
+            readHeld = false
+            context.read()
+        }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
     }
 
     private func fail(context: ChannelHandlerContext, reason: String, detail: String) {
