@@ -112,9 +112,11 @@ import Testing
     /// that the application's tasks keep the cooperative pool.
     func curl(_ arguments: [String]) async throws -> [Transfer] {
         let executable = try Peer.require("curl")
-        let (status, output) = try await BlockingSocket.onThread {
-            try Peer.run(executable, ["-sS", "--max-time", "10", "-w", "\n%{local_ip}:%{local_port}\n"] + arguments)
+        let run = try await BlockingSocket.onThread {
+            try ChildProcess.run(
+                executable, ["-sS", "--max-time", "10", "-w", "\n%{local_ip}:%{local_port}\n"] + arguments, standardError: .inherited)
         }
+        let (status, output) = (run.status, run.standardOutput)
         try #require(status == 0, "curl \(arguments): \(output)")
         let lines = output.split(separator: "\n").map(String.init)
         try #require(lines.count % 2 == 0, "curl output: \(output)")
@@ -155,7 +157,7 @@ import Testing
         let log = directory.appendingPathComponent("haproxy.log")
         let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path], standardInput: listener.descriptor, output: log)
         listener.close()
-        defer { Peer.stop(haproxy) }
+        defer { haproxy.stop() }
         try await body(listener.port)
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
     }

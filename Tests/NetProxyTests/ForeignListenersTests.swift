@@ -8,7 +8,7 @@ import Testing
 /// The check that catches a second process sharing the host's port through `SO_REUSEPORT`.
 struct ForeignListenersTests {
     /// A listening socket with `SO_REUSEPORT` in another process, as a second host would have.
-    static func foreignListener(on address: String) throws -> (Process, port: Int) {
+    static func foreignListener(on address: String) throws -> (ChildProcess, port: Int) {
         let script = """
             import socket, sys
             s = socket.socket()
@@ -18,26 +18,16 @@ struct ForeignListenersTests {
             print(s.getsockname()[1], flush=True)
             sys.stdin.read()
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, address]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardInput = Pipe()
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            line.append(chunk)
-        }
-        let port = try #require(Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let process = try ChildProcess(
+            try Peer.require("python3"), ["-c", script, address], standardInput: .pipe, standardOutput: .pipe)
+        let line = process.readLine(within: 30)
+        let port = try #require(Int(line), "python3 did not print its port: \(String(reflecting: line))")
         return (process, port)
     }
 
     @Test func anotherProcessOnTheSameAddressIsFound() throws {
         let (process, port) = try Self.foreignListener(on: "127.0.0.1")
-        defer { Peer.stop(process) }
+        defer { process.stop() }
         let same = try SocketAddress(ipAddress: "127.0.0.1", port: port)
         let otherAddress = try SocketAddress(ipAddress: "127.0.0.2", port: port)
         let otherPort = try SocketAddress(ipAddress: "127.0.0.1", port: port == 65535 ? 1 : port + 1)

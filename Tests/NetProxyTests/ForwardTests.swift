@@ -56,7 +56,7 @@ import Testing
         let nginx = try Peer.startNginxStream(
             server: #"        return "$proxy_protocol_addr $proxy_protocol_port $remote_addr\n";"#, readsProxyProtocol: true,
             listener: listener, in: directory)
-        defer { Peer.stop(nginx, signal: SIGTERM) }
+        defer { nginx.stop(signal: SIGTERM) }
         let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(listener.port)", "send_proxy": "\#(version)""#)
         let reply = try await LoopbackClient.exchange(port: port, send: Self.header(from: "192.0.2.44", port: 4444))
         #expect(String(decoding: reply, as: UTF8.self) == "192.0.2.44 4444 127.0.0.1\n", "nginx: \(Peer.nginxErrors(in: directory))")
@@ -74,10 +74,10 @@ import Testing
         let nginx = try Peer.startNginxStream(
             server: #"        return "$proxy_protocol_addr $proxy_protocol_port\n";"#, readsProxyProtocol: true,
             listener: nginxListener, in: directory)
-        defer { Peer.stop(nginx, signal: SIGTERM) }
+        defer { nginx.stop(signal: SIGTERM) }
         let (forwarder, port) = try await Self.forwarder(#""target": "127.0.0.1:\#(nginxListener.port)", "send_proxy": "v2""#)
         let (haproxy, haproxyPort, log) = try Peer.startHAProxy(tcpServer: "127.0.0.1:\(port) send-proxy-v2", in: directory)
-        defer { Peer.stop(haproxy) }
+        defer { haproxy.stop() }
         let client = try BlockingSocket(connectingTo: "127.0.0.1", port: haproxyPort, from: "127.0.0.23")
         defer { client.close() }
         let reply = String(decoding: try await BlockingSocket.onThread { try client.receiveAll() }, as: UTF8.self)

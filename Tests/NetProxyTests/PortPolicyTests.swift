@@ -59,10 +59,12 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         for (port, trusted) in [(ports[0], true), (ports[1], false)] {
             let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "127.0.0.1:\(port) send-proxy-v2 source 127.0.0.12", in: directory)
-            defer { Peer.stop(haproxy) }
-            let (status, output) = try Peer.run(
+            defer { haproxy.stop() }
+            let curl = try ChildProcess.run(
                 try Peer.require("curl"),
-                ["-sS", "--max-time", "10", "--interface", "127.0.0.13", "-w", "\n%{local_port}", "http://127.0.0.1:\(frontendPort)/"])
+                ["-sS", "--max-time", "10", "--interface", "127.0.0.13", "-w", "\n%{local_port}", "http://127.0.0.1:\(frontendPort)/"],
+                standardError: .inherited)
+            let (status, output) = (curl.status, curl.standardOutput)
             #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
             if trusted {
                 #expect(status == 0, "\(output)")

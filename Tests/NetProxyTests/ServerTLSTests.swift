@@ -258,8 +258,10 @@ import Testing
         let port = try #require(server.localAddress?.port)
 
         let name = serverName.map { ["-servername", $0] } ?? ["-noservername"]
-        let (status, output) = try Self.run(openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "xmpp-client"] + name)
-        #expect(status == 0, "\(output)")
+        let client = try ChildProcess.run(
+            openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "xmpp-client"] + name, standardError: .mergedIntoOutput, killAfter: 30)
+        let output = client.standardOutput
+        #expect(client.status == 0, "\(output)")
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         // OpenSSL 3.0 writes "subject=CN = name", later versions "subject=CN=name".
         let subjects = lines.filter { $0.hasPrefix("subject=") }.map { $0.replacingOccurrences(of: " ", with: "") }
@@ -267,24 +269,6 @@ import Testing
         #expect(lines.contains("ALPN protocol: xmpp-client"), "\(output)")
     }
 
-    /// Runs a command with no input and returns its exit status and its output and errors; stops
-    /// it if it takes longer than `timeout` seconds.
-    static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let deadline = DispatchWorkItem { process.terminate() }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        deadline.cancel()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
 }
 
 /// Self-signed certificates made by the openssl command line, in a temporary directory.
@@ -303,14 +287,14 @@ struct GeneratedCertificates {
         let file = name.replacingOccurrences(of: "*", with: "wildcard")
         let files = TLSCertificateFiles(
             certificatePath: directory.appendingPathComponent("\(file).pem").path, keyPath: directory.appendingPathComponent("\(file).key.pem").path)
-        let (status, output) = try ServerTLSTests.run(
+        let made = try ChildProcess.run(
             openssl,
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj",
                 "/CN=\(name)" + (organization.map { "/O=\($0)" } ?? ""),
                 "-addext", "subjectAltName=DNS:\(name)", "-days", "2", "-keyout", files.keyPath, "-out", files.certificatePath,
-            ])
-        try #require(status == 0, "openssl req for \(name): \(output)")
+            ], standardError: .mergedIntoOutput, killAfter: 30)
+        try #require(made.status == 0, "openssl req for \(name): \(made.standardOutput)")
         return files
     }
 

@@ -21,13 +21,14 @@ import Testing
     /// curl from the trusted proxy's address: the PROXY header, then TLS with `name`.
     static func curl(_ port: Int, name: String) throws -> (subject: String?, alpn: String?, body: String) {
         let curl = try Peer.require("curl")
-        let (status, output) = try ServerTLSTests.run(
+        let run = try ChildProcess.run(
             curl,
             [
                 "-sSv", "--max-time", "10", "--haproxy-protocol", "--interface", "127.0.0.2", "-k", "--resolve", "\(name):\(port):127.0.0.1",
                 "https://\(name):\(port)/",
-            ])
-        #expect(status == 0, "\(output)")
+            ], standardError: .mergedIntoOutput, killAfter: 30)
+        let output = run.standardOutput
+        #expect(run.status == 0, "\(output)")
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         let subject = lines.first { $0.hasPrefix("*  subject: ") }.map { String($0.dropFirst("*  subject: ".count)) }
         let alpn = lines.first { $0.hasPrefix("* ALPN: server accepted ") }.map { String($0.dropFirst("* ALPN: server accepted ".count)) }
@@ -54,9 +55,11 @@ import Testing
 
         // A direct client (no header): TLS at once; openssl asks for xmpp-client.
         let openssl = try Peer.require("openssl")
-        let (status, output) = try ServerTLSTests.run(
-            openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", "a.example.test", "-alpn", "xmpp-client"])
-        #expect(status == 0, "\(output)")
+        let client = try ChildProcess.run(
+            openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", "a.example.test", "-alpn", "xmpp-client"],
+            standardError: .mergedIntoOutput, killAfter: 30)
+        let output = client.standardOutput
+        #expect(client.status == 0, "\(output)")
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         #expect(lines.filter { $0.hasPrefix("subject=") }.map { $0.replacingOccurrences(of: " ", with: "") } == ["subject=CN=a.example.test"])
         #expect(lines.contains("ALPN protocol: xmpp-client"), "\(output)")

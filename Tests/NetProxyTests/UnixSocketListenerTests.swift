@@ -29,7 +29,7 @@ import Testing
         #expect(Self.mode(path) == 0o640)
         #expect(running.host.listeners.map(\.plan.description) == ["PROXY on unix:\(path) -> http"])
         let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "unix@\(path) send-proxy-v2", in: directory)
-        defer { Peer.stop(haproxy) }
+        defer { haproxy.stop() }
         let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontendPort)/"])
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         #expect(endpoint(body["source"]) == client)
