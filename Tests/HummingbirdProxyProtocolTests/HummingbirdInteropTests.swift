@@ -111,17 +111,10 @@ import Testing
     /// each response with curl's own `local_ip:local_port`. curl runs on a thread of its own so
     /// that the application's tasks keep the cooperative pool.
     func curl(_ arguments: [String]) async throws -> [Transfer] {
-        let executable = try Peer.require("curl")
-        let run = try await BlockingSocket.onThread {
-            try ChildProcess.run(
-                executable, ["-sS", "--max-time", "10", "-w", "\n%{local_ip}:%{local_port}\n"] + arguments, standardError: .inherited)
-        }
-        let (status, output) = (run.status, run.standardOutput)
-        try #require(status == 0, "curl \(arguments): \(output)")
-        let lines = output.split(separator: "\n").map(String.init)
-        try #require(lines.count % 2 == 0, "curl output: \(output)")
-        return try stride(from: 0, to: lines.count, by: 2).map { index in
-            Transfer(seen: try JSONDecoder().decode(Seen.self, from: Data(lines[index].utf8)), client: lines[index + 1])
+        let run = try await BlockingSocket.onThread { try Peer.runCurl(arguments) }
+        try #require(run.status == 0, "curl \(arguments): \(run.standardError)")
+        return try run.transfers.map { transfer in
+            Transfer(seen: try JSONDecoder().decode(Seen.self, from: Data(transfer.body.utf8)), client: "\(transfer.localIP):\(transfer.localPort)")
         }
     }
 

@@ -60,21 +60,17 @@ import Testing
         for (port, trusted) in [(ports[0], true), (ports[1], false)] {
             let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "127.0.0.1:\(port) send-proxy-v2 source 127.0.0.12", in: directory)
             defer { haproxy.stop() }
-            let curl = try ChildProcess.run(
-                try Peer.require("curl"),
-                ["-sS", "--max-time", "10", "--interface", "127.0.0.13", "-w", "\n%{local_port}", "http://127.0.0.1:\(frontendPort)/"],
-                standardError: .inherited)
-            let (status, output) = (curl.status, curl.standardOutput)
+            let curl = try Peer.runCurl(["--interface", "127.0.0.13", "http://127.0.0.1:\(frontendPort)/"])
             #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
             if trusted {
-                #expect(status == 0, "\(output)")
-                let lines = output.split(separator: "\n")
-                let body = try json(Array(lines.first.map(String.init)?.utf8 ?? "".utf8))
-                #expect(endpoint(body["source"]) == "127.0.0.13 \(lines.last ?? "")")
+                #expect(curl.status == 0, "\(curl.standardError)")
+                let transfer = try #require(curl.transfers.first)
+                let body = try json(Array(transfer.body.utf8))
+                #expect(endpoint(body["source"]) == "127.0.0.13 \(transfer.localPort)")
                 #expect((body["peer"] as? [String: Any])?["ip"] as? String == "127.0.0.12")
             } else {
                 // HAProxy's connection is closed unread: curl gets an empty reply (exit 52).
-                #expect(status == 52, "\(output)")
+                #expect(curl.status == 52, "\(curl.standardError)")
             }
         }
         #expect(Self.rejected(running.host, "untrusted_source") == 1)

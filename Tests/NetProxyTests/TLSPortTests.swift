@@ -20,19 +20,15 @@ import Testing
 
     /// curl from the trusted proxy's address: the PROXY header, then TLS with `name`.
     static func curl(_ port: Int, name: String) throws -> (subject: String?, alpn: String?, body: String) {
-        let curl = try Peer.require("curl")
-        let run = try ChildProcess.run(
-            curl,
-            [
-                "-sSv", "--max-time", "10", "--haproxy-protocol", "--interface", "127.0.0.2", "-k", "--resolve", "\(name):\(port):127.0.0.1",
-                "https://\(name):\(port)/",
-            ], standardError: .mergedIntoOutput, killAfter: 30)
-        let output = run.standardOutput
-        #expect(run.status == 0, "\(output)")
-        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let run = try Peer.runCurl([
+            "-v", "--haproxy-protocol", "--interface", "127.0.0.2", "-k", "--resolve", "\(name):\(port):127.0.0.1", "https://\(name):\(port)/",
+        ])
+        #expect(run.status == 0, "\(run.standardError)")
+        // What -v says of the handshake.
+        let lines = run.standardError.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         let subject = lines.first { $0.hasPrefix("*  subject: ") }.map { String($0.dropFirst("*  subject: ".count)) }
         let alpn = lines.first { $0.hasPrefix("* ALPN: server accepted ") }.map { String($0.dropFirst("* ALPN: server accepted ".count)) }
-        return (subject, alpn, lines.last ?? "")
+        return (subject, alpn, run.transfers.first?.body ?? "")
     }
 
     @Test(.enabled(if: Peer.available("curl") && Peer.available("openssl")), .tags(.interop)) func certificateByNameAndALPN() async throws {

@@ -42,15 +42,47 @@ public enum Peer {
             standardOutput: output.map { .file($0) } ?? .discarded, standardError: .sameAsOutput)
     }
 
-    /// Runs curl and returns the response body and the client endpoint curl used.
-    public static func curl(_ arguments: [String]) throws -> (body: [String: Any], client: String) {
+    /// One response of a curl run, and the local endpoint curl used for it.
+    public struct CurlTransfer: Sendable {
+        public var body: String
+        public var localIP: String
+        public var localPort: Int
+    }
+
+    /// What a curl run fetched: one transfer per URL, in order, on one connection where curl
+    /// can keep it (curl writes its endpoint after each), and its exit status and standard
+    /// error (where `-v` writes).
+    public struct CurlRun: Sendable {
+        public var status: Int32
+        public var transfers: [CurlTransfer]
+        public var standardError: String
+    }
+
+    /// Runs curl (`-sS --max-time 10`) with `arguments`, one or more URLs among them.
+    public static func runCurl(_ arguments: [String]) throws -> CurlRun {
+        let marker = "\n--netproxy-test-transfer "
         let output = try ChildProcess.run(
-            try require("curl"), ["-sS", "--max-time", "10", "-w", "\n%{local_ip} %{local_port}"] + arguments, standardError: .inherited)
-        let (status, text) = (output.status, output.standardOutput)
-        let lines = text.split(separator: "\n")
-        #expect(status == 0, "curl \(arguments): \(text)")
-        let body = try #require(try JSONSerialization.jsonObject(with: Data(lines.first.map(String.init)?.utf8 ?? "".utf8)) as? [String: Any])
-        return (body, String(lines.last ?? ""))
+            try require("curl"), ["-sS", "--max-time", "10", "-w", marker + "%{local_ip} %{local_port}\n"] + arguments, killAfter: 30)
+        // The first body, then for each transfer the marker, "ip port\n" and the next body.
+        let parts = output.standardOutput.components(separatedBy: marker)
+        var transfers: [CurlTransfer] = []
+        var body = parts[0]
+        for part in parts.dropFirst() {
+            let endpoint = part.prefix { $0 != "\n" }.split(separator: " ")
+            transfers.append(CurlTransfer(body: body, localIP: String(endpoint.first ?? ""), localPort: Int(endpoint.last ?? "") ?? 0))
+            body = String(part.drop { $0 != "\n" }.dropFirst())
+        }
+        return CurlRun(status: output.status, transfers: transfers, standardError: output.standardError)
+    }
+
+    /// Runs curl for one URL that answers JSON, as the http service does, and returns the JSON
+    /// and the client endpoint curl used (`ip port`).
+    public static func curl(_ arguments: [String]) throws -> (body: [String: Any], client: String) {
+        let run = try runCurl(arguments)
+        #expect(run.status == 0, "curl \(arguments): \(run.standardError)")
+        let transfer = try #require(run.transfers.first, "curl \(arguments): \(run.standardError)")
+        let body = try #require(try JSONSerialization.jsonObject(with: Data(transfer.body.utf8)) as? [String: Any])
+        return (body, "\(transfer.localIP) \(transfer.localPort)")
     }
 
     /// Starts nginx with one `stream` server block, `server`, whose `listen` is on `listener`'s
