@@ -84,18 +84,8 @@ import Testing
             requests.increment()
             return Seen(request: request, context: context)
         }
-        let port = AsyncStream<Int>.makeStream()
-        let app = Application(
-            router: router, server: .proxyProtocol(configuration: configuration),
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in port.continuation.yield(channel.localAddress!.port!) }
-        )
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.run() }
-            var ports = port.stream.makeAsyncIterator()
-            let bound = try #require(await ports.next())
-            try await body(bound, requests)
-            group.cancelAll()
+        try await withRunningApplication(router: router, server: .proxyProtocol(configuration: configuration)) { port in
+            try await body(port, requests)
         }
     }
 
