@@ -366,43 +366,18 @@ import Testing
         return "\(ip):\(UInt16(bigEndian: address.sin_port))"
     }
 
-    struct UnexpectedResponse: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    /// Reads HTTP/1.1 responses with a `Content-Length` one at a time from a blocking socket.
-    final class ResponseReader {
-        let socket: BlockingSocket
-        var buffer: [UInt8] = []
+    /// Reads the application's `Seen` answers one at a time.
+    struct ResponseReader {
+        let responses: HTTPResponseReader
 
         init(_ socket: BlockingSocket) {
-            self.socket = socket
-        }
-
-        func fill() throws {
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            let count = try chunk.withUnsafeMutableBytes { try socket.receive(into: $0) }
-            guard count > 0 else { throw UnexpectedResponse(description: "the server closed after \(buffer.count) more bytes") }
-            buffer += chunk[..<count]
+            responses = HTTPResponseReader(socket)
         }
 
         func next() throws -> Seen {
-            let separator: [UInt8] = Array("\r\n\r\n".utf8)
-            var end: Int?
-            while end == nil {
-                end = buffer.indices.dropLast(3).first { Array(buffer[$0..<($0 + 4)]) == separator }
-                if end == nil { try fill() }
-            }
-            let head = String(decoding: buffer[..<end!], as: UTF8.self)
-            guard head.hasPrefix("HTTP/1.1 200 "),
-                let lengthLine = head.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
-                let length = Int(lengthLine.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
-            else { throw UnexpectedResponse(description: "unexpected response head: \(head)") }
-            let bodyStart = end! + 4
-            while buffer.count < bodyStart + length { try fill() }
-            let body = Array(buffer[bodyStart..<(bodyStart + length)])
-            buffer.removeFirst(bodyStart + length)
-            return try JSONDecoder().decode(Seen.self, from: Data(body))
+            let response = try responses.next()
+            try #require(response.statusLine.hasPrefix("HTTP/1.1 200 "), "\(response.head)")
+            return try JSONDecoder().decode(Seen.self, from: Data(response.body))
         }
     }
 
