@@ -151,19 +151,10 @@ import Testing
     /// loopback addresses with the same port numbers. The kernel may list a socket twice when
     /// the table changes during the read, so each port counts once.
     static func establishedConnections(toLocalPort port: Int) throws -> [Int] {
-        // Files in /proc report a size of 0: read to the end rather than by size.
-        let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/net/tcp"))
-        defer { try? file.close() }
-        let table = String(decoding: try file.readToEnd() ?? Data(), as: UTF8.self)
-        return table.split(separator: "\n").dropFirst().compactMap { line -> Int? in
-            let fields = line.split(separator: " ")
-            guard fields.count > 3, fields[3] == "01",
-                fields[1].hasPrefix("0100007F:"), fields[2].hasPrefix("0100007F:"),
-                let local = fields[1].split(separator: ":").last, Int(local, radix: 16) == port,
-                let remote = fields[2].split(separator: ":").last
-            else { return nil }
-            return Int(remote, radix: 16)
-        }.uniqueSorted()
+        tcpSockets().filter { socket in
+            socket.state == TCPState.established && socket.localAddress == "0100007F" && socket.remoteAddress == "0100007F"
+                && socket.localPort == port
+        }.map(\.remotePort).uniqueSorted()
     }
 
     /// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: a reference that shares

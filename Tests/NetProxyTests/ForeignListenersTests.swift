@@ -35,18 +35,6 @@ struct ForeignListenersTests {
         #expect(ForeignListeners.shared(among: [same, otherAddress, otherPort, wildcard]) == [same, wildcard])
     }
 
-    /// Whether `/proc/net/tcp` lists a listening socket on 127.0.0.1:`port`.
-    static func procListsListener(port: Int) -> Bool {
-        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return false }
-        // local_address is the address's 32-bit word as stored (127.0.0.1 is 0100007F) and the
-        // port, in hex; 0A is LISTEN.
-        let local = "0100007F:" + String(format: "%04X", port)
-        return table.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 3 && fields[1] == local && fields[3] == "0A"
-        }
-    }
-
     /// Own sockets are told apart by `/proc/self/fd`; without `/proc` the check cannot tell
     /// anything (and answers nothing), so the test needs it.
     @Test(
@@ -57,7 +45,8 @@ struct ForeignListenersTests {
         let own = try ListeningSocket()
         defer { own.close() }
         // The socket is in the table the check reads: the empty answer below is a decision.
-        try #require(Self.procListsListener(port: own.port), "/proc/net/tcp does not list this process's listener on port \(own.port)")
+        try #require(
+            listensExactly(on: "127.0.0.1", port: own.port) == true, "/proc/net/tcp does not list this process's listener on port \(own.port)")
         #expect(ForeignListeners.shared(among: [try SocketAddress(ipAddress: "127.0.0.1", port: own.port)]) == [])
     }
 }
