@@ -109,12 +109,10 @@ import Testing
     }
 
     /// Runs HAProxy in HTTP mode in front of the application on `appPort` and passes `body` the
-    /// port it listens on. The listening socket is made here (port 0) and inherited by HAProxy as
-    /// `fd@0`, so no other process can take the port in between.
+    /// port it listens on.
     func withHAProxy(
         bind: String, uniqueIDFormat: String, appPort: Int, in directory: URL, _ body: (_ port: Int) async throws -> Void
     ) async throws {
-        let listener = try ListeningSocket()
         // `pool-low-conn` and `pool-purge-delay` make reuse deterministic: see
         // haproxyReusesABackendConnectionOnlyForTheSameHeader.
         let config = """
@@ -135,13 +133,9 @@ import Testing
                 server s1 127.0.0.1:\(appPort) send-proxy-v2 proxy-v2-options authority,unique-id,crc32c pool-low-conn 100 pool-purge-delay 60s
 
             """
-        let file = directory.appendingPathComponent("haproxy.cfg")
-        try config.write(to: file, atomically: true, encoding: .utf8)
-        let log = directory.appendingPathComponent("haproxy.log")
-        let haproxy = try Peer.start(try Peer.require("haproxy"), ["-db", "-f", file.path], standardInput: listener.descriptor, output: log)
-        listener.close()
+        let (haproxy, port, log) = try Peer.startHAProxy(config, in: directory)
         defer { haproxy.stop() }
-        try await body(listener.port)
+        try await body(port)
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
     }
 
