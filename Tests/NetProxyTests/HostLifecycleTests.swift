@@ -104,7 +104,6 @@ struct RecordingLogHandler: LogHandler {
         try await host.start()
         let again = await #expect(throws: NetProxyHostError.self) { try await host.start() }
         #expect(again?.kind == .alreadyStarted)
-        #expect(again?.description == "the host can be started once only")
         await host.shutdown(gracePeriod: .zero)
         let afterShutdown = await #expect(throws: NetProxyHostError.self) { try await host.start() }
         #expect(afterShutdown?.kind == .alreadyStarted)

@@ -68,14 +68,11 @@ import Testing
 
         // A file that no longer loads fails the reload; the certificates in force stay.
         try Data("not a certificate".utf8).write(to: URL(fileURLWithPath: files["*.wild.test"]!.certificatePath))
-        do {
-            try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(Self.configuration(certificates, files).utf8)))
-            Issue.record("a reload with a broken certificate succeeded")
-        } catch {
-            #expect(
-                "\(error)".hasPrefix("proxy_tls_certificates.*.wild.test.certificate: cannot load \(files["*.wild.test"]!.certificatePath): "),
-                "\(error)")
+        let broken = try NetProxyConfiguration(json: Data(Self.configuration(certificates, files).utf8))
+        let error = await #expect(throws: NetProxyConfigurationError.self, "a reload with a broken certificate succeeded") {
+            try await running.host.reload(configuration: broken)
         }
+        expect(error, .file, key: "proxy_tls_certificates.*.wild.test.certificate")
         #expect(try Self.curl(port, name: "x.wild.test").subject == "CN=*.wild.test")
         #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="failure"} 1"#))
         await running.stop()
