@@ -9,6 +9,6 @@ slow_or_interop='echoReturnsEveryByteAfterHalfClose|everyPipelinedAnswerArrivesB
 slow_or_interop+='|aClientThatKeepsTalkingStaysOpen|pipeliningClientThatNeverReadsHoldsBoundedMemory|nonReadingClientHoldsBoundedMemory'
 slow_or_interop+='|nginxBehindSeesTheClient|haproxyInFrontNginxBehind|haproxyIsTrustedOnlyWhereItsPortSaysSo|unreadableFilesNameTheirKey'
 slow_or_interop+='|keyThatDoesNotMatchItsCertificate|handshake|certificateByNameAndALPN|haproxySendsProxyV2OverAUnixSocket'
-slow_or_interop+='|curlReachesTheHTTPService|haproxyReusesABackendConnectionOnlyForTheSameHeader'
-slow_or_interop+='|haproxyPerRequestUniqueIDMeansAServerConnectionPerRequest|curlHAProxyProtocol'
+slow_or_interop+='|curlReachesTheHTTPService|haproxyReusingConnectionsAttributesEveryRequestToItsClient'
+slow_or_interop+='|haproxyPerRequestUniqueIDsNameTheRequestsClient|curlHAProxyProtocol'
 exec swift test "$@" --skip "NetProxyTests\.InteropTests/|TransparentForwardTests/|ForwardLoopTests/|LimitsReliabilityTests/|/($slow_or_interop)\("

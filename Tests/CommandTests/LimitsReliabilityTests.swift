@@ -413,97 +413,6 @@ extension LimitsReliabilityTests {
         init(_ description: String) { self.description = description }
     }
 
-    /// TCP states as `/proc/net/tcp` numbers them.
-    enum TCPState {
-        static let established = 0x01
-        static let synSent = 0x02
-        static let closeWait = 0x08
-    }
-
-    /// One row of `/proc/PID/net/tcp` or `tcp6`.
-    struct TCPSocket {
-        var localPort: Int
-        var remotePort: Int
-        var state: Int
-        var inode: UInt64
-    }
-
-    /// The TCP sockets of `pid`'s network namespace.
-    static func tcpSockets(of pid: pid_t) -> [TCPSocket] {
-        var rows: [TCPSocket] = []
-        for table in ["tcp", "tcp6"] {
-            let bytes = contents("/proc/\(pid)/net/\(table)")
-            bytes.withUnsafeBufferPointer { text in
-                var lineStart = 0
-                var first = true
-                while lineStart < text.count {
-                    var lineEnd = lineStart
-                    while lineEnd < text.count && text[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
-                    defer { lineStart = lineEnd + 1 }
-                    if first {
-                        // The header line.
-                        first = false
-                        continue
-                    }
-                    if let row = parseRow(UnsafeBufferPointer(rebasing: text[lineStart..<lineEnd])) { rows.append(row) }
-                }
-            }
-        }
-        return rows
-    }
-
-    /// One line of `/proc/net/tcp`: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`.
-    private static func parseRow(_ line: UnsafeBufferPointer<UInt8>) -> TCPSocket? {
-        var fields: [Range<Int>] = []
-        var index = 0
-        while index < line.count && fields.count < 10 {
-            while index < line.count && line[index] == UInt8(ascii: " ") { index += 1 }
-            let start = index
-            while index < line.count && line[index] != UInt8(ascii: " ") { index += 1 }
-            if start < index { fields.append(start..<index) }
-        }
-        guard fields.count == 10 else { return nil }
-        func number(_ range: Range<Int>, radix: Int) -> UInt64? {
-            var value: UInt64 = 0
-            for byte in line[range] {
-                let digit: UInt64
-                switch byte {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt64(byte - UInt8(ascii: "0"))
-                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt64(byte - UInt8(ascii: "A") + 10)
-                default: return nil
-                }
-                guard digit < radix else { return nil }
-                value = value * UInt64(radix) + digit
-            }
-            return value
-        }
-        // The port follows the address's colon: the last 4 hex digits.
-        func port(_ range: Range<Int>) -> Int? {
-            guard range.count > 5 else { return nil }
-            return number(range.upperBound - 4..<range.upperBound, radix: 16).map { Int($0) }
-        }
-        guard let localPort = port(fields[1]), let remotePort = port(fields[2]), let state = number(fields[3], radix: 16),
-            let inode = number(fields[9], radix: 10)
-        else { return nil }
-        return TCPSocket(localPort: localPort, remotePort: remotePort, state: Int(state), inode: inode)
-    }
-
-    /// A whole file, read to its end: procfs files report no size, and a single read of
-    /// `/proc/net/tcp` returns only its first page.
-    static func contents(_ path: String) -> [UInt8] {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return [] }
-        defer { Glibc.close(descriptor) }
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { return result }
-            result += buffer[..<count]
-        }
-    }
-
     /// The inodes of the sockets `pid` holds a descriptor of.
     static func socketInodes(of pid: pid_t) -> Set<UInt64> {
         let directory = "/proc/\(pid)/fd"
@@ -741,7 +650,7 @@ extension LimitsReliabilityTests {
                 let client = try connectWithoutWaiting(port: port)
                 let local = LimitsReliabilityTests.localPort(client)
                 func state() -> Int? {
-                    LimitsReliabilityTests.tcpSockets(of: getpid()).first { $0.localPort == local && $0.remotePort == port }?.state
+                    tcpSockets().first { $0.localPort == local && $0.remotePort == port }?.state
                 }
                 var current = state()
                 for _ in 0..<20 where current != TCPState.established {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -51,52 +52,32 @@ final class LockingChild {
         var description: String
     }
 
-    private let process = Process()
-    private let output = Pipe()
+    private let child: ChildProcess
 
     /// Starts the child with `lock` on `path` (which must exist), writing its own process ID
     /// into the file if `namesItself`, and waits until it holds the lock.
     init(lock: Lock, on path: String, namesItself: Bool = false) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", Self.script, lock.rawValue, path, namesItself ? "yes" : "no"]
-        process.standardOutput = output
-        try process.run()
-        let ready = readLine(within: 30)
+        child = try ChildProcess(
+            try Peer.require("python3"), ["-c", Self.script, lock.rawValue, path, namesItself ? "yes" : "no"], standardOutput: .pipe)
+        let ready = child.readLine(within: 30)
         guard ready == "ready \(pid)" else {
             stop()
             throw StartFailure(description: "python3 \(lock) on \(path) did not start: \(String(reflecting: ready))")
         }
     }
 
-    var pid: pid_t { process.processIdentifier }
+    var pid: pid_t { child.pid }
 
     /// Whether the child still runs and answers: it has not been killed, not even by a signal
     /// still on its way.
     func isAlive() -> Bool {
-        guard kill(pid, 0) == 0, process.isRunning else { return false }
-        kill(pid, SIGUSR1)
-        return readLine(within: 10) == "alive"
+        guard kill(pid, 0) == 0, child.isRunning else { return false }
+        child.send(SIGUSR1)
+        return child.readLine(within: 10) == "alive"
     }
 
     /// Kills the child (by its process ID) and reaps it.
     func stop() {
-        if process.isRunning { kill(pid, SIGKILL) }
-        process.waitUntilExit()
-    }
-
-    /// The next line of the child's standard output, without its newline: what came before the
-    /// end of the output or the deadline if no whole line did.
-    private func readLine(within seconds: Double) -> String {
-        let descriptor = output.fileHandleForReading.fileDescriptor
-        let deadline = Date().addingTimeInterval(seconds)
-        var line: [UInt8] = []
-        while deadline.timeIntervalSinceNow > 0 {
-            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            guard poll(&entry, 1, Int32(deadline.timeIntervalSinceNow * 1000) + 1) > 0 else { continue }
-            var byte: UInt8 = 0
-            guard read(descriptor, &byte, 1) == 1, byte != UInt8(ascii: "\n") else { break }
-            line.append(byte)
-        }
-        return String(decoding: line, as: UTF8.self)
+        child.stop()
     }
 }

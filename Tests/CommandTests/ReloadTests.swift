@@ -50,18 +50,12 @@ import Testing
 
     /// Sends `bytes` from `source`, half-closes, and reads to the end; `nil` if the connection
     /// was refused by the kernel (no listener).
-    static func exchange(_ port: Int, from source: String = "127.0.0.1", _ bytes: [UInt8]) throws -> [UInt8]? {
-        let socket: BlockingSocket
+    static func exchange(_ port: Int, from source: String = "127.0.0.1", _ bytes: [UInt8]) async throws -> [UInt8]? {
         do {
-            socket = try BlockingSocket(connectingTo: address, port: port, from: source)
-        } catch let failure as BlockingSocket.Failure where failure.description.hasSuffix("errno \(ECONNREFUSED)") {
+            return try await LoopbackClient.exchange(port: port, host: address, from: source, send: bytes, halfClose: true)
+        } catch  where LoopbackClient.isRefused(error) {
             return nil
         }
-        defer { socket.close() }
-        // The server may close before taking everything (a refused header): that is its answer.
-        try? socket.send(bytes)
-        socket.shutdownWrite()
-        return (try? socket.receiveAll()) ?? []
     }
 
     static func whoami(_ reply: [UInt8]?) -> [String: Any]? {
@@ -157,35 +151,35 @@ import Testing
         let v1 = Self.bytes(v1Header)
 
         // 1. A regular port added.
-        #expect(try Self.exchange(ports.spare, []) == nil)
+        #expect(try await Self.exchange(ports.spare, []) == nil)
         try await Self.reload(serve, Self.config(ports, whoamiPorts: [ports.spare]), pidFile: pidFile, useCommand: true)
-        #expect(Self.whoami(try Self.exchange(ports.spare, []))?["service"] as? String == "whoami")
+        #expect(Self.whoami(try await Self.exchange(ports.spare, []))?["service"] as? String == "whoami")
 
         // 2. ... and removed again.
         try await Self.reload(serve, Self.config(ports), pidFile: pidFile, useCommand: false)
-        #expect(try Self.exchange(ports.spare, []) == nil)
+        #expect(try await Self.exchange(ports.spare, []) == nil)
 
         // 3. A PROXY port mapped to another service, on the same socket.
-        #expect(Self.whoami(try Self.exchange(ports.changing, v2))?["service"] as? String == "whoami")
+        #expect(Self.whoami(try await Self.exchange(ports.changing, v2))?["service"] as? String == "whoami")
         try await Self.reload(serve, Self.config(ports, service: "echo"), pidFile: pidFile, useCommand: true)
-        #expect(try Self.exchange(ports.changing, v2 + Array("ping".utf8)) == Array("ping".utf8))
+        #expect(try await Self.exchange(ports.changing, v2 + Array("ping".utf8)) == Array("ping".utf8))
 
         // 4. Its versions restricted.
         let onlyV1 = #", "proxy_versions": [1]"#
         try await Self.reload(serve, Self.config(ports, service: "echo", extra: onlyV1), pidFile: pidFile, useCommand: false)
-        #expect(try Self.exchange(ports.changing, v2 + Array("ping".utf8)) == [])
-        #expect(try Self.exchange(ports.changing, v1 + Array("ping".utf8)) == Array("ping".utf8))
+        #expect(try await Self.exchange(ports.changing, v2 + Array("ping".utf8)) == [])
+        #expect(try await Self.exchange(ports.changing, v1 + Array("ping".utf8)) == Array("ping".utf8))
 
         // 5. Its trust list replaced.
         let trust2 = #", "proxy_trusted_proxies": ["127.0.0.2"]"#
         try await Self.reload(serve, Self.config(ports, service: "echo", extra: trust2), pidFile: pidFile, useCommand: true)
-        #expect(try Self.exchange(ports.changing, v2 + Array("ping".utf8)) == [])
-        #expect(try Self.exchange(ports.changing, from: "127.0.0.2", v2 + Array("ping".utf8)) == Array("ping".utf8))
+        #expect(try await Self.exchange(ports.changing, v2 + Array("ping".utf8)) == [])
+        #expect(try await Self.exchange(ports.changing, from: "127.0.0.2", v2 + Array("ping".utf8)) == Array("ping".utf8))
 
         // 6. Direct clients added: served without a header.
         let direct = trust2 + #", "proxy_direct_clients": ["127.0.0.3"]"#
         try await Self.reload(serve, Self.config(ports, service: "whoami", extra: direct), pidFile: pidFile, useCommand: false)
-        let served = Self.whoami(try Self.exchange(ports.changing, from: "127.0.0.3", []))
+        let served = Self.whoami(try await Self.exchange(ports.changing, from: "127.0.0.3", []))
         #expect((served?["source"] as? [String: Any])?["ip"] as? String == "127.0.0.3")
         #expect(served?["proxy"] is NSNull)
 
@@ -193,22 +187,24 @@ import Testing
         try await Self.reload(
             serve, #"{"echo_ports": [\#(ports.echo)], "proxy_trusted_proxy": []}"#, pidFile: pidFile, useCommand: true, expectSuccess: false)
         #expect(serve.standardError.contains(#"unknown key "proxy_trusted_proxy""#))
-        #expect((Self.whoami(try Self.exchange(ports.changing, from: "127.0.0.3", []))?["source"] as? [String: Any])?["ip"] as? String == "127.0.0.3")
+        #expect(
+            (Self.whoami(try await Self.exchange(ports.changing, from: "127.0.0.3", []))?["source"] as? [String: Any])?["ip"] as? String
+                == "127.0.0.3")
 
         // 8. The streams' own PROXY port stops trusting their proxy: new connections are refused,
         //    the streams go on.
         try await Self.reload(serve, Self.config(ports, echoProxyTrust: "127.0.0.5"), pidFile: pidFile, useCommand: false)
-        #expect(try Self.exchange(ports.echoProxy, v2 + Array("ping".utf8)) == [])
-        #expect(try Self.exchange(ports.echoProxy, from: "127.0.0.5", v2 + Array("ping".utf8)) == Array("ping".utf8))
+        #expect(try await Self.exchange(ports.echoProxy, v2 + Array("ping".utf8)) == [])
+        #expect(try await Self.exchange(ports.echoProxy, from: "127.0.0.5", v2 + Array("ping".utf8)) == Array("ping".utf8))
 
         // 9. LOCAL headers refused.
         try await Self.reload(serve, Self.config(ports, extra: #", "proxy_local": "reject""#), pidFile: pidFile, useCommand: true)
-        #expect(try Self.exchange(ports.changing, Self.bytes(.local)) == [])
+        #expect(try await Self.exchange(ports.changing, Self.bytes(.local)) == [])
 
         // 10. Back to the start.
         try await Self.reload(serve, Self.config(ports), pidFile: pidFile, useCommand: false)
-        #expect(Self.whoami(try Self.exchange(ports.changing, Self.bytes(.local)))?["service"] as? String == "whoami")
-        #expect(try Self.exchange(ports.echoProxy, v2 + Array("ping".utf8)) == Array("ping".utf8))
+        #expect(Self.whoami(try await Self.exchange(ports.changing, Self.bytes(.local)))?["service"] as? String == "whoami")
+        #expect(try await Self.exchange(ports.echoProxy, v2 + Array("ping".utf8)) == Array("ping".utf8))
 
         // Waiting for the clients blocks: on a thread of its own, not one of the few that run
         // every test's async code.
@@ -222,7 +218,7 @@ import Testing
             return failures
         }
         #expect(failures == [])
-        let metrics = Self.whoamiless(try Self.exchange(ports.metrics, Array("GET /metrics HTTP/1.0\r\n\r\n".utf8)))
+        let metrics = Self.whoamiless(try await Self.exchange(ports.metrics, Array("GET /metrics HTTP/1.0\r\n\r\n".utf8)))
         #expect(metrics.contains("netproxy_reloads_total{result=\"success\"} 9\n"), "\(metrics)")
         #expect(metrics.contains("netproxy_reloads_total{result=\"failure\"} 1\n"))
         let (status, _) = try await serve.stop()

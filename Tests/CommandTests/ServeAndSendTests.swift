@@ -32,9 +32,9 @@ import Testing
         try Data(#"{"proxy_port_mappings": {"15222": "c2s"}}"#.utf8).write(to: file)
         let output = try CommandRunner.run(["serve", "--config", file.path])
         #expect(output.status == 1)
-        #expect(
-            output.standardError
-                == "error: \(file.path): proxy_port_mappings: port 15222 maps to unknown service \"c2s\" (known: echo, http, whoami)\n")
+        // The file and the entry at fault; the words are the library's (ConfigurationErrorTests).
+        let lines = output.standardError.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("error: \(file.path): proxy_port_mappings: "), "\(output.standardError)")
     }
 }
 

@@ -1,15 +1,11 @@
 import Foundation
-import NIOConcurrencyHelpers
+import TestSupport
 
 /// `netproxy serve` in a child process, so a test can watch what only a whole process shows: its
 /// descriptors, memory, CPU time, signals and exit status.
 final class ServeProcess: @unchecked Sendable {
-    let process = Process()
-    private let output = Pipe()
-    private let errors = Pipe()
-    private let collected = NIOLockedValueBox(Data())
-    private let errorsFinished = DispatchSemaphore(value: 0)
-    private(set) var banner = ""
+    let process: ChildProcess
+    let banner: String
     let configFile: URL
 
     /// Starts `netproxy serve --config` with `json`, optionally under `ulimit -n`, and waits for
@@ -17,41 +13,23 @@ final class ServeProcess: @unchecked Sendable {
     init(config json: String, descriptorLimit: Int? = nil, extraArguments: [String] = []) throws {
         configFile = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-serve-\(UUID()).json")
         try Data(json.utf8).write(to: configFile)
-        let command = [CommandRunner.executable.path, "serve", "--config", configFile.path] + extraArguments
+        var command = [CommandRunner.executable.path, "serve", "--config", configFile.path] + extraArguments
         if let descriptorLimit {
             // `ulimit -n` sets the soft and hard limits, so the server cannot raise its own.
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$@\"", "sh"] + command
-        } else {
-            process.executableURL = CommandRunner.executable
-            process.arguments = Array(command.dropFirst())
+            command = ["/bin/sh", "-c", "ulimit -n \(descriptorLimit) && exec \"$@\"", "sh"] + command
         }
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        // Read standard error all along: a full pipe would block the server's logging.
-        Thread.detachNewThread { [errors, collected, errorsFinished] in
-            while true {
-                let data = errors.fileHandleForReading.availableData
-                if data.isEmpty { break }
-                collected.withLockedValue { $0.append(data) }
-            }
-            errorsFinished.signal()
-        }
+        // Standard error is read all along: a full pipe would block the server's logging.
+        process = try ChildProcess(command[0], Array(command.dropFirst()), standardOutput: .pipe, standardError: .collected)
         // The banner is one write, shorter than PIPE_BUF, so it arrives whole.
-        while !banner.hasSuffix("\n") {
-            let data = output.fileHandleForReading.availableData
-            if data.isEmpty { break }
-            banner += String(decoding: data, as: UTF8.self)
-        }
+        banner = process.readOutput(within: 60) { $0.hasSuffix("\n") }
     }
 
+    /// The server, if still running, is killed with the last reference to its `ChildProcess`.
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         try? FileManager.default.removeItem(at: configFile)
     }
 
-    var pid: pid_t { process.processIdentifier }
+    var pid: pid_t { process.pid }
 
     /// The port printed for the listener whose line starts with `label`.
     func port(_ label: String) -> Int? {
@@ -62,7 +40,7 @@ final class ServeProcess: @unchecked Sendable {
     }
 
     /// Standard error so far.
-    var standardError: String { String(decoding: collected.withLockedValue { $0 }, as: UTF8.self) }
+    var standardError: String { process.collectedErrors }
 
     /// Open descriptors of the server.
     var descriptorCount: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
@@ -95,22 +73,18 @@ final class ServeProcess: @unchecked Sendable {
     }
 
     func send(_ signal: Int32) {
-        kill(pid, signal)
+        process.send(signal)
     }
 
     /// Waits for the process to end (killing it after `seconds`); its status, and all of standard
     /// error.
     func waitForExit(seconds: Double = 20) async throws -> (status: Int32, errors: String) {
-        _ = try await wait(upTo: seconds, for: { process.isRunning }, until: { !$0 })
-        if process.isRunning { kill(pid, SIGKILL) }
-        process.waitUntilExit()
-        errorsFinished.wait()
-        return (process.terminationStatus, standardError)
+        (try await process.waitForExit(within: seconds), standardError)
     }
 
     /// SIGINT, then the exit status and standard error.
     func stop() async throws -> (status: Int32, errors: String) {
-        process.interrupt()
+        process.send(SIGINT)
         return try await waitForExit()
     }
 }

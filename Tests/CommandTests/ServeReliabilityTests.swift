@@ -8,26 +8,6 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(3))) struct ServeReliabilityTests {
     static let proxyV1 = Array("PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n".utf8)
 
-    /// One keep-alive HTTP request on `socket`; the response up to the end of its body.
-    static func request(_ socket: BlockingSocket, _ text: String, prefix: [UInt8] = []) throws -> String {
-        try socket.send(prefix + Array(text.utf8))
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let count = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
-            if count == 0 { break }
-            received += buffer[..<count]
-            let text = String(decoding: received, as: UTF8.self)
-            guard let headEnd = text.range(of: "\r\n\r\n") else { continue }
-            let head = text[..<headEnd.lowerBound].lowercased()
-            let length =
-                head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
-                .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
-            if received.count >= text.utf8.distance(from: text.utf8.startIndex, to: headEnd.upperBound) + length { return text }
-        }
-        return String(decoding: received, as: UTF8.self)
-    }
-
     /// Every kind of connection ends closed: the server's descriptors return to exactly where
     /// they were. (Before, every http and metrics connection stayed in CLOSE-WAIT for good.)
     @Test func descriptorsReturnToBaselineAfterClientsClose() async throws {
@@ -54,8 +34,8 @@ import Testing
                 for (port, prefix, path) in [(http, [], "/"), (proxied, Self.proxyV1, "/"), (metrics, [], "/metrics")] where index < 50 || path == "/"
                 {
                     let socket = try BlockingSocket(connectingTo: "127.0.0.1", port: port)
-                    let response = try Self.request(socket, "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n", prefix: prefix)
-                    firstLines.insert(response.components(separatedBy: "\r\n")[0])
+                    try socket.send(prefix + Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                    firstLines.insert(String(try HTTPResponseReader(socket).next().statusLine))
                 }
                 // Echo clients that half-close, and ones that close without a word.
                 let halfClosing = try BlockingSocket(connectingTo: "127.0.0.1", port: echo)

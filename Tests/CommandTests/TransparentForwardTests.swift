@@ -11,12 +11,13 @@ import Testing
     /// Whether this process may make a network namespace (root, or CAP_SYS_ADMIN).
     static let canMakeNamespace: Bool = {
         guard let unshare = Peer.find("unshare") else { return false }
-        return (try? Peer.run(unshare, ["-n", "true"]).status) == 0
+        return (try? ChildProcess.run(unshare, ["-n", "true"], standardError: .inherited).status) == 0
     }()
 
     /// Runs `script` with `sh` in a new network namespace; its standard output.
     static func inNamespace(_ script: String) throws -> (status: Int32, output: String) {
-        try Peer.run(try Peer.require("unshare"), ["-n", "sh", "-c", script])
+        let run = try ChildProcess.run(try Peer.require("unshare"), ["-n", "sh", "-c", script], standardError: .inherited)
+        return (run.status, run.standardOutput)
     }
 
     /// The forwards' target: a second netproxy with whoami on 127.0.0.1:7001 and [::1]:7001.

@@ -24,19 +24,7 @@ import Testing
             let proxy = context.logger[metadataKey: "proxy"].map { "\($0)" } ?? "none"
             return "client=\(client) proxy=\(proxy) authority=\(context.proxy?.header.tlvs.authority ?? "none")"
         }
-        let port = AsyncStream<Int>.makeStream()
-        let app = Application(
-            router: router, server: server,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in port.continuation.yield(channel.localAddress!.port!) }
-        )
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.run() }
-            var ports = port.stream.makeAsyncIterator()
-            let bound = try #require(await ports.next())
-            try await body(bound)
-            group.cancelAll()
-        }
+        try await withRunningApplication(router: router, server: server, body)
     }
 
     func responseBody(_ bytes: [UInt8]) -> String {

@@ -351,13 +351,7 @@ final class BlackholedListener: @unchecked Sendable {
 
     /// Sockets of this machine in SYN-SENT towards the listener (`/proc/net/tcp`, state 02).
     func connectsInProgress() -> Int {
-        // Read to the end: /proc files report no size, and some readers stop after a page.
-        let text = String(decoding: FileHandle(forReadingAtPath: "/proc/net/tcp")?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
-        let target = String(format: "0100007F:%04X", port)
-        return text.split(separator: "\n").filter { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 3 && fields[2] == target && fields[3] == "02"
-        }.count
+        tcpSockets().filter { $0.remoteAddress == "0100007F" && $0.remotePort == port && $0.state == TCPState.synSent }.count
     }
 
     func close() {

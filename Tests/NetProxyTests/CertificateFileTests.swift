@@ -49,15 +49,6 @@ import Testing
             }
         }
 
-        /// What the error says the path of `kind` is.
-        static func description(_ kind: String) -> String {
-            switch kind {
-            case "FIFO": "a FIFO"
-            case "directory": "a directory"
-            default: "a character device"
-            }
-        }
-
         /// whoami on a PROXY port with TLS, and a named certificate for `a.test`; `path` replaces
         /// the file of configuration key `key`.
         func configuration(replacing key: String? = nil, with path: String = "") -> String {
@@ -98,15 +89,6 @@ import Testing
         }
     }
 
-    static func hostError(_ json: String) -> String? {
-        do {
-            _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
-            return nil
-        } catch {
-            return "\(error)"
-        }
-    }
-
     /// whoami's reply through the PROXY header and a TLS handshake.
     static func whoamiOverTLS(_ port: Int) async throws -> String? {
         let context = try TestCertificate.localhost.clientContext()
@@ -129,8 +111,7 @@ import Testing
         let unblocker = FIFOUnblocker(files.fifo)
         defer { unblocker.stop() }
         let started = ContinuousClock.now
-        let message = Self.hostError(files.configuration(replacing: key, with: files.path(kind)))
-        #expect(message == "\(key): cannot load \(files.path(kind)): it is \(Files.description(kind)), not a regular file")
+        expect(startupError(files.configuration(replacing: key, with: files.path(kind))), .file, key: key)
         #expect(ContinuousClock.now - started < .seconds(5))
     }
 
@@ -149,7 +130,7 @@ import Testing
                 configuration: try NetProxyConfiguration(json: Data(files.configuration(replacing: key, with: files.path(kind)).utf8)))
             Issue.record("the reload succeeded")
         } catch {
-            #expect("\(error)" == "\(key): cannot load \(files.path(kind)): it is \(Files.description(kind)), not a regular file")
+            expect(error as? NetProxyConfigurationError, .file, key: key)
         }
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(running.host.metricsExposition.contains("netproxy_reloads_total{result=\"failure\"} 1\n"))
@@ -200,8 +181,10 @@ import Testing
         #expect(failure(large) == "it is larger than 1 MiB (1048577 bytes), the most read from such a file")
         #expect(failure(large, limit: 1000) == "it is larger than 1000 bytes (1048577 bytes), the most read from such a file")
 
-        #expect(
-            Self.hostError(files.configuration(replacing: "proxy_tls_key", with: large))
-                == "proxy_tls_key: cannot load \(large): it is larger than 1 MiB (1048577 bytes), the most read from such a file")
+        // A file too large for a PEM file is refused as such, the reader's words in the host's error.
+        let tooLarge = try #require(failure(large))
+        let error = startupError(files.configuration(replacing: "proxy_tls_key", with: large))
+        expect(error, .file, key: "proxy_tls_key")
+        #expect(error?.description.hasSuffix(": \(tooLarge)") == true, "\(error?.description ?? "")")
     }
 }

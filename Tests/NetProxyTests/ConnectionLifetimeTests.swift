@@ -1,8 +1,9 @@
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOProxyProtocol
 import NetProxy
+import ProxyProtocol
 import TestSupport
 import Testing
 
@@ -48,32 +49,39 @@ import Testing
     /// A service that did not ask for half-closure never sees the client's half-close: the
     /// connection closes, even though the service itself never closes it.
     @Test func withoutHalfClosureTheConnectionClosesWhenTheClientStopsSending() async throws {
-        let events = NIOLockedValueBox<[String]>([])
         let inactive = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Void.self)
+        let recorder = EventRecorder<Never>(inactive: inactive)
         let silent = NetProxyService(name: "silent") { channel, _ in
-            try channel.pipeline.syncOperations.addHandler(EventRecorder(events, inactive: inactive))
+            try channel.pipeline.syncOperations.addHandler(recorder)
         }
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "silent_ports": [0]}"#, services: [silent])
         let reply = try await LoopbackClient.exchange(port: running.port(.service("silent")), send: Array("hi".utf8), halfClose: true)
         #expect(reply == [])
         try await inactive.futureResult.get()
-        #expect(events.withLockedValue { $0 } == ["active", "read 2", "inactive"])
+        #expect(recorder.events == [.active, .read("hi"), .inactive])
         await running.stop()
     }
 
-    /// With half-closure, the service gets `inputClosed` and may still answer.
+    /// With half-closure, the service gets `inputClosed` and may still answer. (On a PROXY port,
+    /// the header's information comes first.)
     @Test func withHalfClosureTheServiceGetsInputClosedAndAnswers() async throws {
-        let events = NIOLockedValueBox<[String]>([])
         let inactive = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Void.self)
+        let recorder = EventRecorder<ProxiedConnectionInfo>(inactive: inactive, answerOnInputClosed: "bye")
         let answering = NetProxyService(name: "answering", allowsHalfClosure: true) { channel, _ in
-            try channel.pipeline.syncOperations.addHandler(EventRecorder(events, inactive: inactive, answerOnInputClosed: "bye"))
+            try channel.pipeline.syncOperations.addHandler(recorder)
         }
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "answering"}}"#, services: [answering])
         let reply = try await LoopbackClient.exchange(
             port: running.port(.proxy(service: "answering", tls: false)), send: Array("PROXY UNKNOWN\r\nhi".utf8), halfClose: true)
         #expect(String(decoding: reply, as: UTF8.self) == "bye")
         try await inactive.futureResult.get()
-        #expect(events.withLockedValue { $0 } == ["active", "read 2", "inputClosed", "inactive"])
+        let events = recorder.events
+        guard case .user(let info) = events.dropFirst().first else {
+            Issue.record("no connection information after channelActive: \(events)")
+            return
+        }
+        #expect(info.header == .v1Unknown)
+        #expect(events == [.active, .user(info), .read("hi"), .inputClosed, .inactive])
         await running.stop()
     }
 
@@ -141,45 +149,5 @@ import Testing
         #expect(reply.count == count)
         #expect(reply == expected)
         await running.stop()
-    }
-}
-
-/// Records what a service sees; optionally answers and closes on `inputClosed`.
-final class EventRecorder: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    let events: NIOLockedValueBox<[String]>
-    let inactive: EventLoopPromise<Void>
-    let answer: String?
-
-    init(_ events: NIOLockedValueBox<[String]>, inactive: EventLoopPromise<Void>, answerOnInputClosed answer: String? = nil) {
-        self.events = events
-        self.inactive = inactive
-        self.answer = answer
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        events.withLockedValue { $0.append("active") }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let count = unwrapInboundIn(data).readableBytes
-        events.withLockedValue { $0.append("read \(count)") }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let event = event as? ChannelEvent, event == .inputClosed else { return }
-        events.withLockedValue { $0.append("inputClosed") }
-        if let answer {
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        events.withLockedValue { $0.append("inactive") }
-        inactive.succeed()
     }
 }

@@ -8,7 +8,7 @@ import Testing
 /// The check that catches a second process sharing the host's port through `SO_REUSEPORT`.
 struct ForeignListenersTests {
     /// A listening socket with `SO_REUSEPORT` in another process, as a second host would have.
-    static func foreignListener(on address: String) throws -> (Process, port: Int) {
+    static func foreignListener(on address: String) throws -> (ChildProcess, port: Int) {
         let script = """
             import socket, sys
             s = socket.socket()
@@ -18,43 +18,21 @@ struct ForeignListenersTests {
             print(s.getsockname()[1], flush=True)
             sys.stdin.read()
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, address]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardInput = Pipe()
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = output.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            line.append(chunk)
-        }
-        let port = try #require(Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let process = try ChildProcess(
+            try Peer.require("python3"), ["-c", script, address], standardInput: .pipe, standardOutput: .pipe)
+        let line = process.readLine(within: 30)
+        let port = try #require(Int(line), "python3 did not print its port: \(String(reflecting: line))")
         return (process, port)
     }
 
     @Test func anotherProcessOnTheSameAddressIsFound() throws {
         let (process, port) = try Self.foreignListener(on: "127.0.0.1")
-        defer { Peer.stop(process) }
+        defer { process.stop() }
         let same = try SocketAddress(ipAddress: "127.0.0.1", port: port)
         let otherAddress = try SocketAddress(ipAddress: "127.0.0.2", port: port)
         let otherPort = try SocketAddress(ipAddress: "127.0.0.1", port: port == 65535 ? 1 : port + 1)
         let wildcard = try SocketAddress(ipAddress: "0.0.0.0", port: port)
         #expect(ForeignListeners.shared(among: [same, otherAddress, otherPort, wildcard]) == [same, wildcard])
-    }
-
-    /// Whether `/proc/net/tcp` lists a listening socket on 127.0.0.1:`port`.
-    static func procListsListener(port: Int) -> Bool {
-        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return false }
-        // local_address is the address's 32-bit word as stored (127.0.0.1 is 0100007F) and the
-        // port, in hex; 0A is LISTEN.
-        let local = "0100007F:" + String(format: "%04X", port)
-        return table.split(separator: "\n").contains { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 3 && fields[1] == local && fields[3] == "0A"
-        }
     }
 
     /// Own sockets are told apart by `/proc/self/fd`; without `/proc` the check cannot tell
@@ -67,7 +45,8 @@ struct ForeignListenersTests {
         let own = try ListeningSocket()
         defer { own.close() }
         // The socket is in the table the check reads: the empty answer below is a decision.
-        try #require(Self.procListsListener(port: own.port), "/proc/net/tcp does not list this process's listener on port \(own.port)")
+        try #require(
+            listensExactly(on: "127.0.0.1", port: own.port) == true, "/proc/net/tcp does not list this process's listener on port \(own.port)")
         #expect(ForeignListeners.shared(among: [try SocketAddress(ipAddress: "127.0.0.1", port: own.port)]) == [])
     }
 }

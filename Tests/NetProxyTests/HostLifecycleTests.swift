@@ -97,7 +97,6 @@ struct RecordingLogHandler: LogHandler {
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.1"], "echo_ports": [0]}"#)
         let again = await #expect(throws: NetProxyHostError.self) { try await running.host.run() }
         #expect(again?.kind == .alreadyStarted)
-        #expect(again?.description == "the host can be started once only")
         await running.stop()
         let afterShutdown = await #expect(throws: NetProxyHostError.self) { try await running.host.run() }
         #expect(afterShutdown?.kind == .alreadyStarted)

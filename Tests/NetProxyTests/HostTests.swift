@@ -67,14 +67,26 @@ struct RunningHost {
     }
 }
 
-/// The error a configuration stops a host with at creation, or `nil`.
-func startupError(_ json: String) -> String? {
+/// The error a configuration stops a host with at creation (its parsing included), or `nil`.
+func startupError(_ json: String, services: [NetProxyService] = NetProxyService.builtins) -> NetProxyConfigurationError? {
     do {
-        _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        _ = try NetProxyHost(configuration: try NetProxyConfiguration(json: Data(json.utf8)), services: services)
         return nil
     } catch {
-        return "\(error)"
+        return error
     }
+}
+
+/// Expects `error` to be of `kind` about `key`: what code reacting to it reads, rather than its
+/// words (which the failure message shows).
+func expect(
+    _ error: NetProxyConfigurationError?, _ kind: NetProxyConfigurationError.Kind, key: String?, sourceLocation: SourceLocation = #_sourceLocation
+) {
+    guard let error else {
+        Issue.record("no error; expected \(kind) at \(key ?? "no key")", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(error.kind == kind && error.key == key, "\(error)", sourceLocation: sourceLocation)
 }
 
 func json(_ bytes: [UInt8]) throws -> [String: Any] {

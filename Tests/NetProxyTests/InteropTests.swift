@@ -66,7 +66,7 @@ import Testing
             \(backend(port))
 
             """, in: directory)
-        defer { Peer.stop(haproxy) }
+        defer { haproxy.stop() }
         let result = try Peer.curl(curl(frontendPort))
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         await running.stop()
@@ -141,7 +141,7 @@ import Testing
                 server s 127.0.0.1:\(port) send-proxy-v2 check check-send-proxy inter 100ms
 
             """, in: directory)
-        defer { Peer.stop(haproxy) }
+        defer { haproxy.stop() }
         do {
             try await firstCheck.futureResult.get()
         } catch {
@@ -188,7 +188,7 @@ import Testing
         let nginx = try Peer.startNginxStream(
             server: "        proxy_pass 127.0.0.1:\(port);\n        proxy_protocol on;", listener: listener, in: directory)
         listener.close()
-        defer { Peer.stop(nginx, signal: SIGTERM) }
+        defer { nginx.stop(signal: SIGTERM) }
         let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(listener.port)/"])
         #expect(source(body) == client)
         #expect(proxy(body)["version"] as? Int == 1)

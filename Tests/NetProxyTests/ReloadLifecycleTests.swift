@@ -39,12 +39,8 @@ import Testing
         // http is bound first (services in name order), then whoami fails on the taken port.
         let next = try Self.configuration(
             #"{"interfaces": ["127.0.0.77"], "echo_ports": [0], "http_ports": [\#(ports[0])], "whoami_ports": [\#(taken.port)]}"#)
-        do {
-            try await running.host.reload(configuration: next)
-            Issue.record("the reload succeeded on a taken port")
-        } catch {
-            #expect("\(error)".hasPrefix("cannot listen for whoami on 127.0.0.77:\(taken.port): "), "\(error)")
-        }
+        let error = await #expect(throws: NetProxyHostError.self) { try await running.host.reload(configuration: next) }
+        #expect(error?.kind == .cannotListen)
         #expect(!Self.accepts(ports[0]))
         #expect(running.host.listeners.map(\.plan.description) == ["echo on 127.0.0.77:\(echo)"])
         #expect(
@@ -57,14 +53,9 @@ import Testing
     @Test func aMisspeltServiceFailsTheReload() async throws {
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "whoami_ports": [0]}"#)
         let port = running.port(.service("whoami"), host: Self.address)
-        do {
-            try await running.host.reload(
-                configuration: try Self.configuration(
-                    #"{"interfaces": ["127.0.0.77"], "whoami_ports": [0], "proxy_port_mappings": {"15222": "whoamii"}}"#))
-            Issue.record("the reload succeeded")
-        } catch {
-            #expect("\(error)" == #"proxy_port_mappings: port 15222 maps to unknown service "whoamii" (known: echo, http, whoami)"#)
-        }
+        let next = try Self.configuration(#"{"interfaces": ["127.0.0.77"], "whoami_ports": [0], "proxy_port_mappings": {"15222": "whoamii"}}"#)
+        let error = await #expect(throws: NetProxyConfigurationError.self) { try await running.host.reload(configuration: next) }
+        expect(error, .unknownService, key: "proxy_port_mappings")
         let reply = try await LoopbackClient.exchange(port: port, host: Self.address, send: [])
         #expect(try json(reply)["service"] as? String == "whoami")
         #expect(running.host.metricsExposition.contains("netproxy_reloads_total{result=\"failure\"} 1\n"))
@@ -74,16 +65,14 @@ import Testing
     @Test func movingAPortToTheWildcardAddressNamesTheWayOut() async throws {
         let port = try freePorts(1)[0]
         let running = try await RunningHost(#"{"interfaces": ["127.0.0.77"], "echo_ports": [\#(port)]}"#)
-        do {
-            try await running.host.reload(configuration: try Self.configuration(#"{"interfaces": ["0.0.0.0"], "echo_ports": [\#(port)]}"#))
-            Issue.record("both sockets were bound")
-        } catch {
-            #expect(
-                "\(error)".hasSuffix(
-                    "; this host's echo on 127.0.0.77:\(port) holds the port until the reload ends: change its address in two reloads (remove, then add)"
-                ),
-                "\(error)")
-        }
+        let next = try Self.configuration(#"{"interfaces": ["0.0.0.0"], "echo_ports": [\#(port)]}"#)
+        let error = await #expect(throws: NetProxyHostError.self, "both sockets were bound") { try await running.host.reload(configuration: next) }
+        #expect(error?.kind == .cannotListen)
+        // The way out is the point of this message, so its words are checked.
+        #expect(
+            error?.description.hasSuffix(
+                "; this host's echo on 127.0.0.77:\(port) holds the port until the reload ends: change its address in two reloads (remove, then add)"
+            ) == true, "\(error?.description ?? "")")
         #expect(Self.accepts(port))
         await running.stop()
     }
@@ -173,12 +162,10 @@ import Testing
         let host = try NetProxyHost(
             configuration: try Self.configuration(#"{"interfaces": ["127.0.0.77"], "echo_ports": \#(ports)}"#), logger: watcher.logger)
         watcher.arm(host)
-        do {
+        let error = await #expect(throws: NetProxyHostError.self, "the start finished although the host was shut down during it") {
             try await host.start()
-            Issue.record("the start finished although the host was shut down during it")
-        } catch {
-            #expect("\(error)" == "the host is shutting down")
         }
+        #expect(error?.kind == .shuttingDown)
         watcher.bindingEnded()
         #expect(await watcher.shutdownReturned())
         #expect(watcher.listening.count == 1)

@@ -8,12 +8,12 @@ import Testing
 @testable import NetProxy
 
 @Suite struct ServerTLSTests {
-    func error(_ body: () throws(NetProxyConfigurationError) -> Void) -> String? {
+    func error(_ body: () throws(NetProxyConfigurationError) -> Void) -> NetProxyConfigurationError? {
         do {
             try body()
             return nil
         } catch {
-            return error.description
+            return error
         }
     }
 
@@ -83,41 +83,41 @@ import Testing
     }
 
     @Test(arguments: [
-        ("", "a server name cannot be empty"),
-        ("xmpp_1.example.com", #"a server name is letters, digits and "-" in labels separated by ".""#),
-        ("xmpp example.com", #"a server name is letters, digits and "-" in labels separated by ".""#),
-        ("bücher.example", #"a server name is letters, digits and "-" in labels separated by ".""#),
-        ("a..example.com", "a server name has no empty labels (nor a leading or trailing dot)"),
-        ("example.com.", "a server name has no empty labels (nor a leading or trailing dot)"),
-        (".example.com", "a server name has no empty labels (nor a leading or trailing dot)"),
-        ("x*.example.com", #""*" can only be the whole leftmost label, as in "*.example.com""#),
-        ("a.*.example.com", #""*" can only be the whole leftmost label, as in "*.example.com""#),
-        ("**.example.com", #""*" can only be the whole leftmost label, as in "*.example.com""#),
-        ("example.*", #""*" can only be the whole leftmost label, as in "*.example.com""#),
-        ("*", #"a wildcard needs a domain after "*.""#),
-        ("192.0.2.1", "an IP address is never a server name in SNI (clients that connect by address get the default certificate)"),
-        ("::1", "an IP address is never a server name in SNI (clients that connect by address get the default certificate)"),
-        ("2001:db8::1", "an IP address is never a server name in SNI (clients that connect by address get the default certificate)"),
-        ("192.0.2", "a server name does not end in a label of digits only (is it an IP address?)"),
-        ("*.10.0.0", "a server name does not end in a label of digits only (is it an IP address?)"),
-        ("-xmpp.example.com", #"a label cannot start or end with "-""#),
-        ("xmpp-.example.com", #"a label cannot start or end with "-""#),
-        (String(repeating: "a", count: 64) + ".example.com", "a label is at most 63 characters"),
-        (Array(repeating: String(repeating: "a", count: 63), count: 4).joined(separator: "."), "a server name is at most 253 characters"),
+        "",
+        "xmpp_1.example.com",
+        "xmpp example.com",
+        "bücher.example",
+        "a..example.com",
+        "example.com.",
+        ".example.com",
+        "x*.example.com",
+        "a.*.example.com",
+        "**.example.com",
+        "example.*",
+        "*",
+        "192.0.2.1",
+        "::1",
+        "2001:db8::1",
+        "192.0.2",
+        "*.10.0.0",
+        "-xmpp.example.com",
+        "xmpp-.example.com",
+        String(repeating: "a", count: 64) + ".example.com",
+        Array(repeating: String(repeating: "a", count: 63), count: 4).joined(separator: "."),
     ])
-    func invalidName(name: String, reason: String) {
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector([name: 1]) }
-                == "proxy_tls_certificates.\(name): \(reason)")
+    func invalidName(name: String) {
+        // A name with a space in it is not taken for the key: the key is read from the message.
+        let key = name.contains(" ") ? nil : "proxy_tls_certificates.\(name)"
+        expect(error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector([name: 1]) }, .invalidValue, key: key)
     }
 
     @Test func nameGivenTwiceInDifferentCase() {
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector(["XMPP.example.com": 1, "xmpp.example.com": 2]) }
-                == #"proxy_tls_certificates.xmpp.example.com: the same name as "XMPP.example.com""#)
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector(["*.Example.com": 1, "*.example.com": 2]) }
-                == #"proxy_tls_certificates.*.example.com: the same name as "*.Example.com""#)
+        expect(
+            error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector(["XMPP.example.com": 1, "xmpp.example.com": 2]) },
+            .invalidValue, key: "proxy_tls_certificates.xmpp.example.com")
+        expect(
+            error { () throws(NetProxyConfigurationError) in _ = try CertificateSelector(["*.Example.com": 1, "*.example.com": 2]) },
+            .invalidValue, key: "proxy_tls_certificates.*.example.com")
     }
 
     @Test func validALPN() throws {
@@ -126,33 +126,34 @@ import Testing
     }
 
     @Test(arguments: [
-        ([""], "proxy_tls_alpn[0]: a protocol name is 1 to 255 bytes, not 0"),
-        (["xmpp-client", String(repeating: "a", count: 256)], "proxy_tls_alpn[1]: a protocol name is 1 to 255 bytes, not 256"),
-        (["xmpp-client", "xmpp-server", "xmpp-client"], #"proxy_tls_alpn[2]: "xmpp-client" is listed twice"#),
-        (["h2", "é"], #"proxy_tls_alpn[1]: "é" is not visible ASCII (no spaces, control or non-ASCII characters)"#),
-        (["xmpp client"], #"proxy_tls_alpn[0]: "xmpp client" is not visible ASCII (no spaces, control or non-ASCII characters)"#),
-        (["h2\n"], "proxy_tls_alpn[0]: \"h2\n\" is not visible ASCII (no spaces, control or non-ASCII characters)"),
+        ([""], "proxy_tls_alpn[0]"),
+        (["xmpp-client", String(repeating: "a", count: 256)], "proxy_tls_alpn[1]"),
+        (["xmpp-client", "xmpp-server", "xmpp-client"], "proxy_tls_alpn[2]"),
+        (["h2", "é"], "proxy_tls_alpn[1]"),
+        (["xmpp client"], "proxy_tls_alpn[0]"),
+        (["h2\n"], "proxy_tls_alpn[0]"),
     ])
-    func invalidALPN(protocols: [String], message: String) {
-        #expect(error { () throws(NetProxyConfigurationError) in try ServerTLS.checkALPN(protocols) } == message)
+    func invalidALPN(protocols: [String], key: String) {
+        expect(error { () throws(NetProxyConfigurationError) in try ServerTLS.checkALPN(protocols) }, .invalidValue, key: key)
     }
 
     /// From the file: names and ALPN are checked before any certificate is read.
     @Test func errorsFromTheConfigurationFile() throws {
-        func makeContext(_ json: String) -> String? {
+        func makeContext(_ json: String) -> NetProxyConfigurationError? {
             error { () throws(NetProxyConfigurationError) in
                 _ = try ServerTLS.makeContext(try NetProxyConfiguration(json: Data(json.utf8)))
             }
         }
         let tls = #""proxy_tls_ports": [15222], "proxy_tls_certificate": "/nonexistent.pem", "proxy_tls_key": "/nonexistent.key""#
-        #expect(
-            makeContext(#"{\#(tls), "proxy_tls_certificates": {"a.*.example": {"certificate": "/a.pem", "key": "/a.key"}}}"#)
-                == #"proxy_tls_certificates.a.*.example: "*" can only be the whole leftmost label, as in "*.example.com""#)
-        #expect(makeContext(#"{\#(tls), "proxy_tls_alpn": ["xmpp-client", ""]}"#) == "proxy_tls_alpn[1]: a protocol name is 1 to 255 bytes, not 0")
-        #expect(makeContext(#"{\#(tls)}"#) == "proxy_tls_certificate: cannot load /nonexistent.pem: No such file or directory")
-        #expect(
-            makeContext(#"{"proxy_tls_ports": [15222], "proxy_tls_certificates": {"a.example": {"certificate": "/a.pem", "key": "/a.key"}}}"#)
-                == "proxy_tls_ports needs proxy_tls_certificate and proxy_tls_key")
+        expect(
+            makeContext(#"{\#(tls), "proxy_tls_certificates": {"a.*.example": {"certificate": "/a.pem", "key": "/a.key"}}}"#), .invalidValue,
+            key: "proxy_tls_certificates.a.*.example")
+        expect(makeContext(#"{\#(tls), "proxy_tls_alpn": ["xmpp-client", ""]}"#), .invalidValue, key: "proxy_tls_alpn[1]")
+        expect(makeContext(#"{\#(tls)}"#), .file, key: "proxy_tls_certificate")
+        // The message starts with proxy_tls_ports, but as a word of a sentence, not as a key.
+        expect(
+            makeContext(#"{"proxy_tls_ports": [15222], "proxy_tls_certificates": {"a.example": {"certificate": "/a.pem", "key": "/a.key"}}}"#),
+            .invalidValue, key: nil)
     }
 
     /// Without proxy_tls_ports there is no context, and the other TLS keys are not looked at.
@@ -176,18 +177,18 @@ import Testing
         configuration.tlsCertificatePath = good.certificatePath
         configuration.tlsKeyPath = good.keyPath
         configuration.tlsCertificates = ["a.example.test": TLSCertificateFiles(certificatePath: "/nonexistent/a.pem", keyPath: good.keyPath)]
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }
-                == "proxy_tls_certificates.a.example.test.certificate: cannot load /nonexistent/a.pem: No such file or directory")
+        expect(
+            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }, .file,
+            key: "proxy_tls_certificates.a.example.test.certificate")
         configuration.tlsCertificates = ["a.example.test": TLSCertificateFiles(certificatePath: good.certificatePath, keyPath: "/nonexistent/a.key")]
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }
-                == "proxy_tls_certificates.a.example.test.key: cannot load /nonexistent/a.key: No such file or directory")
+        expect(
+            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }, .file,
+            key: "proxy_tls_certificates.a.example.test.key")
         // A key is not a certificate.
         configuration.tlsCertificates = ["a.example.test": TLSCertificateFiles(certificatePath: good.keyPath, keyPath: good.keyPath)]
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }
-                == "proxy_tls_certificates.a.example.test.certificate: cannot load \(good.keyPath): failedToLoadCertificate")
+        expect(
+            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }, .file,
+            key: "proxy_tls_certificates.a.example.test.certificate")
     }
 
     @Test(.tags(.interop)) func keyThatDoesNotMatchItsCertificate() throws {
@@ -203,15 +204,13 @@ import Testing
         #expect(try ServerTLS.makeContext(configuration) != nil)
 
         configuration.tlsCertificates = ["a.example.test": TLSCertificateFiles(certificatePath: named.certificatePath, keyPath: defaultFiles.keyPath)]
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }
-                == "proxy_tls_certificates.a.example.test.key: \(defaultFiles.keyPath) does not match the certificate in \(named.certificatePath)")
+        expect(
+            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }, .file,
+            key: "proxy_tls_certificates.a.example.test.key")
 
         configuration.tlsCertificates = [:]
         configuration.tlsKeyPath = named.keyPath
-        #expect(
-            error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }
-                == "proxy_tls_key: \(named.keyPath) does not match the certificate in \(defaultFiles.certificatePath)")
+        expect(error { () throws(NetProxyConfigurationError) in _ = try ServerTLS.makeContext(configuration) }, .file, key: "proxy_tls_key")
     }
 
     // MARK: - Handshakes
@@ -258,8 +257,10 @@ import Testing
         let port = try #require(server.localAddress?.port)
 
         let name = serverName.map { ["-servername", $0] } ?? ["-noservername"]
-        let (status, output) = try Self.run(openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "xmpp-client"] + name)
-        #expect(status == 0, "\(output)")
+        let client = try ChildProcess.run(
+            openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "xmpp-client"] + name, standardError: .mergedIntoOutput, killAfter: 30)
+        let output = client.standardOutput
+        #expect(client.status == 0, "\(output)")
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         // OpenSSL 3.0 writes "subject=CN = name", later versions "subject=CN=name".
         let subjects = lines.filter { $0.hasPrefix("subject=") }.map { $0.replacingOccurrences(of: " ", with: "") }
@@ -267,24 +268,6 @@ import Testing
         #expect(lines.contains("ALPN protocol: xmpp-client"), "\(output)")
     }
 
-    /// Runs a command with no input and returns its exit status and its output and errors; stops
-    /// it if it takes longer than `timeout` seconds.
-    static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let deadline = DispatchWorkItem { process.terminate() }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        deadline.cancel()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
 }
 
 /// Self-signed certificates made by the openssl command line, in a temporary directory.
@@ -303,14 +286,14 @@ struct GeneratedCertificates {
         let file = name.replacingOccurrences(of: "*", with: "wildcard")
         let files = TLSCertificateFiles(
             certificatePath: directory.appendingPathComponent("\(file).pem").path, keyPath: directory.appendingPathComponent("\(file).key.pem").path)
-        let (status, output) = try ServerTLSTests.run(
+        let made = try ChildProcess.run(
             openssl,
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj",
                 "/CN=\(name)" + (organization.map { "/O=\($0)" } ?? ""),
                 "-addext", "subjectAltName=DNS:\(name)", "-days", "2", "-keyout", files.keyPath, "-out", files.certificatePath,
-            ])
-        try #require(status == 0, "openssl req for \(name): \(output)")
+            ], standardError: .mergedIntoOutput, killAfter: 30)
+        try #require(made.status == 0, "openssl req for \(name): \(made.standardOutput)")
         return files
     }
 

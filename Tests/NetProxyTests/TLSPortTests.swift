@@ -20,18 +20,15 @@ import Testing
 
     /// curl from the trusted proxy's address: the PROXY header, then TLS with `name`.
     static func curl(_ port: Int, name: String) throws -> (subject: String?, alpn: String?, body: String) {
-        let curl = try Peer.require("curl")
-        let (status, output) = try ServerTLSTests.run(
-            curl,
-            [
-                "-sSv", "--max-time", "10", "--haproxy-protocol", "--interface", "127.0.0.2", "-k", "--resolve", "\(name):\(port):127.0.0.1",
-                "https://\(name):\(port)/",
-            ])
-        #expect(status == 0, "\(output)")
-        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let run = try Peer.runCurl([
+            "-v", "--haproxy-protocol", "--interface", "127.0.0.2", "-k", "--resolve", "\(name):\(port):127.0.0.1", "https://\(name):\(port)/",
+        ])
+        #expect(run.status == 0, "\(run.standardError)")
+        // What -v says of the handshake.
+        let lines = run.standardError.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         let subject = lines.first { $0.hasPrefix("*  subject: ") }.map { String($0.dropFirst("*  subject: ".count)) }
         let alpn = lines.first { $0.hasPrefix("* ALPN: server accepted ") }.map { String($0.dropFirst("* ALPN: server accepted ".count)) }
-        return (subject, alpn, lines.last ?? "")
+        return (subject, alpn, run.transfers.first?.body ?? "")
     }
 
     @Test(.enabled(if: Peer.available("curl") && Peer.available("openssl")), .tags(.interop)) func certificateByNameAndALPN() async throws {
@@ -54,9 +51,11 @@ import Testing
 
         // A direct client (no header): TLS at once; openssl asks for xmpp-client.
         let openssl = try Peer.require("openssl")
-        let (status, output) = try ServerTLSTests.run(
-            openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", "a.example.test", "-alpn", "xmpp-client"])
-        #expect(status == 0, "\(output)")
+        let client = try ChildProcess.run(
+            openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", "a.example.test", "-alpn", "xmpp-client"],
+            standardError: .mergedIntoOutput, killAfter: 30)
+        let output = client.standardOutput
+        #expect(client.status == 0, "\(output)")
         let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         #expect(lines.filter { $0.hasPrefix("subject=") }.map { $0.replacingOccurrences(of: " ", with: "") } == ["subject=CN=a.example.test"])
         #expect(lines.contains("ALPN protocol: xmpp-client"), "\(output)")
@@ -69,14 +68,11 @@ import Testing
 
         // A file that no longer loads fails the reload; the certificates in force stay.
         try Data("not a certificate".utf8).write(to: URL(fileURLWithPath: files["*.wild.test"]!.certificatePath))
-        do {
-            try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(Self.configuration(certificates, files).utf8)))
-            Issue.record("a reload with a broken certificate succeeded")
-        } catch {
-            #expect(
-                "\(error)".hasPrefix("proxy_tls_certificates.*.wild.test.certificate: cannot load \(files["*.wild.test"]!.certificatePath): "),
-                "\(error)")
+        let broken = try NetProxyConfiguration(json: Data(Self.configuration(certificates, files).utf8))
+        let error = await #expect(throws: NetProxyConfigurationError.self, "a reload with a broken certificate succeeded") {
+            try await running.host.reload(configuration: broken)
         }
+        expect(error, .file, key: "proxy_tls_certificates.*.wild.test.certificate")
         #expect(try Self.curl(port, name: "x.wild.test").subject == "CN=*.wild.test")
         #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="failure"} 1"#))
         await running.stop()

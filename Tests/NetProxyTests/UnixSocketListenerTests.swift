@@ -29,7 +29,7 @@ import Testing
         #expect(Self.mode(path) == 0o640)
         #expect(running.host.listeners.map(\.plan.description) == ["PROXY on unix:\(path) -> http"])
         let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "unix@\(path) send-proxy-v2", in: directory)
-        defer { Peer.stop(haproxy) }
+        defer { haproxy.stop() }
         let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontendPort)/"])
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         #expect(endpoint(body["source"]) == client)
@@ -61,14 +61,14 @@ import Testing
             version: .v1,
             addresses: .inet(
                 source: .init(ProxyIPv4Address(192, 0, 2, 1), port: 51234), destination: .init(ProxyIPv4Address(198, 51, 100, 7), port: 443)))
-        let reply = try await Self.exchange(path: path, Array(try header.encoded().readableBytesView))
+        let reply = try await LoopbackClient.exchange(unixSocket: path, send: Array(try header.encoded().readableBytesView), halfClose: true)
         #expect(endpoint(try json(reply)["source"]) == "192.0.2.1 51234")
         // A second host cannot take over a socket that is in use.
         do {
             _ = try await RunningHost(#"{"whoami_ports": [], "proxy_unix_sockets": {"\#(path)": "whoami"}}"#)
             Issue.record("a second host started on a socket in use")
         } catch {
-            #expect("\(error)" == "proxy_unix_sockets.\(path): \(path) is in use: another process listens on it")
+            expect(error as? NetProxyConfigurationError, .file, key: "proxy_unix_sockets.\(path)")
         }
         #expect(Self.mode(path) == 0o660)
         await running.stop()
@@ -79,24 +79,17 @@ import Testing
             _ = try await RunningHost(#"{"whoami_ports": [], "proxy_unix_sockets": {"\#(file)": "whoami"}}"#)
             Issue.record("started on a regular file")
         } catch {
-            #expect("\(error)".hasPrefix("proxy_unix_sockets.\(file): "), "\(error)")
+            expect(error as? NetProxyConfigurationError, .file, key: "proxy_unix_sockets.\(file)")
         }
         #expect(try String(contentsOfFile: file, encoding: .utf8) == "keep me")
     }
 
     @Test func configurationErrors() {
-        #expect(
-            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": "nope"}}"#)
-                == #"proxy_unix_sockets./tmp/x.sock: unknown service "nope" (known: echo, http, whoami)"#)
-        #expect(
-            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "mode": "0999"}}}"#)
-                == #"proxy_unix_sockets./tmp/x.sock.mode: "0999" is not an octal file mode such as "0660""#)
-        #expect(
-            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "user": "x"}}}"#)
-                == #"proxy_unix_sockets./tmp/x.sock: unknown key "user""#)
-        #expect(
-            startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"mode": "0600"}}}"#)
-                == #"proxy_unix_sockets./tmp/x.sock: expected a service name, or an object with "service""#)
+        let key = "proxy_unix_sockets./tmp/x.sock"
+        expect(startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": "nope"}}"#), .unknownService, key: key)
+        expect(startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "mode": "0999"}}}"#), .invalidValue, key: key + ".mode")
+        expect(startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "user": "x"}}}"#), .unknownKey, key: key)
+        expect(startupError(#"{"proxy_unix_sockets": {"/tmp/x.sock": {"mode": "0600"}}}"#), .invalidValue, key: key)
     }
 
     /// A socket's own header policy; every peer is trusted there, so a trust list is an error.
@@ -110,22 +103,20 @@ import Testing
         )
         let local = Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8)
         let unknown = Array(try ProxyHeader.v1Unknown.encoded().readableBytesView) + Array("hi".utf8)
-        #expect(try await Self.exchange(path: strict, local) == [])
-        #expect(try await Self.exchange(path: strict, unknown) == Array("hi".utf8))
-        #expect(try await Self.exchange(path: open, local) == Array("hi".utf8))
+        #expect(try await LoopbackClient.exchange(unixSocket: strict, send: local, halfClose: true) == [])
+        #expect(try await LoopbackClient.exchange(unixSocket: strict, send: unknown, halfClose: true) == Array("hi".utf8))
+        #expect(try await LoopbackClient.exchange(unixSocket: open, send: local, halfClose: true) == Array("hi".utf8))
         await running.stop()
-        #expect(
-            startupError(#"{"echo_ports": [], "proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "trusted_proxies": []}}}"#)
-                == #"proxy_unix_sockets./tmp/x.sock: unknown key "trusted_proxies""#)
+        expect(
+            startupError(#"{"echo_ports": [], "proxy_unix_sockets": {"/tmp/x.sock": {"service": "echo", "trusted_proxies": []}}}"#), .unknownKey,
+            key: "proxy_unix_sockets./tmp/x.sock")
         var configuration = NetProxyConfiguration()
         configuration.servicePorts = ["echo": []]
         configuration.proxyUnixSockets = ["/tmp/x.sock": ProxyUnixSocket(service: "echo", options: ProxyPortOptions(trustedProxies: ["10.0.0.1"]))]
-        #expect(
-            throws: NetProxyConfigurationError(
-                "proxy_unix_sockets./tmp/x.sock: every peer of a UNIX socket is trusted; its file's mode and owner decide who connects")
-        ) {
+        let error = #expect(throws: NetProxyConfigurationError.self) {
             try NetProxyHost(configuration: configuration)
         }
+        expect(error, .invalidValue, key: "proxy_unix_sockets./tmp/x.sock")
     }
 
     /// `local` and `header_timeout` of a socket's own; a timeout under 3 s warns, as for a port.
@@ -137,10 +128,12 @@ import Testing
             #"{"echo_ports": [], "proxy_header_timeout": 60, "proxy_unix_sockets": {"\#(path)": {"service": "echo", "local": "reject", "header_timeout": 0.3}}}"#
         )
         #expect(running.host.warnings == ["proxy_unix_sockets.\(path).header_timeout is 0.3 s; the PROXY specification asks for at least 3 s"])
-        #expect(try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8)) == [])
-        #expect(try await Self.exchange(path: path, Array("PROXY UNKNOWN\r\nhi".utf8)) == Array("hi".utf8))
+        #expect(
+            try await LoopbackClient.exchange(
+                unixSocket: path, send: Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8), halfClose: true) == [])
+        #expect(try await LoopbackClient.exchange(unixSocket: path, send: Array("PROXY UNKNOWN\r\nhi".utf8), halfClose: true) == Array("hi".utf8))
         // Ten bytes of a header, then silence (no half-close): only the socket's 0.3 s ends it.
-        #expect(try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView.prefix(10)), halfClose: false) == [])
+        #expect(try await LoopbackClient.exchange(unixSocket: path, send: Array(try ProxyHeader.local.encoded().readableBytesView.prefix(10))) == [])
         let metrics = running.host.metricsExposition
         #expect(metrics.contains("netproxy_connections_rejected_total{reason=\"local_not_accepted\"} 1\n"))
         #expect(metrics.contains("netproxy_connections_rejected_total{reason=\"header_timeout\"} 1\n"))
@@ -155,7 +148,8 @@ import Testing
         try await running.host.reload(
             configuration: try NetProxyConfiguration(json: Data(#"{"echo_ports": [0], "proxy_unix_sockets": {"\#(path)": "echo"}}"#.utf8)))
         #expect(Self.mode(path) == 0o660)
-        let reply = try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8))
+        let reply = try await LoopbackClient.exchange(
+            unixSocket: path, send: Array(try ProxyHeader.local.encoded().readableBytesView) + Array("hi".utf8), halfClose: true)
         #expect(reply == Array("hi".utf8))
         // The same path with another mode: the same socket, with the new mode.
         var before = stat()
@@ -173,36 +167,12 @@ import Testing
             configuration: try NetProxyConfiguration(
                 json: Data(#"{"echo_ports": [0], "proxy_unix_sockets": {"\#(path)": {"service": "echo", "mode": "0600"}}}"#.utf8)))
         #expect(Self.mode(path) == 0o600)
-        let again = try await Self.exchange(path: path, Array(try ProxyHeader.local.encoded().readableBytesView) + Array("back".utf8))
+        let again = try await LoopbackClient.exchange(
+            unixSocket: path, send: Array(try ProxyHeader.local.encoded().readableBytesView) + Array("back".utf8), halfClose: true)
         #expect(again == Array("back".utf8))
         try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(#"{"echo_ports": [0]}"#.utf8)))
         #expect(!FileManager.default.fileExists(atPath: path))
         #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="success"} 4"#))
         await running.stop()
     }
-
-    /// Connects to a UNIX socket, sends `bytes`, half-closes (unless told not to) and reads to
-    /// the end.
-    static func exchange(path: String, _ bytes: [UInt8], halfClose: Bool = true) async throws -> [UInt8] {
-        try await BlockingSocket.onThread {
-            let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            let address = try SocketAddress(unixDomainSocketPath: path)
-            let connected = address.withSockAddr { connect(fd, $0, socklen_t($1)) }
-            guard connected == 0 else { throw ConnectFailure(errno: errno) }
-            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if halfClose { shutdown(fd, CInt(SHUT_WR)) }
-            var reply: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count <= 0 { return reply }
-                reply += buffer[..<count]
-            }
-        }
-    }
-}
-
-struct ConnectFailure: Error {
-    var errno: CInt
 }

@@ -132,7 +132,12 @@ import Testing
         #expect(throws: Never.self) { try parse("PROXY UNKNOWN\r\n", parser: short) }
     }
 
+    /// The words of an error are what a log shows an operator: they name the field and the
+    /// byte, so they are checked, each with the error they belong to.
     @Test func errorDescriptionsNameFieldAndOffset() {
+        #expect(parseError("PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n") == ProxyHeaderError(.v1InvalidAddress(.sourceAddress, "1.2.3.04"), at: 11))
+        #expect(parseError("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n") == ProxyHeaderError(.v1InvalidLineEnding, at: 30))
+        #expect(parseError("PROXY T\u{1}P4 1.2.3.4 5.6.7.8 1 2\r\n") == ProxyHeaderError(.v1UnknownFamily("T\u{1}P4"), at: 6))
         #expect(
             parseError("PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n")?.description
                 == "v1 header, byte 11: source address \"1.2.3.04\" is not a valid address for the family")

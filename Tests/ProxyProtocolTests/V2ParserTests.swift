@@ -184,7 +184,14 @@ import Testing
         #expect(header.tlvs.first(.init(0xE5))?.value.readableBytes == 65520)
     }
 
+    /// The words are what a log shows an operator, so they are checked, each with its error.
     @Test func errorDescriptions() {
+        #expect(
+            parseError(v2Header(family: 0x11, body: Array(inetBlock[0..<11])))
+                == ProxyHeaderError(.v2AddressBlockTooShort(family: .inet, required: 12, length: 11), at: 14))
+        #expect(
+            parseError(v2Header(family: 0x11, body: inetBlock + tlvBytes(0x05, [UInt8](repeating: 7, count: 129))))
+                == ProxyHeaderError(.v2InvalidTLV(type: 0x05, .lengthMustBeAtMost(128)), at: 28))
         #expect(
             parseError(v2Header(family: 0x11, body: Array(inetBlock[0..<11])))?.description
                 == "v2 header, byte 14: length 11 is shorter than the 12-byte INET address block")

@@ -26,7 +26,7 @@ public enum Peer {
         try #require(find(name), "\(name) is not installed (.ci/run installs it with apt-get)")
     }
 
-    /// Starts a daemon in the foreground; the caller terminates it.
+    /// Starts a daemon in the foreground; the caller stops it (``ChildProcess/stop(signal:)``).
     ///
     /// - Parameters:
     ///   - standardInput: A descriptor the daemon gets as its standard input, such as a
@@ -36,68 +36,63 @@ public enum Peer {
     ///     both are discarded.
     public static func start(
         _ executable: String, _ arguments: [String], standardInput: CInt? = nil, environment: [String: String] = [:], output: URL? = nil
-    ) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        if let standardInput {
-            process.standardInput = FileHandle(fileDescriptor: standardInput, closeOnDealloc: false)
-        }
-        if let output {
-            _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-            let log = try FileHandle(forWritingTo: output)
-            process.standardOutput = log
-            process.standardError = log
-        } else {
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-        }
-        try process.run()
-        return process
+    ) throws -> ChildProcess {
+        try ChildProcess(
+            executable, arguments, environment: environment, standardInput: standardInput.map { .descriptor($0) } ?? .inherited,
+            standardOutput: output.map { .file($0) } ?? .discarded, standardError: .sameAsOutput)
     }
 
-    /// Stops the daemon and waits for it to exit. SIGKILL by default: a child may inherit a signal
-    /// mask that blocks SIGTERM (nginx without a master process then never exits). A daemon with
-    /// worker processes needs a signal it can relay instead (nginx's master unblocks SIGTERM and
-    /// stops its workers), or the workers outlive it.
-    public static func stop(_ process: Process, signal: CInt = SIGKILL) {
-        kill(process.processIdentifier, signal)
-        process.waitUntilExit()
+    /// One response of a curl run, and the local endpoint curl used for it.
+    public struct CurlTransfer: Sendable {
+        public var body: String
+        public var localIP: String
+        public var localPort: Int
     }
 
-    /// Runs `executable` to the end and returns its exit status and standard output.
-    public static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    /// What a curl run fetched: one transfer per URL, in order, on one connection where curl
+    /// can keep it (curl writes its endpoint after each), and its exit status and standard
+    /// error (where `-v` writes).
+    public struct CurlRun: Sendable {
+        public var status: Int32
+        public var transfers: [CurlTransfer]
+        public var standardError: String
     }
 
-    /// Runs curl and returns the response body and the client endpoint curl used.
+    /// Runs curl (`-sS --max-time 10`) with `arguments`, one or more URLs among them.
+    public static func runCurl(_ arguments: [String]) throws -> CurlRun {
+        let marker = "\n--netproxy-test-transfer "
+        let output = try ChildProcess.run(
+            try require("curl"), ["-sS", "--max-time", "10", "-w", marker + "%{local_ip} %{local_port}\n"] + arguments, killAfter: 30)
+        // The first body, then for each transfer the marker, "ip port\n" and the next body.
+        let parts = output.standardOutput.components(separatedBy: marker)
+        var transfers: [CurlTransfer] = []
+        var body = parts[0]
+        for part in parts.dropFirst() {
+            let endpoint = part.prefix { $0 != "\n" }.split(separator: " ")
+            transfers.append(CurlTransfer(body: body, localIP: String(endpoint.first ?? ""), localPort: Int(endpoint.last ?? "") ?? 0))
+            body = String(part.drop { $0 != "\n" }.dropFirst())
+        }
+        return CurlRun(status: output.status, transfers: transfers, standardError: output.standardError)
+    }
+
+    /// Runs curl for one URL that answers JSON, as the http service does, and returns the JSON
+    /// and the client endpoint curl used (`ip port`).
     public static func curl(_ arguments: [String]) throws -> (body: [String: Any], client: String) {
-        let (status, text) = try run(try require("curl"), ["-sS", "--max-time", "10", "-w", "\n%{local_ip} %{local_port}"] + arguments)
-        let lines = text.split(separator: "\n")
-        #expect(status == 0, "curl \(arguments): \(text)")
-        let body = try #require(try JSONSerialization.jsonObject(with: Data(lines.first.map(String.init)?.utf8 ?? "".utf8)) as? [String: Any])
-        return (body, String(lines.last ?? ""))
+        let run = try runCurl(arguments)
+        #expect(run.status == 0, "curl \(arguments): \(run.standardError)")
+        let transfer = try #require(run.transfers.first, "curl \(arguments): \(run.standardError)")
+        let body = try #require(try JSONSerialization.jsonObject(with: Data(transfer.body.utf8)) as? [String: Any])
+        return (body, "\(transfer.localIP) \(transfer.localPort)")
     }
 
     /// Starts nginx with one `stream` server block, `server`, whose `listen` is on `listener`'s
     /// address and port (with `proxy_protocol` when `readsProxyProtocol`): nginx adopts the inherited socket (`NGINX=0;`, as on a binary upgrade).
     /// With a master process only: nginx 1.22 without one crashes on an inherited socket (fixed
     /// in 1.23.3), and the master relays SIGTERM to its worker. Stop it with
-    /// `Peer.stop(nginx, signal: SIGTERM)`.
+    /// `nginx.stop(signal: SIGTERM)`.
     public static func startNginxStream(
         server: String, readsProxyProtocol: Bool = false, listener: ListeningSocket, in directory: URL
-    ) throws -> Process {
+    ) throws -> ChildProcess {
         let module = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/share/nginx/modules/ngx_stream_module.so"]
             .first { FileManager.default.fileExists(atPath: $0) }
         let config = """
@@ -130,7 +125,7 @@ public enum Peer {
     /// Starts HAProxy with `config`, whose frontend binds `fd@0`: the listening socket made here
     /// (port 0) and inherited as standard input, so no other process can take the port and
     /// connections made before HAProxy is ready wait in the backlog.
-    public static func startHAProxy(_ config: String, in directory: URL) throws -> (haproxy: Process, port: Int, log: URL) {
+    public static func startHAProxy(_ config: String, in directory: URL) throws -> (haproxy: ChildProcess, port: Int, log: URL) {
         let listener = try ListeningSocket()
         defer { listener.close() }
         let file = directory.appendingPathComponent("haproxy.cfg")
@@ -143,7 +138,7 @@ public enum Peer {
     /// HAProxy relaying TCP from its `fd@0` frontend to one backend server, given as the rest of
     /// its `server` line (`127.0.0.1:PORT send-proxy-v2`). No retries: a refused connection is
     /// tried once, so the server sees each client once.
-    public static func startHAProxy(tcpServer server: String, in directory: URL) throws -> (haproxy: Process, port: Int, log: URL) {
+    public static func startHAProxy(tcpServer server: String, in directory: URL) throws -> (haproxy: ChildProcess, port: Int, log: URL) {
         try startHAProxy(
             """
             defaults
