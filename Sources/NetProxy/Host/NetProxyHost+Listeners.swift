@@ -133,6 +133,7 @@ extension NetProxyHost {
                     // Set here rather than as a child channel option, which the bootstrap applies
                     // through a chain of futures for every connection.
                     if role.allowsHalfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }
+                    try ReceiveBuffers.apply(to: channel)
                     try self.setUp(channel, as: role, guard: connectionGuard)
                 }
             }

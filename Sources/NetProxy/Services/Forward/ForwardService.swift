@@ -217,6 +217,7 @@ final class ForwardConnector: ChannelDuplexHandler, RemovableChannelHandler {
                     // Set here rather than with the bootstrap's `channelOption`, which applies
                     // each option through a chain of futures.
                     try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                    try ReceiveBuffers.apply(to: channel)
                     let (targetGuard, targetSide) = targetHandlers.value
                     if let targetGuard { try channel.pipeline.syncOperations.addHandler(targetGuard) }
                     try channel.pipeline.syncOperations.addHandler(targetSide)
