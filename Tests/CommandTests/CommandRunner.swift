@@ -10,7 +10,7 @@ enum CommandRunner {
 
     /// Runs the command to its end; with `killAfter`, one still running after that many seconds is
     /// killed, so a command that hangs fails the test instead of stopping it.
-    static func run(_ arguments: [String], input: Data = Data(), killAfter seconds: Double? = nil) throws -> ChildProcess.Output {
-        try ChildProcess.run(executable.path, arguments, input: input, killAfter: seconds)
+    static func run(_ arguments: [String], input: Data = Data(), killAfter seconds: Double? = nil) async throws -> ChildProcess.Output {
+        try await ChildProcess.run(executable.path, arguments, input: input, killAfter: seconds)
     }
 }

@@ -5,15 +5,15 @@ import Testing
 
 @Suite struct DecodeCommandTests {
     /// What `decode --hex` prints for `hex`, once it has succeeded with nothing on standard error.
-    func decodeHex(_ hex: String) throws -> String {
-        let output = try CommandRunner.run(["decode", "--hex"], input: Data(hex.utf8))
+    func decodeHex(_ hex: String) async throws -> String {
+        let output = try await CommandRunner.run(["decode", "--hex"], input: Data(hex.utf8))
         #expect(output.standardError == "")
         #expect(output.status == 0)
         return output.standardOutput
     }
 
-    @Test func decodesV1FromStandardInput() throws {
-        let output = try CommandRunner.run(["decode"], input: Data("PROXY TCP6 2001:DB8::1 ::1 51234 443\r\nHELLO".utf8))
+    @Test func decodesV1FromStandardInput() async throws {
+        let output = try await CommandRunner.run(["decode"], input: Data("PROXY TCP6 2001:DB8::1 ::1 51234 443\r\nHELLO".utf8))
         #expect(output.status == 0)
         #expect(output.standardError == "")
         #expect(
@@ -25,7 +25,7 @@ import Testing
                 """)
     }
 
-    @Test func decodesV2HexWithTLVs() throws {
+    @Test func decodesV2HexWithTLVs() async throws {
         let hex = """
             0D0A0D0A 000D0A51 5549540A 21 11 0033
             C0000201 C6336407 C822 01BB
@@ -34,7 +34,7 @@ import Testing
             EA 0004 01 767063
             """
         #expect(
-            try decodeHex(hex) == """
+            try await decodeHex(hex) == """
                 {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
                 "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
                 "tlvs":[{"type":2,"name":"AUTHORITY","hex":"6578616d706c652e636f6d","value":"example.com"},\
@@ -49,7 +49,7 @@ import Testing
 
     /// Each registered type prints its value: text for ALPN and UNIQUE_ID when it is UTF-8 (none
     /// otherwise), text for NETNS, a number for CRC32C, null for NOOP.
-    @Test func decodesRegisteredTLVValues() throws {
+    @Test func decodesRegisteredTLVValues() async throws {
         let header = try ProxyHeader(
             version: .v2,
             addresses: .inet(
@@ -59,7 +59,7 @@ import Testing
         let checksum = bytes.suffix(4).reduce(0) { $0 << 8 | Int($1) }
         let checksumHex = bytes.suffix(4).map { String(format: "%02x", $0) }.joined()
         #expect(
-            try decodeHex(bytes.map { String(format: "%02X", $0) }.joined()) == """
+            try await decodeHex(bytes.map { String(format: "%02X", $0) }.joined()) == """
                 {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
                 "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
                 "tlvs":[{"type":1,"name":"ALPN","hex":"6832","value":"h2"},{"type":1,"name":"ALPN","hex":"ff"},\
@@ -74,7 +74,7 @@ import Testing
 
     /// AWS, Azure and Google Cloud TLVs are named and decoded only when the value has that
     /// cloud's shape; 0xE0-0xEF values that do not are printed raw and unnamed.
-    @Test func decodesCloudTLVs() throws {
+    @Test func decodesCloudTLVs() async throws {
         let hex = """
             0D0A0D0A 000D0A51 5549540A 21 11 004B
             C0000201 C6336407 C822 01BB
@@ -89,7 +89,7 @@ import Testing
             EA 0001 01
             """
         #expect(
-            try decodeHex(hex) == """
+            try await decodeHex(hex) == """
                 {"version":2,"command":"PROXY","family":"INET","transport":"STREAM",\
                 "source":{"ip":"192.0.2.1","port":51234},"destination":{"ip":"198.51.100.7","port":443},\
                 "tlvs":[{"type":234,"name":"AWS","hex":"01767063","value":{"vpc_endpoint_id":"vpc"}},\
@@ -103,13 +103,13 @@ import Testing
                 """)
     }
 
-    @Test func decodesUnixAndLocalFromAFile() throws {
+    @Test func decodesUnixAndLocalFromAFile() async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-decode-\(UUID()).bin")
         defer { try? FileManager.default.removeItem(at: file) }
         var bytes: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x31, 0x00, 0xD8]
         bytes += Array("/src".utf8) + [UInt8](repeating: 0, count: 104) + Array("/dst".utf8) + [UInt8](repeating: 0, count: 104)
         try Data(bytes).write(to: file)
-        let unix = try CommandRunner.run(["decode", file.path])
+        let unix = try await CommandRunner.run(["decode", file.path])
         #expect(unix.status == 0)
         #expect(
             unix.standardOutput == """
@@ -117,7 +117,7 @@ import Testing
                 "destination":{"path":"/dst"},"tlvs":[],"header_length":232,"trailing_bytes":0}
 
                 """)
-        let local = try CommandRunner.run(["decode", "--hex"], input: Data("0D0A0D0A000D0A515549540A 20 11 0000 ff".utf8))
+        let local = try await CommandRunner.run(["decode", "--hex"], input: Data("0D0A0D0A000D0A515549540A 20 11 0000 ff".utf8))
         #expect(local.status == 0)
         #expect(
             local.standardOutput == """
@@ -136,27 +136,27 @@ import Testing
         ("PROXY TCP4 1.2.3.4", "error: incomplete header: 18 byte(s) are the start of a valid header but it does not end\n"),
         ("", "error: incomplete header: 0 byte(s) are the start of a valid header but it does not end\n"),
     ])
-    func rejectsInvalidInput(input: String, message: String) throws {
-        let output = try CommandRunner.run(["decode"], input: Data(input.utf8))
+    func rejectsInvalidInput(input: String, message: String) async throws {
+        let output = try await CommandRunner.run(["decode"], input: Data(input.utf8))
         #expect(output.status == 1)
         #expect(output.standardOutput == "")
         #expect(output.standardError == message)
     }
 
-    @Test func rejectsBadHex() throws {
-        let odd = try CommandRunner.run(["decode", "--hex"], input: Data("0D0A0".utf8))
+    @Test func rejectsBadHex() async throws {
+        let odd = try await CommandRunner.run(["decode", "--hex"], input: Data("0D0A0".utf8))
         #expect(odd.status == 1)
         #expect(odd.standardError == "error: odd number of hex digits\n")
-        let bad = try CommandRunner.run(["decode", "--hex"], input: Data("0D 0G".utf8))
+        let bad = try await CommandRunner.run(["decode", "--hex"], input: Data("0D 0G".utf8))
         #expect(bad.status == 1)
         #expect(bad.standardError == "error: invalid hex character \"G\" at character 4\n")
-        let v2 = try CommandRunner.run(["decode", "--hex"], input: Data("0D0A0D0A000D0A515549540A 21 11 000B".utf8))
+        let v2 = try await CommandRunner.run(["decode", "--hex"], input: Data("0D0A0D0A000D0A515549540A 21 11 000B".utf8))
         #expect(v2.status == 1)
         #expect(v2.standardError == "error: incomplete header: 16 byte(s) are the start of a valid header but it does not end\n")
     }
 
-    @Test func missingFile() throws {
-        let output = try CommandRunner.run(["decode", "/nonexistent/header.bin"])
+    @Test func missingFile() async throws {
+        let output = try await CommandRunner.run(["decode", "/nonexistent/header.bin"])
         #expect(output.status == 1)
         #expect(output.standardError == "error: cannot read /nonexistent/header.bin\n")
     }

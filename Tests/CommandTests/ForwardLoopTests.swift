@@ -8,7 +8,7 @@ import Testing
 /// relay into a PROXY port launders no trust. Run in a network namespace of its own.
 @Suite(.timeLimit(.minutes(1)), .tags(.namespace)) struct ForwardLoopTests {
     @Test(.enabled(if: TransparentForwardTests.canMakeNamespace || Peer.inCI), .tags(.interop))
-    func connectionsBackIntoTheHostAreRefused() throws {
+    func connectionsBackIntoTheHostAreRefused() async throws {
         // 10.9.9.9 becomes this machine's only once netproxy runs.
         let config = """
             {"interfaces": ["0.0.0.0"], "metrics_port": 9090,
@@ -19,7 +19,7 @@ import Testing
             """
         let send = CommandRunner.executable.path
         let curl = try Peer.require("curl")
-        let (status, output) = try TransparentForwardTests.inNamespace(
+        let (status, output) = try await TransparentForwardTests.inNamespace(
             TransparentForwardTests.serving(
                 config, target: nil,
                 then: """

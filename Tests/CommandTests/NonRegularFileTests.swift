@@ -47,13 +47,13 @@ import Testing
     }
 
     /// `serve --config` with a FIFO or a device: an error at once, naming what the path is.
-    @Test func configurationFileIsNeverAFIFOOrADevice() throws {
+    @Test func configurationFileIsNeverAFIFOOrADevice() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let fifo = directory.appendingPathComponent("config.json").path
         try #require(mkfifo(fifo, 0o600) == 0)
         for (path, kind) in [(fifo, "a FIFO"), ("/dev/zero", "a character device")] {
-            let serve = try CommandRunner.run(["serve", "--config", path], killAfter: 30)
+            let serve = try await CommandRunner.run(["serve", "--config", path], killAfter: 30)
             #expect(serve.status == 1)
             #expect(serve.standardError == "error: cannot read \(path): it is \(kind), not a regular file\n")
         }

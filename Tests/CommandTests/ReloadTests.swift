@@ -123,7 +123,7 @@ import Testing
         let before = serve.standardError.components(separatedBy: marker).count
         try Data(json.utf8).write(to: serve.configFile)
         if useCommand {
-            let output = try CommandRunner.run(["reload", "--pid-file", pidFile])
+            let output = try await CommandRunner.run(["reload", "--pid-file", pidFile])
             #expect(output.status == 0, "\(output.standardError)")
         } else {
             serve.send(SIGHUP)
@@ -233,7 +233,7 @@ import Testing
     }
 
     /// `serve --pid-file` never writes through a symbolic link.
-    @Test func pidFileIsNotALink() throws {
+    @Test func pidFileIsNotALink() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-pid-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -243,7 +243,7 @@ import Testing
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: precious.path)
         let config = directory.appendingPathComponent("config.json")
         try Data("{}".utf8).write(to: config)
-        let output = try CommandRunner.run(["serve", "--config", config.path, "--pid-file", link])
+        let output = try await CommandRunner.run(["serve", "--config", config.path, "--pid-file", link])
         #expect(output.status == 1)
         #expect(
             output.standardError.hasSuffix("error: cannot open the PID file \(link): it is a symbolic link, not a regular file\n"),
@@ -251,35 +251,35 @@ import Testing
         #expect(try String(contentsOf: precious, encoding: .utf8) == "keep")
     }
 
-    @Test func reloadCommandErrors() throws {
+    @Test func reloadCommandErrors() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-reload-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let missing = try CommandRunner.run(["reload", "--pid-file", directory.appendingPathComponent("none.pid").path])
+        let missing = try await CommandRunner.run(["reload", "--pid-file", directory.appendingPathComponent("none.pid").path])
         #expect(missing.status == 1)
         #expect(missing.standardError == "error: cannot read the PID file \(directory.path)/none.pid: No such file or directory\n")
         let garbage = directory.appendingPathComponent("garbage.pid")
         try Data("12ab\n".utf8).write(to: garbage)
-        let notAPID = try CommandRunner.run(["reload", "--pid-file", garbage.path])
+        let notAPID = try await CommandRunner.run(["reload", "--pid-file", garbage.path])
         #expect(notAPID.standardError == "error: \(garbage.path) does not hold a process ID: \"12ab\"\n")
         let long = directory.appendingPathComponent("long.pid")
         try Data("\(getpid())\n\n\n\n\n\n\n\n\n\n\n".utf8).write(to: long)
-        let tooLong = try CommandRunner.run(["reload", "--pid-file", long.path])
+        let tooLong = try await CommandRunner.run(["reload", "--pid-file", long.path])
         #expect(tooLong.standardError == "error: \(long.path) does not hold a process ID: it is longer than 11 bytes\n")
-        let aDirectory = try CommandRunner.run(["reload", "--pid-file", directory.path])
+        let aDirectory = try await CommandRunner.run(["reload", "--pid-file", directory.path])
         #expect(aDirectory.standardError == "error: cannot read the PID file \(directory.path): it is a directory, not a regular file\n")
         // A file no server holds names a process that may be anyone by now (here: this test): it
         // is not signalled.
         let stale = directory.appendingPathComponent("stale.pid")
         try Data("\(getpid())\n".utf8).write(to: stale)
-        let gone = try CommandRunner.run(["reload", "--pid-file", stale.path])
+        let gone = try await CommandRunner.run(["reload", "--pid-file", stale.path])
         #expect(gone.status == 1)
         #expect(gone.standardError == "error: no server holds \(stale.path) (it is stale): process \(getpid()) was not signalled\n")
     }
 
     /// A FIFO or a device as the PID file: `reload` does not wait for a writer, and `serve` does
     /// not start; both say what the path is, and leave it as it was.
-    @Test func pidFileIsNeverAFIFOOrADevice() throws {
+    @Test func pidFileIsNeverAFIFOOrADevice() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-fifo-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -288,10 +288,10 @@ import Testing
         let config = directory.appendingPathComponent("config.json")
         try Data("{}".utf8).write(to: config)
         for (path, kind) in [(fifo, "a FIFO"), ("/dev/null", "a character device")] {
-            let reload = try CommandRunner.run(["reload", "--pid-file", path], killAfter: 30)
+            let reload = try await CommandRunner.run(["reload", "--pid-file", path], killAfter: 30)
             #expect(reload.status == 1)
             #expect(reload.standardError == "error: cannot read the PID file \(path): it is \(kind), not a regular file\n")
-            let serve = try CommandRunner.run(["serve", "--config", config.path, "--pid-file", path], killAfter: 30)
+            let serve = try await CommandRunner.run(["serve", "--config", config.path, "--pid-file", path], killAfter: 30)
             #expect(serve.status == 1)
             #expect(
                 serve.standardError.hasSuffix("error: cannot open the PID file \(path): it is \(kind), not a regular file\n"),
@@ -322,7 +322,7 @@ import Testing
         let (firstStatus, firstErrors) = try await first.waitForExit()
         #expect(firstStatus == 0, "\(firstErrors)")
         #expect(try String(contentsOfFile: pidFile, encoding: .utf8) == "\(second.pid)\n")
-        let reload = try CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
+        let reload = try await CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
         #expect(reload.standardOutput == "sent SIGHUP to process \(second.pid)\n", "\(reload.standardError)")
 
         let (secondStatus, secondErrors) = try await second.stop()
@@ -333,7 +333,7 @@ import Testing
     /// A PID file locked by some other process (any kind of lock), naming a process that is not a
     /// server: `reload` says why it refuses, and signals nothing.
     @Test(arguments: [LockingChild.Lock.flock, .posixShared, .posixExclusive], [false, true])
-    func reloadSignalsOnlyTheServerHoldingTheLock(lock: LockingChild.Lock, holderIsNamed: Bool) throws {
+    func reloadSignalsOnlyTheServerHoldingTheLock(lock: LockingChild.Lock, holderIsNamed: Bool) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-lock-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -349,7 +349,7 @@ import Testing
         #expect(try pidFileContents(pidFile) == named.pid)
 
         let program = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(named.pid)/exe")
-        let output = try CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
+        let output = try await CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
         let reason =
             switch (lock, holderIsNamed) {
             case (.posixExclusive, true): "process \(named.pid), which \(pidFile) names, is not netproxy (it runs \(program)): it was not signalled"

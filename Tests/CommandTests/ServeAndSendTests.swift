@@ -26,11 +26,11 @@ import Testing
         #expect(errors.contains("client 192.0.2.9:9"))
     }
 
-    @Test func badConfigurationExitsWithTheEntry() throws {
+    @Test func badConfigurationExitsWithTheEntry() async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-bad-\(UUID()).json")
         defer { try? FileManager.default.removeItem(at: file) }
         try Data(#"{"proxy_port_mappings": {"15222": "c2s"}}"#.utf8).write(to: file)
-        let output = try CommandRunner.run(["serve", "--config", file.path])
+        let output = try await CommandRunner.run(["serve", "--config", file.path])
         #expect(output.status == 1)
         // The file and the entry at fault; the words are the library's (ConfigurationErrorTests).
         let lines = output.standardError.split(separator: "\n")
@@ -47,7 +47,7 @@ import Testing
 
     @Test func sendsAV2HeaderWithTLVs() async throws {
         let (host, port) = try await host(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "whoami"}}"#)
-        let output = try CommandRunner.run([
+        let output = try await CommandRunner.run([
             "send", "--source", "[2001:db8::7]:4242", "--destination", "[2001:db8::8]:443", "--authority", "chat.example",
             "--unique-id", "abc", "--tlv", "0xE1:CAFE", "--crc32c", "127.0.0.1", "\(port)",
         ])
@@ -65,7 +65,7 @@ import Testing
     @Test func relaysLikeNetcat() async throws {
         let (host, port) = try await host(#"{"interfaces": ["127.0.0.1"], "proxy_port_mappings": {"0": "echo"}}"#)
         let payload = Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 * 7) })
-        let output = try CommandRunner.run(["send", "--v1", "127.0.0.1", "\(port)"], input: payload)
+        let output = try await CommandRunner.run(["send", "--v1", "127.0.0.1", "\(port)"], input: payload)
         #expect(output.status == 0)
         #expect(output.standardOutputBytes == payload)
         await host.shutdown(gracePeriod: .zero)
@@ -92,8 +92,8 @@ import Testing
             "error: cannot build the header: TLVs of 70000 bytes are 4501 over the maximum of 65499 that a v2 header with IPv6 addresses leaves them\n"
         ),
     ])
-    func rejectsBadOptions(arguments: [String], message: String) throws {
-        let output = try CommandRunner.run(arguments)
+    func rejectsBadOptions(arguments: [String], message: String) async throws {
+        let output = try await CommandRunner.run(arguments)
         #expect(output.status == 1)
         #expect(output.standardError == message)
     }
@@ -103,7 +103,7 @@ import Testing
         let refusing = try ListeningSocket(listens: false)
         defer { refusing.close() }
         let port = refusing.port
-        let output = try CommandRunner.run(["send", "127.0.0.1", "\(port)"])
+        let output = try await CommandRunner.run(["send", "127.0.0.1", "\(port)"])
         #expect(output.status == 1)
         #expect(output.standardError.hasPrefix("error: cannot connect to 127.0.0.1:\(port): "))
     }

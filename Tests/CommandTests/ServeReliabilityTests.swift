@@ -210,12 +210,12 @@ import Testing
     }
 
     /// A file with a key given twice is refused, naming the key and both lines.
-    @Test func duplicateKeyIsRefused() throws {
+    @Test func duplicateKeyIsRefused() async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-dup-\(UUID()).json")
         defer { try? FileManager.default.removeItem(at: file) }
         try Data("{\"echo_ports\": [0],\n \"proxy_trusted_proxies\": [\"0.0.0.0/0\"],\n \"proxy_trusted_proxies\": [\"127.0.0.1\"]}".utf8).write(
             to: file)
-        let output = try CommandRunner.run(["serve", "--config", file.path])
+        let output = try await CommandRunner.run(["serve", "--config", file.path])
         #expect(output.status == 1)
         #expect(output.standardError == "error: \(file.path): line 3: \"proxy_trusted_proxies\" is given twice (first on line 2)\n")
     }

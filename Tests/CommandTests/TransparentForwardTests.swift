@@ -11,12 +11,12 @@ import Testing
     /// Whether this process may make a network namespace (root, or CAP_SYS_ADMIN).
     static let canMakeNamespace: Bool = {
         guard let unshare = Peer.find("unshare") else { return false }
-        return (try? ChildProcess.run(unshare, ["-n", "true"], standardError: .inherited).status) == 0
+        return (try? ChildProcess.runBlocking(unshare, ["-n", "true"], standardError: .inherited).status) == 0
     }()
 
     /// Runs `script` with `sh` in a new network namespace; its standard output.
-    static func inNamespace(_ script: String) throws -> (status: Int32, output: String) {
-        let run = try ChildProcess.run(try Peer.require("unshare"), ["-n", "sh", "-c", script], standardError: .inherited)
+    static func inNamespace(_ script: String) async throws -> (status: Int32, output: String) {
+        let run = try await ChildProcess.run(try Peer.require("unshare"), ["-n", "sh", "-c", script], standardError: .inherited)
         return (run.status, run.standardOutput)
     }
 
@@ -56,13 +56,13 @@ import Testing
     }
 
     @Test(.enabled(if: canMakeNamespace || Peer.inCI))
-    func targetSeesTheClientFromTheHeader() throws {
+    func targetSeesTheClientFromTheHeader() async throws {
         let config = """
             {"interfaces": ["127.0.0.1"],
              "proxy_port_mappings": {"17001": "imap"},
              "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 2}}}
             """
-        let (status, output) = try Self.inNamespace(
+        let (status, output) = try await Self.inNamespace(
             // A byte before the end of input: a client that half-closes without one while the
             // target is being connected has left, and its connect is ended.
             Self.serving(config, then: "printf x | \(CommandRunner.executable.path) send --source 198.51.100.7:40123 127.0.0.1 17001"))
@@ -73,7 +73,7 @@ import Testing
     }
 
     @Test(.enabled(if: canMakeNamespace || Peer.inCI))
-    func aClientAddressThatCannotBeUsedIsCountedAndClosed() throws {
+    func aClientAddressThatCannotBeUsedIsCountedAndClosed() async throws {
         // No route makes 203.0.113.0/24 local here: the target's answer to the connect never
         // comes back, so the connect times out; the client's connection is closed and the
         // failure counted. The client keeps its side open meanwhile (one that half-closes
@@ -83,7 +83,7 @@ import Testing
              "proxy_port_mappings": {"17001": "imap"},
              "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 1}}}
             """
-        let (status, output) = try Self.inNamespace(
+        let (status, output) = try await Self.inNamespace(
             Self.serving(
                 config,
                 then: """
@@ -100,14 +100,14 @@ import Testing
     /// One PROXY port for clients of both families: each gets the target of its own family
     /// (a transparent socket takes the client's address, so it cannot reach the other family).
     @Test(.enabled(if: canMakeNamespace || Peer.inCI))
-    func dualStackClientsReachTheTargetOfTheirFamily() throws {
+    func dualStackClientsReachTheTargetOfTheirFamily() async throws {
         let config = """
             {"interfaces": ["127.0.0.1", "::1"],
              "proxy_port_mappings": {"17001": "imap"},
              "forward_services": {"imap": {"target": ["127.0.0.1:7001", "[::1]:7001"], "transparent": true, "connect_timeout": 2}}}
             """
         let send = CommandRunner.executable.path
-        let (status, output) = try Self.inNamespace(
+        let (status, output) = try await Self.inNamespace(
             Self.serving(
                 config,
                 then: """
@@ -126,14 +126,14 @@ import Testing
     /// address is this machine's own, are connected from netproxy's own address: binding the
     /// balancer's address would fail (it is in use), and there is nobody to disguise.
     @Test(.enabled(if: canMakeNamespace || Peer.inCI))
-    func clientsWithoutAnAddressToTakeConnectFromNetproxy() throws {
+    func clientsWithoutAnAddressToTakeConnectFromNetproxy() async throws {
         let config = """
             {"interfaces": ["127.0.0.1"],
              "proxy_port_mappings": {"17001": "imap"},
              "forward_services": {"imap": {"target": "127.0.0.1:7001", "transparent": true, "connect_timeout": 2}}}
             """
         let send = CommandRunner.executable.path
-        let (status, output) = try Self.inNamespace(
+        let (status, output) = try await Self.inNamespace(
             Self.serving(
                 config,
                 then: """
@@ -158,7 +158,7 @@ import Testing
     /// (`check` with `send-proxy-v2` sends a LOCAL header): the check reaches the target and
     /// passes at layer 7, and client traffic through HAProxy reaches the target too.
     @Test(.enabled(if: (canMakeNamespace && Peer.available("haproxy")) || Peer.inCI), .tags(.interop))
-    func haproxyHealthChecksOnTheSameHostPass() throws {
+    func haproxyHealthChecksOnTheSameHostPass() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let haproxyConfig = directory.appendingPathComponent("haproxy.cfg")
@@ -204,7 +204,7 @@ import Testing
                     break
                 time.sleep(0.1)
             """
-        let (status, output) = try Self.inNamespace(
+        let (status, output) = try await Self.inNamespace(
             Self.serving(
                 config,
                 then: """
@@ -227,7 +227,7 @@ import Testing
     /// each client from the PROXY header (one IPv4, one IPv6) as the connection's address, as
     /// mod_net_proxy would have given it.
     @Test(.enabled(if: (canMakeNamespace && Peer.available("prosody")) || Peer.inCI), .tags(.interop))
-    func prosodySeesTheClientFromTheHeader() throws {
+    func prosodySeesTheClientFromTheHeader() async throws {
         let directory = try Peer.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let log = directory.appendingPathComponent("prosody.log").path
@@ -257,7 +257,7 @@ import Testing
             """
         let streamOpen =
             "<?xml version='1.0'?><stream:stream to='example.com' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-        let (status, output) = try Self.inNamespace(
+        let (status, output) = try await Self.inNamespace(
             Self.serving(
                 config, target: nil,
                 then: """

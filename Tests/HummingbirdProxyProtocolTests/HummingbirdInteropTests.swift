@@ -96,10 +96,9 @@ import Testing
     }
 
     /// Runs curl with one or more URLs (curl keeps one connection for all of them) and returns
-    /// each response with curl's own `local_ip:local_port`. curl runs on a thread of its own so
-    /// that the application's tasks keep the cooperative pool.
+    /// each response with curl's own `local_ip:local_port`.
     func curl(_ arguments: [String]) async throws -> [Transfer] {
-        let run = try await BlockingSocket.onThread { try Peer.runCurl(arguments) }
+        let run = try await Peer.runCurl(arguments)
         try #require(run.status == 0, "curl \(arguments): \(run.standardError)")
         return try run.transfers.map { transfer in
             Transfer(seen: try JSONDecoder().decode(Seen.self, from: Data(transfer.body.utf8)), client: "\(transfer.localIP):\(transfer.localPort)")

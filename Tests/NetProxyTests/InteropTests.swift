@@ -33,7 +33,7 @@ import Testing
     @Test(.enabled(if: Peer.available("curl"))) func curlHAProxyProtocol() async throws {
         let running = try await RunningHost(Self.configuration)
         let port = running.port(.proxy(service: "http", tls: false))
-        let (body, client) = try Peer.curl(["--haproxy-protocol", "--interface", "127.0.0.5", "http://127.0.0.1:\(port)/"])
+        let (body, client) = try await Peer.curl(["--haproxy-protocol", "--interface", "127.0.0.5", "http://127.0.0.1:\(port)/"])
         #expect(client.hasPrefix("127.0.0.5 "))
         #expect(source(body) == client)
         #expect(proxy(body)["version"] as? Int == 1)
@@ -67,7 +67,7 @@ import Testing
 
             """, in: directory)
         defer { haproxy.stop() }
-        let result = try Peer.curl(curl(frontendPort))
+        let result = try await Peer.curl(curl(frontendPort))
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         await running.stop()
         return result
@@ -189,7 +189,7 @@ import Testing
             server: "        proxy_pass 127.0.0.1:\(port);\n        proxy_protocol on;", listener: listener, in: directory)
         listener.close()
         defer { nginx.stop(signal: SIGTERM) }
-        let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(listener.port)/"])
+        let (body, client) = try await Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(listener.port)/"])
         #expect(source(body) == client)
         #expect(proxy(body)["version"] as? Int == 1)
         #expect(nginx.isRunning, "nginx: \(Peer.nginxErrors(in: directory))")

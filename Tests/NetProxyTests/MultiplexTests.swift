@@ -142,7 +142,7 @@ import Testing
              "multiplex_services": {"mux": {"routes": {"http": "http"}, "default": "echo"}}}
             """)
         let port = running.port(.proxy(service: "mux", tls: false))
-        let (body, client) = try Peer.curl(["--haproxy-protocol", "--interface", "127.0.0.12", "http://127.0.0.1:\(port)/"])
+        let (body, client) = try await Peer.curl(["--haproxy-protocol", "--interface", "127.0.0.12", "http://127.0.0.1:\(port)/"])
         #expect(body["service"] as? String == "http")
         #expect(endpoint(body["source"]) == client)
         await running.stop()

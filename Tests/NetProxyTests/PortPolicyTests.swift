@@ -60,7 +60,7 @@ import Testing
         for (port, trusted) in [(ports[0], true), (ports[1], false)] {
             let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "127.0.0.1:\(port) send-proxy-v2 source 127.0.0.12", in: directory)
             defer { haproxy.stop() }
-            let curl = try Peer.runCurl(["--interface", "127.0.0.13", "http://127.0.0.1:\(frontendPort)/"])
+            let curl = try await Peer.runCurl(["--interface", "127.0.0.13", "http://127.0.0.1:\(frontendPort)/"])
             #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
             if trusted {
                 #expect(curl.status == 0, "\(curl.standardError)")

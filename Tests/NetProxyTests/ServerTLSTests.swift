@@ -168,10 +168,10 @@ import Testing
 
     // MARK: - Certificate files
 
-    @Test(.tags(.interop)) func unreadableFilesNameTheirKey() throws {
+    @Test(.tags(.interop)) func unreadableFilesNameTheirKey() async throws {
         let certificates = try GeneratedCertificates()
         defer { certificates.remove() }
-        let good = try certificates.make("default.test")
+        let good = try await certificates.make("default.test")
         var configuration = NetProxyConfiguration()
         configuration.proxyTLSPorts = [0]
         configuration.tlsCertificatePath = good.certificatePath
@@ -191,11 +191,11 @@ import Testing
             key: "proxy_tls_certificates.a.example.test.certificate")
     }
 
-    @Test(.tags(.interop)) func keyThatDoesNotMatchItsCertificate() throws {
+    @Test(.tags(.interop)) func keyThatDoesNotMatchItsCertificate() async throws {
         let certificates = try GeneratedCertificates()
         defer { certificates.remove() }
-        let defaultFiles = try certificates.make("default.test")
-        let named = try certificates.make("a.example.test")
+        let defaultFiles = try await certificates.make("default.test")
+        let named = try await certificates.make("a.example.test")
         var configuration = NetProxyConfiguration()
         configuration.proxyTLSPorts = [0]
         configuration.tlsCertificatePath = defaultFiles.certificatePath
@@ -227,18 +227,18 @@ import Testing
             ("other.test", "default.test"),
             ("y.x.wild.test", "default.test"),
         ] as [(String?, String)])
-    func handshake(serverName: String?, expectedSubject: String) throws {
+    func handshake(serverName: String?, expectedSubject: String) async throws {
         let openssl = try Peer.require("openssl")
         let certificates = try GeneratedCertificates()
         defer { certificates.remove() }
         var configuration = NetProxyConfiguration()
         configuration.proxyTLSPorts = [0]
-        let defaultFiles = try certificates.make("default.test")
+        let defaultFiles = try await certificates.make("default.test")
         configuration.tlsCertificatePath = defaultFiles.certificatePath
         configuration.tlsKeyPath = defaultFiles.keyPath
         configuration.tlsCertificates = [
-            "a.example.test": try certificates.make("a.example.test"),
-            "*.wild.test": try certificates.make("*.wild.test"),
+            "a.example.test": try await certificates.make("a.example.test"),
+            "*.wild.test": try await certificates.make("*.wild.test"),
         ]
         configuration.tlsALPN = ["xmpp-client"]
         let context = try #require(try ServerTLS.makeContext(configuration))
@@ -257,7 +257,7 @@ import Testing
         let port = try #require(server.localAddress?.port)
 
         let name = serverName.map { ["-servername", $0] } ?? ["-noservername"]
-        let client = try ChildProcess.run(
+        let client = try await ChildProcess.run(
             openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "xmpp-client"] + name, standardError: .mergedIntoOutput, killAfter: 30)
         let output = client.standardOutput
         #expect(client.status == 0, "\(output)")
@@ -281,12 +281,12 @@ struct GeneratedCertificates {
 
     /// A P-256 certificate with `name` as its subject's common name and its DNS name, and
     /// `organization` in the subject when given (to tell a renewed certificate from the first).
-    func make(_ name: String, organization: String? = nil) throws -> TLSCertificateFiles {
+    func make(_ name: String, organization: String? = nil) async throws -> TLSCertificateFiles {
         let openssl = try Peer.require("openssl")
         let file = name.replacingOccurrences(of: "*", with: "wildcard")
         let files = TLSCertificateFiles(
             certificatePath: directory.appendingPathComponent("\(file).pem").path, keyPath: directory.appendingPathComponent("\(file).key.pem").path)
-        let made = try ChildProcess.run(
+        let made = try await ChildProcess.run(
             openssl,
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj",

@@ -19,8 +19,8 @@ import Testing
     }
 
     /// curl from the trusted proxy's address: the PROXY header, then TLS with `name`.
-    static func curl(_ port: Int, name: String) throws -> (subject: String?, alpn: String?, body: String) {
-        let run = try Peer.runCurl([
+    static func curl(_ port: Int, name: String) async throws -> (subject: String?, alpn: String?, body: String) {
+        let run = try await Peer.runCurl([
             "-v", "--haproxy-protocol", "--interface", "127.0.0.2", "-k", "--resolve", "\(name):\(port):127.0.0.1", "https://\(name):\(port)/",
         ])
         #expect(run.status == 0, "\(run.standardError)")
@@ -36,13 +36,13 @@ import Testing
         defer { certificates.remove() }
         var files: [String: TLSCertificateFiles] = [:]
         for name in ["default.test", "a.example.test", "*.wild.test"] {
-            files[name] = try certificates.make(name)
+            files[name] = try await certificates.make(name)
         }
         let running = try await RunningHost(Self.configuration(certificates, files))
         let port = running.port(.proxy(service: "http", tls: true))
 
         for (name, subject) in [("a.example.test", "CN=a.example.test"), ("x.wild.test", "CN=*.wild.test"), ("other.test", "CN=default.test")] {
-            let reply = try Self.curl(port, name: name)
+            let reply = await try Self.curl(port, name: name)
             #expect(reply.subject == subject, "\(name)")
             // curl offers h2 and http/1.1; the server's list has http/1.1.
             #expect(reply.alpn == "http/1.1", "\(name)")
@@ -51,7 +51,7 @@ import Testing
 
         // A direct client (no header): TLS at once; openssl asks for xmpp-client.
         let openssl = try Peer.require("openssl")
-        let client = try ChildProcess.run(
+        let client = try await ChildProcess.run(
             openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", "a.example.test", "-alpn", "xmpp-client"],
             standardError: .mergedIntoOutput, killAfter: 30)
         let output = client.standardOutput
@@ -61,10 +61,10 @@ import Testing
         #expect(lines.contains("ALPN protocol: xmpp-client"), "\(output)")
 
         // Renewed files, same paths: a reload reads them again.
-        _ = try certificates.make("a.example.test", organization: "renewed")
-        #expect(try Self.curl(port, name: "a.example.test").subject == "CN=a.example.test")
+        _ = try await certificates.make("a.example.test", organization: "renewed")
+        await #expect(try Self.curl(port, name: "a.example.test").subject == "CN=a.example.test")
         try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(Self.configuration(certificates, files).utf8)))
-        #expect(try Self.curl(port, name: "a.example.test").subject == "CN=a.example.test; O=renewed")
+        await #expect(try Self.curl(port, name: "a.example.test").subject == "CN=a.example.test; O=renewed")
 
         // A file that no longer loads fails the reload; the certificates in force stay.
         try Data("not a certificate".utf8).write(to: URL(fileURLWithPath: files["*.wild.test"]!.certificatePath))
@@ -73,7 +73,7 @@ import Testing
             try await running.host.reload(configuration: broken)
         }
         expect(error, .file, key: "proxy_tls_certificates.*.wild.test.certificate")
-        #expect(try Self.curl(port, name: "x.wild.test").subject == "CN=*.wild.test")
+        await #expect(try Self.curl(port, name: "x.wild.test").subject == "CN=*.wild.test")
         #expect(running.host.metricsExposition.contains(#"netproxy_reloads_total{result="failure"} 1"#))
         await running.stop()
     }

@@ -30,7 +30,7 @@ import Testing
         #expect(running.host.listeners.map(\.plan.description) == ["PROXY on unix:\(path) -> http"])
         let (haproxy, frontendPort, log) = try Peer.startHAProxy(tcpServer: "unix@\(path) send-proxy-v2", in: directory)
         defer { haproxy.stop() }
-        let (body, client) = try Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontendPort)/"])
+        let (body, client) = try await Peer.curl(["--interface", "127.0.0.9", "http://127.0.0.1:\(frontendPort)/"])
         #expect(haproxy.isRunning, "HAProxy: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         #expect(endpoint(body["source"]) == client)
         #expect(endpoint(body["destination"]) == "127.0.0.1 \(frontendPort)")

@@ -39,7 +39,27 @@ public final class ChildProcess: @unchecked Sendable {
     /// Runs `executable` to its end, with `input` as its standard input, and returns its exit
     /// status and output. With `killAfter`, a program still running after that many seconds is
     /// killed, so that one that hangs fails the test instead of stopping it.
+    ///
+    /// It waits on a thread of its own: a test waiting for a child must not hold one of the few
+    /// threads that run every test's async code (two on a two-core machine), which would delay
+    /// unrelated tests by as long as the child runs.
     public static func run(
+        _ executable: String, _ arguments: [String], input: Data = Data(), standardError: ErrorDestination = .captured,
+        killAfter seconds: Double? = nil
+    ) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(
+                    with: Result {
+                        try runBlocking(executable, arguments, input: input, standardError: standardError, killAfter: seconds)
+                    })
+            }
+        }
+    }
+
+    /// ``run(_:_:input:standardError:killAfter:)`` on the calling thread, for the one place with
+    /// no async context: a condition a suite's traits read once.
+    public static func runBlocking(
         _ executable: String, _ arguments: [String], input: Data = Data(), standardError: ErrorDestination = .captured,
         killAfter seconds: Double? = nil
     ) throws -> Output {

@@ -59,9 +59,9 @@ public enum Peer {
     }
 
     /// Runs curl (`-sS --max-time 10`) with `arguments`, one or more URLs among them.
-    public static func runCurl(_ arguments: [String]) throws -> CurlRun {
+    public static func runCurl(_ arguments: [String]) async throws -> CurlRun {
         let marker = "\n--netproxy-test-transfer "
-        let output = try ChildProcess.run(
+        let output = try await ChildProcess.run(
             try require("curl"), ["-sS", "--max-time", "10", "-w", marker + "%{local_ip} %{local_port}\n"] + arguments, killAfter: 30)
         // The first body, then for each transfer the marker, "ip port\n" and the next body.
         let parts = output.standardOutput.components(separatedBy: marker)
@@ -77,8 +77,8 @@ public enum Peer {
 
     /// Runs curl for one URL that answers JSON, as the http service does, and returns the JSON
     /// and the client endpoint curl used (`ip port`).
-    public static func curl(_ arguments: [String]) throws -> (body: [String: Any], client: String) {
-        let run = try runCurl(arguments)
+    public static func curl(_ arguments: [String]) async throws -> (body: [String: Any], client: String) {
+        let run = try await runCurl(arguments)
         #expect(run.status == 0, "curl \(arguments): \(run.standardError)")
         let transfer = try #require(run.transfers.first, "curl \(arguments): \(run.standardError)")
         let body = try #require(try JSONSerialization.jsonObject(with: Data(transfer.body.utf8)) as? [String: Any])
