@@ -48,7 +48,7 @@ import Testing
             "port 5222 on 127.0.0.1 is used twice: echo on 127.0.0.1:5222 and PROXY on 127.0.0.1:5222 -> whoami"
         ),
         (
-            #"{"whoami_ports": [], "proxy_port_mappings": {"15222": "whoami"}, "proxy_direct_clients": ["127.0.0.0/8"]}"#, .invalidValue,
+            #"{"whoami_ports": [], "proxy_port_mappings": {"15222": "whoami"}, "proxy_direct_clients": ["127.0.0.0/8"]}"#, .conflict,
             "proxy_direct_clients",
             "proxy_direct_clients: 127.0.0.0/8 overlaps proxy_trusted_proxies 127.0.0.1 on PROXY port 15222: a source is either a trusted proxy or a direct client"
         ),

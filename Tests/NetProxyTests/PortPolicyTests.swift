@@ -179,16 +179,16 @@ import Testing
     @Test func aSourceCannotBeBothProxyAndDirectClient() {
         expect(
             startupError(#"{"whoami_ports": [], "proxy_port_mappings": {"15222": "whoami"}, "proxy_direct_clients": ["127.0.0.0/8"]}"#),
-            .invalidValue, key: "proxy_direct_clients")
+            .conflict, key: "proxy_direct_clients")
         expect(
             startupError(
                 #"{"whoami_ports": [], "proxy_port_mappings": {"15222": "whoami"}, "proxy_port_options": {"15222": {"trusted_proxies": ["::ffff:10.0.0.0/104"], "direct_clients": ["10.1.2.3"]}}}"#
-            ), .invalidValue, key: "proxy_port_options.15222.direct_clients")
+            ), .conflict, key: "proxy_port_options.15222.direct_clients")
         // An empty trust list trusts everyone, so any direct client overlaps it.
         expect(
             startupError(
                 #"{"whoami_ports": [], "proxy_port_mappings": {"15222": "whoami"}, "proxy_trusted_proxies": [], "proxy_direct_clients": ["192.168.7.0/24"]}"#
-            ), .invalidValue, key: "proxy_direct_clients")
+            ), .conflict, key: "proxy_direct_clients")
         // The same lists on different ports are fine.
         #expect(
             startupError(

@@ -227,6 +227,7 @@ struct HostPlan {
                 let proxy = trust.networks.first { $0.overlaps(clash) }!
                 let shown = trustEntries.isEmpty ? "(empty: everyone)" : "\(proxy)"
                 throw NetProxyConfigurationError(
+                    .conflict, key: directKey,
                     "\(directKey): \(clash) overlaps \(trustKey) \(shown) on PROXY port \(port): a source is either a trusted proxy or a direct client"
                 )
             }
