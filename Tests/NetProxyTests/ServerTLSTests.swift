@@ -245,15 +245,15 @@ import Testing
         // Everything was read when the context was made: handshakes read no files.
         certificates.remove()
 
-        let server = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([NIOSSLServerHandler(context: context), SayOKAndClose()])
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).wait()
-        defer { try? server.close().wait() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { server.close(promise: nil) }
         let port = try #require(server.localAddress?.port)
 
         let name = serverName.map { ["-servername", $0] } ?? ["-noservername"]

@@ -42,7 +42,7 @@ import Testing
         let port = running.port(.proxy(service: "http", tls: true))
 
         for (name, subject) in [("a.example.test", "CN=a.example.test"), ("x.wild.test", "CN=*.wild.test"), ("other.test", "CN=default.test")] {
-            let reply = await try Self.curl(port, name: name)
+            let reply = try await Self.curl(port, name: name)
             #expect(reply.subject == subject, "\(name)")
             // curl offers h2 and http/1.1; the server's list has http/1.1.
             #expect(reply.alpn == "http/1.1", "\(name)")
