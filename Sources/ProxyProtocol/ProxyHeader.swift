@@ -180,7 +180,7 @@ extension ProxyAddressFamily {
     }
 
     /// How a version 1 line names the family: `TCP4`, `TCP6`, or `UNKNOWN` for the others.
-    var v1Name: String {
+    package var v1Name: String {
         switch self {
         case .inet: return "TCP4"
         case .inet6: return "TCP6"

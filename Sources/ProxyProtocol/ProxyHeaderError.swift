@@ -290,7 +290,7 @@ public struct ProxyHeaderEncodingError: Error, Hashable, Sendable, CustomStringC
     }
 }
 
-func hex(_ value: some FixedWidthInteger) -> String {
+package func hex(_ value: some FixedWidthInteger) -> String {
     let digits = String(value, radix: 16)
     let width = value.bitWidth / 4
     return String(repeating: "0", count: max(0, width - digits.count)) + digits

@@ -53,7 +53,7 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
 
 extension String {
     /// The buffer's bytes as text if they are well-formed UTF-8.
-    init?(validatingUTF8Buffer buffer: ByteBuffer) {
+    package init?(validatingUTF8Buffer buffer: ByteBuffer) {
         guard buffer.withUnsafeReadableBytes(isValidUTF8) else { return nil }
         self.init(buffer: buffer)
     }

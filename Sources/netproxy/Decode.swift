@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOCore
+import NetProxy
 import ProxyProtocol
 
 /// `netproxy decode`: prints the PROXY header at the start of a file or of standard input.

@@ -1,4 +1,5 @@
 import NIOCore
+import ProxyProtocol
 
 /// A small JSON document model, for the parts printed rarely (TLVs, `netproxy decode`). The
 /// per-connection JSON is written straight into a buffer with the `ByteBuffer` methods below,

@@ -1,4 +1,5 @@
 import NIOCore
+import ProxyProtocol
 
 extension ProxyHeader {
     /// Writes the header as the JSON object that `netproxy decode` and the built-in services
