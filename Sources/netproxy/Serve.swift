@@ -134,12 +134,9 @@ struct Serve: AsyncParsableCommand {
 
 extension ListenerPlan.Kind {
     var summary: String {
-        switch self {
-        case .service(let name): return "\(name)".padding(toLength: 22, withPad: " ", startingAt: 0)
-        case .proxy(let service, let tls):
-            return "\(service ?? "unmapped") (PROXY\(tls ? "+TLS" : ""))".padding(toLength: 22, withPad: " ", startingAt: 0)
-        case .metrics: return "metrics".padding(toLength: 22, withPad: " ", startingAt: 0)
-        }
+        if isMetrics { return "metrics".padding(toLength: 22, withPad: " ", startingAt: 0) }
+        if !isProxy { return "\(service ?? "")".padding(toLength: 22, withPad: " ", startingAt: 0) }
+        return "\(service ?? "unmapped") (PROXY\(isTLS ? "+TLS" : ""))".padding(toLength: 22, withPad: " ", startingAt: 0)
     }
 }
 
@@ -147,7 +144,8 @@ extension NetProxyHost.BoundListener {
     /// A command that exercises this listener, for PROXY ports.
     var tryCommand: String? {
         // `send` speaks TCP only.
-        guard case .proxy(let service?, let tls) = plan.kind, plan.path == nil else { return nil }
+        guard plan.kind.isProxy, let service = plan.kind.service, plan.path == nil else { return nil }
+        let tls = plan.kind.isTLS
         let target = address.displayText
         if service == "http" {
             return "curl --haproxy-protocol \(tls ? "-k https" : "http")://\(target)/"

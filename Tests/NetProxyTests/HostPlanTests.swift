@@ -117,6 +117,18 @@ import Testing
             ])
     }
 
+    /// What a listener is for, read without matching on its cases.
+    @Test func listenerKindsAnswerWhatTheyAre() {
+        let tls = ListenerPlan.Kind.proxy(service: "c2s", tls: true)
+        #expect(tls.service == "c2s" && tls.isProxy && tls.isTLS && !tls.isMetrics)
+        let unmapped = ListenerPlan.Kind.proxy(service: nil, tls: false)
+        #expect(unmapped.service == nil && unmapped.isProxy && !unmapped.isTLS)
+        let regular = ListenerPlan.Kind.service("echo")
+        #expect(regular.service == "echo" && !regular.isProxy && !regular.isTLS && !regular.isMetrics)
+        #expect(ListenerPlan.Kind.metrics.isMetrics && ListenerPlan.Kind.metrics.service == nil)
+        #expect(regular != .proxy(service: "echo", tls: false))
+    }
+
     @Test func portInUseIsReportedAtStart() async throws {
         let first = try host(#"{"c2s_ports": [0], "interfaces": ["127.0.0.1"]}"#)
         let port = try await first.start()[0].address.port!

@@ -39,7 +39,7 @@ struct HostPlan {
         let globals = try Self.globalLists(configuration, warnings: &warnings)
         try Self.checkLimits(configuration, warnings: &warnings)
         let proxyPorts = listeners.compactMap { listener -> Int? in
-            guard case .proxy = listener.kind, listener.path == nil else { return nil }
+            guard listener.kind.isProxy, listener.path == nil else { return nil }
             return listener.port
         }
         let maxConnections =
@@ -358,14 +358,14 @@ struct HostPlan {
     /// `<service>_idle_timeout` (`metrics_idle_timeout`).
     func regularConnectionPolicy(_ configuration: NetProxyConfiguration, _ kind: ListenerPlan.Kind) -> ConnectionPolicy {
         let name: String? =
-            switch kind {
+            switch kind.base {
             case .service(let name): name
             case .metrics: "metrics"
             case .proxy: nil
             }
         // The metrics endpoint is outside the process's max_connections, so that it can be
         // scraped when the process is full; it has a small budget of its own instead.
-        let isMetrics = if case .metrics = kind { true } else { false }
+        let isMetrics = kind.isMetrics
         return ConnectionPolicy(
             idleTimeout: (name.flatMap { configuration.serviceIdleTimeouts[$0] } ?? configuration.idleTimeout).timeAmount,
             tlsHandshakeTimeout: nil, maxConnections: isMetrics ? Self.metricsMaxConnections : nil,

@@ -3,14 +3,42 @@ import ProxyProtocol
 /// One socket the host listens on, as the configuration asks for it.
 public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
     /// What a listener is for.
-    public enum Kind: Hashable, Sendable {
+    ///
+    /// A struct rather than an enum, so that a later kind of listener is not a breaking change:
+    /// compare with `==`, or read ``service``, ``isProxy``, ``isTLS`` and ``isMetrics``.
+    public struct Kind: Hashable, Sendable {
+        enum Base: Hashable, Sendable {
+            case service(String)
+            case proxy(service: String?, tls: Bool)
+            case metrics
+        }
+
+        let base: Base
+
         /// A regular port of a service: clients connect directly.
-        case service(String)
+        public static func service(_ name: String) -> Kind { Kind(base: .service(name)) }
         /// A PROXY port; `service` is `nil` when the port has no mapping. `tls` when TLS starts
         /// right after the header.
-        case proxy(service: String?, tls: Bool)
+        public static func proxy(service: String?, tls: Bool) -> Kind { Kind(base: .proxy(service: service, tls: tls)) }
         /// The Prometheus metrics endpoint.
-        case metrics
+        public static let metrics = Kind(base: .metrics)
+
+        /// The service that gets the connections: a regular port's, or a PROXY port's mapping;
+        /// `nil` for an unmapped PROXY port and for the metrics endpoint.
+        public var service: String? {
+            switch base {
+            case .service(let name): name
+            case .proxy(let service, _): service
+            case .metrics: nil
+            }
+        }
+
+        /// Whether connections start with a PROXY header.
+        public var isProxy: Bool { if case .proxy = base { true } else { false } }
+        /// Whether TLS starts right after the header.
+        public var isTLS: Bool { if case .proxy(_, true) = base { true } else { false } }
+        /// Whether this is the metrics endpoint.
+        public var isMetrics: Bool { base == .metrics }
     }
 
     /// What the listener is for.
@@ -26,7 +54,7 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
         // An out-of-range port (refused by the start-up checks) still prints, unformatted.
         let endpoint = UInt16(exactly: port).flatMap { port in ProxyIPAddress(host).map { ProxyEndpoint($0, port: port) } }
         let address = path.map { "unix:\($0)" } ?? endpoint?.description ?? "\(host) port \(port)"
-        switch kind {
+        switch kind.base {
         case .service(let name): return "\(name) on \(address)"
         case .proxy(let service, let tls):
             return "PROXY\(tls ? "+TLS" : "") on \(address) -> \(service ?? "(unmapped: connections closed after the header)")"

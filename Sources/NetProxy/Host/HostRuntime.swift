@@ -77,7 +77,7 @@ struct HostRuntime: Sendable {
         self.localAddresses = local
         self.roles = plan.listeners.map { listener in
             let regular = plan.regularConnectionPolicy(configuration, listener.kind)
-            switch listener.kind {
+            switch listener.kind.base {
             case .metrics:
                 return ListenerRole(plan: listener, kind: .metrics, tls: nil, allowsHalfClosure: true, connections: regular)
             case .service(let name):
