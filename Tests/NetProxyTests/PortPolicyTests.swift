@@ -118,14 +118,16 @@ import Testing
     }
 
     @Test func headerTimeoutPerPort() async throws {
-        let ports = try freePorts(1)
+        // Port 0 in both keys: a port chosen beforehand could be taken, by another test's
+        // connection, before the host binds it.
         let running = try await RunningHost(
             """
-            {"interfaces": ["127.0.0.1"], "whoami_ports": [], "proxy_port_mappings": {"\(ports[0])": "whoami"},
-             "proxy_header_timeout": 60, "proxy_port_options": {"\(ports[0])": {"header_timeout": 0.3}}}
+            {"interfaces": ["127.0.0.1"], "whoami_ports": [], "proxy_port_mappings": {"0": "whoami"},
+             "proxy_header_timeout": 60, "proxy_port_options": {"0": {"header_timeout": 0.3}}}
             """)
+        let port = running.port(.proxy(service: "whoami", tls: false))
         // Half a header, then silence: only the port's 0.3 s ends it before the test's time limit.
-        let reply = try await LoopbackClient.exchange(port: ports[0], send: Array(try Self.bytes(Self.header).prefix(10)))
+        let reply = try await LoopbackClient.exchange(port: port, send: Array(try Self.bytes(Self.header).prefix(10)))
         #expect(reply == [])
         #expect(Self.rejected(running.host, "header_timeout") == 1)
         await running.stop()
