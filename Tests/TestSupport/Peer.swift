@@ -163,24 +163,35 @@ public enum Peer {
     }
 }
 
-/// Ports the kernel says are free now, for configurations that need fixed ports (settings keyed
-/// by port, ports kept across a reload). Another process could take one before it is used; on
-/// loopback in a test run that does not happen in practice. Within this process no port is
-/// handed out twice: the kernel readily gives a port back once it is free again, and two tests
-/// running at once would then share it.
+/// Free ports for configurations that need fixed ports (settings keyed by port, ports kept
+/// across a reload), taken below the kernel's ephemeral range: a port from inside it (what
+/// binding port 0 gives) can be taken, before the test binds it, by any outgoing connection of
+/// the tests running at once, which the suite makes by the thousand. Below the range, only an
+/// explicit bind takes a port, and within this process none is handed out twice.
 public func freePorts(_ count: Int) throws -> [Int] {
-    var sockets: [ListeningSocket] = []
-    defer {
-        for socket in sockets { socket.close() }
-    }
+    let firstEphemeral = ephemeralPorts.lowerBound
+    let candidates = max(1024, firstEphemeral - 12_000)..<firstEphemeral
     var ports: [Int] = []
-    while ports.count < count {
-        let socket = try ListeningSocket()
-        sockets.append(socket)
-        if handedOutPorts.withLockedValue({ $0.insert(socket.port).inserted }) { ports.append(socket.port) }
+    var next = candidates.lowerBound + Int.random(in: 0..<candidates.count)
+    for _ in 0..<candidates.count where ports.count < count {
+        next = next + 1 < candidates.upperBound ? next + 1 : candidates.lowerBound
+        guard !handedOutPorts.withLockedValue({ $0.contains(next) }) else { continue }
+        // Free on every address: a wildcard bind fails if any socket holds the port.
+        guard let probe = try? ListeningSocket(host: "0.0.0.0", port: next, listens: false) else { continue }
+        probe.close()
+        if handedOutPorts.withLockedValue({ $0.insert(next).inserted }) { ports.append(next) }
     }
+    guard ports.count == count else { throw BlockingSocket.Failure(description: "no \(count) free ports in \(candidates)") }
     return ports
 }
+
+/// `net.ipv4.ip_local_port_range`, where the kernel picks the ports of outgoing connections.
+private let ephemeralPorts: ClosedRange<Int> = {
+    let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+    let bounds = text.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+    guard bounds.count == 2, bounds[0] <= bounds[1] else { return 32768...60999 }
+    return bounds[0]...bounds[1]
+}()
 
 private let handedOutPorts = NIOLockedValueBox<Set<Int>>([])
 
@@ -194,14 +205,15 @@ public final class ListeningSocket: @unchecked Sendable {
     public let port: Int
     private var isClosed = false
 
-    /// Binds an IPv4 address, port 0, and listens; with `listens` false it only binds, which
-    /// keeps the port from other sockets while connects to it are refused.
-    public init(host: String = "127.0.0.1", listens: Bool = true) throws {
+    /// Binds an IPv4 address and `port` (0: one the kernel chooses), and listens; with
+    /// `listens` false it only binds, which keeps the port from other sockets while connects to
+    /// it are refused.
+    public init(host: String = "127.0.0.1", port requested: Int = 0, listens: Bool = true) throws {
         let fd = socket(AF_INET, CInt(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw BlockingSocket.Failure(description: "socket: errno \(errno)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
+        address.sin_port = in_port_t(UInt16(requested).bigEndian)
         let length = socklen_t(MemoryLayout<sockaddr_in>.size)
         guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
             Glibc.close(fd)
