@@ -219,6 +219,9 @@ public final class NetProxyHost: Service, Sendable {
     /// grace period).
     public func run() async throws {
         try await withThrowingDiscardingTaskGroup { group in
+            // Started first: a second run() throws here, before it could become a second reader
+            // of the stream. Connections that arrive meanwhile wait in the stream.
+            let listeners = try await start()
             group.addTask { [asyncConnections, logger] in
                 await withDiscardingTaskGroup { services in
                     for await connection in asyncConnections.stream {
@@ -226,8 +229,6 @@ public final class NetProxyHost: Service, Sendable {
                     }
                 }
             }
-            // On a failed start the group cancels the services' task as the error leaves it.
-            let listeners = try await start()
             await onServerRunning(listeners)
             try? await gracefulShutdown()
             await shutdown(gracePeriod: Task.isCancelled ? .zero : configuration.shutdownGracePeriod.timeAmount)
