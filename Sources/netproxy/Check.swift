@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NetProxy
+
+/// `netproxy check`: every check `serve` makes of a configuration, without listening, as
+/// `nginx -t` and `haproxy -c` do.
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a configuration as serve would, without listening.",
+        discussion: """
+            Reads the file, checks every entry, loads the TLS certificates and resolves forward \
+            targets' names, then lists the listeners serve would open. Prints the warnings serve \
+            would log. Exits 1, naming the entry at fault, on the first error. A port that \
+            another process holds is found only by serve, when it binds.
+            """
+    )
+
+    @Option(help: "The JSON configuration file to check (without it: the built-in configuration).")
+    var config: String?
+
+    func run() async throws {
+        let configuration: NetProxyConfiguration
+        do {
+            configuration = try Serve.load(config)
+        } catch {
+            throw CommandFailure("\(error)")
+        }
+        let host: NetProxyHost
+        do {
+            // Nothing to log: the outcome is this command's output.
+            host = try NetProxyHost(configuration: configuration, logger: Logger(label: "netproxy") { _ in SwiftLogNoOpLogHandler() })
+        } catch {
+            throw CommandFailure("\(config ?? "configuration"): \(error)")
+        }
+        for warning in host.warnings {
+            FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
+        }
+        var text = "\(config ?? "the built-in configuration") is valid: \(host.plan.count) listener(s)\n"
+        for listener in host.plan {
+            text += "  \(listener)\n"
+        }
+        FileHandle.standardOutput.write(Data(text.utf8))
+    }
+}
