@@ -44,3 +44,22 @@ import Testing
         #expect(output.standardOutput == "0.9.0\n")
     }
 }
+
+/// What `serve` says when it cannot start.
+@Suite(.timeLimit(.minutes(1))) struct ServeStartFailureTests {
+    /// A port another socket holds: one error line naming the listener, and no word of a
+    /// shutdown or of draining (nothing was served).
+    @Test func aPortInUseIsTheOnlyNews() async throws {
+        let held = try ListeningSocket()
+        defer { held.close() }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-in-use-\(UUID()).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"interfaces": ["127.0.0.1"], "echo_ports": [\#(held.port)]}"#.utf8).write(to: file)
+        let output = try await CommandRunner.run(["serve", "--config", file.path, "--log-level", "info"], killAfter: 30)
+        #expect(output.status == 1)
+        #expect(!output.standardError.contains("shutting down"), "\(output.standardError)")
+        #expect(!output.standardError.contains("draining"), "\(output.standardError)")
+        let errors = output.standardError.split(separator: "\n").filter { $0.hasPrefix("error: ") }
+        #expect(errors.count == 1 && errors[0].contains("127.0.0.1:\(held.port)"), "\(output.standardError)")
+    }
+}

@@ -274,16 +274,17 @@ public final class NetProxyHost: Service, Sendable {
     /// lets the others finish for up to `gracePeriod`, then closes what is left and ends the
     /// stream of async services' connections. A test calls it to shut down at a chosen moment.
     package func shutdown(gracePeriod: TimeAmount) async {
-        let stopping = state.withLockedValue { state -> (listeners: [Listener], reload: ReloadInProgress?)? in
+        let stopping = state.withLockedValue { state -> (listeners: [Listener], reload: ReloadInProgress?, wasRunning: Bool)? in
             switch state.lifecycle {
             case .stopping, .stopped: return nil
             case .idle, .starting, .running:
                 let listeners = state.listeners
+                let wasRunning = if case .running = state.lifecycle { true } else { false }
                 state.lifecycle = .stopping
-                return (listeners, state.reload)
+                return (listeners, state.reload, wasRunning)
             }
         }
-        guard let (listeners, reload) = stopping else { return }
+        guard let (listeners, reload, wasRunning) = stopping else { return }
         if let reload {
             // A reload still building its runtime has bound nothing, and may be stuck: it is
             // abandoned, and undoes whatever it finishes later. One binding listeners sees the
@@ -294,7 +295,10 @@ public final class NetProxyHost: Service, Sendable {
         }
         await close(listeners)
         let draining = connections.stopAccepting()
-        logger.info("shutting down: \(draining.count) connection(s) open, draining for up to \(gracePeriod)")
+        // A start that failed has served nothing: its error is the news, not a shutdown.
+        if wasRunning {
+            logger.info("shutting down: \(draining.count) connection(s) open, draining for up to \(gracePeriod)")
+        }
         for channel in draining {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
