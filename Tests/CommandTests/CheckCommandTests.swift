@@ -63,3 +63,34 @@ import Testing
         #expect(errors.count == 1 && errors[0].contains("127.0.0.1:\(held.port)"), "\(output.standardError)")
     }
 }
+
+/// A port below 1024 without the right to bind it: the error says what grants it.
+@Suite(.timeLimit(.minutes(1))) struct PrivilegedPortTests {
+    /// Root can run the command as another user; below the kernel's unprivileged port start
+    /// (1024 unless lowered) such a user may not bind.
+    static let canDropPrivileges: Bool = {
+        let start = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_unprivileged_port_start", encoding: .utf8))
+            .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        return getuid() == 0 && Peer.find("setpriv") != nil && (start ?? 1024) > 443
+    }()
+
+    @Test(.enabled(if: canDropPrivileges || Peer.inCI, "needs root, setpriv, and port 443 privileged"))
+    func port443AsAServiceUserNamesTheCapability() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-443-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
+        let file = directory.appendingPathComponent("netproxy.json")
+        try Data(#"{"interfaces": ["127.0.0.1"], "echo_ports": [443]}"#.utf8).write(to: file)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file.path)
+        let output = try await ChildProcess.run(
+            try Peer.require("setpriv"),
+            ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", CommandRunner.executable.path, "serve", "--config", file.path],
+            killAfter: 30)
+        #expect(output.status == 1)
+        #expect(
+            output.standardError.contains(
+                "error: cannot listen for echo on 127.0.0.1:443: bind: Permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE)\n"
+            ), "\(output.standardError)")
+    }
+}

@@ -25,7 +25,17 @@ enum ForeignListeners {
     /// listen, so that no connection can arrive on the probe and be left there unanswered.
     static func probe(_ host: String, port: Int) throws(NetProxyConfigurationError) {
         func failure(_ call: String) -> NetProxyConfigurationError {
-            NetProxyConfigurationError(errno == EADDRINUSE ? "the port is in use" : "\(call): \(String(cString: strerror(errno)))")
+            switch errno {
+            case EADDRINUSE:
+                return NetProxyConfigurationError("the port is in use")
+            case EACCES where port < 1024:
+                // What an operator running as a service user meets first on port 443.
+                return NetProxyConfigurationError(
+                    "\(call): \(String(cString: strerror(errno))): ports below 1024 need root or CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE)"
+                )
+            default:
+                return NetProxyConfigurationError("\(call): \(String(cString: strerror(errno)))")
+            }
         }
         let address: SocketAddress
         do {
