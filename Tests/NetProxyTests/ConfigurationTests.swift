@@ -47,6 +47,39 @@ import Testing
         #expect(throws: NetProxyConfigurationError.self) { try parse(#"{"idle_timeout": 1e-10}"#) }
     }
 
+    /// Keys that start with `_` are comments, at the top and in each settings object.
+    @Test func underscoreKeysAreComments() throws {
+        let commented = try parse(
+            #"""
+            {"_comment": "the XMPP edge", "proxy_ports": [15222], "proxy_port_mappings": {"15222": "fw"},
+             "forward_services": {"fw": {"target": "127.0.0.1:5222", "_why": ["Prosody", 1]}},
+             "proxy_port_options": {"15222": {"_note": {"any": "thing"}, "header_timeout": 5}}}
+            """#)
+        let plain = try parse(
+            #"""
+            {"proxy_ports": [15222], "proxy_port_mappings": {"15222": "fw"},
+             "forward_services": {"fw": {"target": "127.0.0.1:5222"}},
+             "proxy_port_options": {"15222": {"header_timeout": 5}}}
+            """#)
+        #expect(commented == plain)
+    }
+
+    /// A misspelt key is refused with the nearest known one; a key near none is refused alone.
+    @Test func unknownKeysSuggestTheNearest() {
+        #expect(throws: NetProxyConfigurationError(.unknownKey, key: "proxy_port", #"unknown key "proxy_port"; did you mean "proxy_ports"?"#)) {
+            try parse(#"{"proxy_port": [15222]}"#)
+        }
+        #expect(
+            throws: NetProxyConfigurationError(
+                .unknownKey, key: "proxy_trusted_proxie", #"unknown key "proxy_trusted_proxie"; did you mean "proxy_trusted_proxies"?"#)
+        ) {
+            try parse(#"{"proxy_trusted_proxie": []}"#)
+        }
+        #expect(throws: NetProxyConfigurationError(.unknownKey, key: "banana", #"unknown key "banana""#)) {
+            try parse(#"{"banana": 1}"#)
+        }
+    }
+
     @Test func defaults() throws {
         let configuration = try parse("{}")
         #expect(configuration == NetProxyConfiguration())

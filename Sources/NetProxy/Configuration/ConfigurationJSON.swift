@@ -207,7 +207,8 @@ extension JSONInput {
         _ key: String, _ apply: (_ field: String, JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool
     ) throws(NetProxyConfigurationError) {
         guard case .object(let fields) = self else { throw NetProxyConfigurationError("\(key): expected an object") }
-        for field in fields.keys.sorted() {
+        // A field that starts with `_` is a comment.
+        for field in fields.keys.sorted() where !field.hasPrefix("_") {
             guard try apply(field, fields[field]!, "\(key).\(field)") else {
                 throw NetProxyConfigurationError(.unknownKey, "\(key): unknown key \"\(field)\"")
             }

@@ -122,9 +122,42 @@ public struct NetProxyConfiguration: Hashable, Sendable {
         return configuration
     }
 
+    /// The top-level keys with fixed names, for the suggestion an unknown key gets.
+    static let topLevelKeys = [
+        "interfaces",
+        "proxy_ports",
+        "proxy_interfaces",
+        "proxy_port_mappings",
+        "proxy_trusted_proxies",
+        "proxy_header_timeout",
+        "proxy_versions",
+        "proxy_local",
+        "proxy_unspecified",
+        "proxy_direct_clients",
+        "proxy_port_options",
+        "proxy_unix_sockets",
+        "proxy_tls_certificates",
+        "proxy_tls_alpn",
+        "proxy_max_header_size",
+        "proxy_tls_ports",
+        "proxy_tls_certificate",
+        "proxy_tls_key",
+        "metrics_port",
+        "metrics_interfaces",
+        "shutdown_grace_period",
+        "idle_timeout",
+        "tls_handshake_timeout",
+        "max_connections",
+        "max_connections_per_source",
+        "forward_services",
+        "multiplex_services",
+    ]
+
     /// Parses a JSON configuration file's contents. Unknown keys are errors, so a misspelt key
-    /// cannot silently leave a default (such as the trust list) in force; so are a key given
-    /// twice and a trailing comma, which other readers resolve by guessing.
+    /// cannot silently leave a default (such as the trust list) in force (the error suggests the
+    /// nearest known key); so are a key given twice and a trailing comma, which other readers
+    /// resolve by guessing. A key that starts with `_` is a comment, here and in each service's,
+    /// port's and socket's settings.
     public init(json: Data) throws(NetProxyConfigurationError) {
         let document = try StrictJSONParser.parse(Array(json))
         guard case .object(let root) = document else {
@@ -166,8 +199,12 @@ public struct NetProxyConfiguration: Hashable, Sendable {
                 serviceInterfaces[String(key.dropLast(11))] = try value.strings(key)
             case _ where key.hasSuffix("_idle_timeout") && key.count > 13:
                 serviceIdleTimeouts[String(key.dropLast(13))] = try value.seconds(key)
+            case _ where key.hasPrefix("_"):
+                // A comment: the file's own notes ("_comment", "_why"), ignored.
+                continue
             default:
-                throw NetProxyConfigurationError(.unknownKey, key: key, "unknown key \"\(key)\"")
+                let suggestion = ConfigurationChecks.closest(to: key, among: Self.topLevelKeys).map { "; did you mean \"\($0)\"?" } ?? ""
+                throw NetProxyConfigurationError(.unknownKey, key: key, "unknown key \"\(key)\"\(suggestion)")
             }
         }
     }
