@@ -37,7 +37,7 @@ struct Send: AsyncParsableCommand {
     @Option(help: "The destination address to claim; default: the address connected to.")
     var destination: String?
 
-    @Flag(help: "Claim a UDP (DGRAM) connection (version 2).")
+    @Flag(help: "Claim a UDP (DGRAM) flow for the --source and --destination addresses (version 2).")
     var datagram = false
 
     @Option(name: .customLong("tlv"), help: "A TLV as TYPE:HEX, TYPE in decimal or 0x hex (repeatable).")
@@ -57,6 +57,14 @@ struct Send: AsyncParsableCommand {
         let tlvList = try makeTLVs()
         if version == .v1 && (!tlvList.isEmpty || crc32c || local || datagram) {
             throw CommandFailure("--v1 headers carry no TLVs, CRC32C, LOCAL or DGRAM")
+        }
+        // A transport is claimed for claimed addresses only: LOCAL and UNSPEC headers carry
+        // none, and the connection's own addresses are TCP's.
+        if datagram && (local || unknown) {
+            throw CommandFailure("--datagram claims addresses of a UDP flow: --local and --unknown send no addresses")
+        }
+        if datagram && source == nil {
+            throw CommandFailure("--datagram needs --source: the connection's own addresses are TCP's")
         }
         guard (0...65535).contains(port) else {
             throw CommandFailure("\(port) is not a port (0-65535)")

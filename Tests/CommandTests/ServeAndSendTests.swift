@@ -76,6 +76,15 @@ import Testing
         (["send", "--tlv", "300:00", "127.0.0.1", "1"], "error: --tlv 300:00: expected TYPE:HEX with TYPE from 0 to 255\n"),
         (["send", "--tlv", "1:0", "127.0.0.1", "1"], "error: odd number of hex digits\n"),
         (["send", "--source", "192.0.2.1", "127.0.0.1", "1"], "error: --source 192.0.2.1: expected IP:PORT\n"),
+        (["send", "--datagram", "127.0.0.1", "1"], "error: --datagram needs --source: the connection's own addresses are TCP's\n"),
+        (
+            ["send", "--datagram", "--local", "127.0.0.1", "1"],
+            "error: --datagram claims addresses of a UDP flow: --local and --unknown send no addresses\n"
+        ),
+        (
+            ["send", "--datagram", "--unknown", "--source", "192.0.2.1:1", "127.0.0.1", "1"],
+            "error: --datagram claims addresses of a UDP flow: --local and --unknown send no addresses\n"
+        ),
         (["send", "localhost", "1"], "error: localhost port 1 is not an IP address and port\n"),
         (["send", "127.0.0.1", "70000"], "error: 70000 is not a port (0-65535)\n"),
         (
