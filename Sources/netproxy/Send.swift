@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOProxyProtocol
+import NetProxy
 import ProxyProtocol
 
 /// `netproxy send`: connects, sends a PROXY header, then relays standard input and output.
@@ -91,7 +92,7 @@ struct Send: AsyncParsableCommand {
                 .get()
         } catch {
             closed.fail(error)
-            throw CommandFailure("cannot connect to \(remote.displayText): \(error)")
+            throw CommandFailure("cannot connect to \(remote.displayText): \(ConnectFailure.describe(error))")
         }
         Thread.detachNewThread {
             while true {

@@ -72,6 +72,14 @@ import Testing
         #expect(ForwardConnector.reason(ChannelError.ioOnClosedChannel) == "other")
     }
 
+    /// A failed connect in an operator's words, for the log and `netproxy send`.
+    @Test func connectFailuresAreDescribedInWords() {
+        #expect(ConnectFailure.describe(ChannelError.connectTimeout(.seconds(5))) == "no answer within 5 s")
+        #expect(ConnectFailure.describe(ChannelError.connectTimeout(.milliseconds(1500))) == "no answer within 1.5 s")
+        #expect(ConnectFailure.describe(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "connection refused")
+        #expect(ConnectFailure.describe(IOError(errnoCode: EHOSTUNREACH, reason: "connect")) == "no route to host")
+    }
+
     /// A transparent connect binds the client's address with the option of its family; an IPv4
     /// client in an IPv6 header binds as IPv4; a UNIX client cannot be stood for.
     @Test func transparentSourcesBindTheClientsAddress() throws {

@@ -256,7 +256,7 @@ final class ForwardConnector: ChannelDuplexHandler, RemovableChannelHandler {
                 // The client left first, and its leaving ended the connect.
                 break
             case .failure(let error):
-                fail(context: context, reason: Self.reason(error), detail: "\(error)")
+                fail(context: context, reason: Self.reason(error), detail: ConnectFailure.describe(error))
             }
         }
     }
