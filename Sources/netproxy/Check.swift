@@ -20,19 +20,8 @@ struct Check: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
-        let configuration: NetProxyConfiguration
-        do {
-            configuration = try Serve.load(config)
-        } catch {
-            throw CommandFailure("\(error)")
-        }
-        let host: NetProxyHost
-        do {
-            // Nothing to log: the outcome is this command's output.
-            host = try NetProxyHost(configuration: configuration, logger: Logger(label: "netproxy") { _ in SwiftLogNoOpLogHandler() })
-        } catch {
-            throw CommandFailure("\(config ?? "configuration"): \(error)")
-        }
+        // Nothing to log: the outcome is this command's output.
+        let host = try Serve.host(config, logger: Logger(label: "netproxy") { _ in SwiftLogNoOpLogHandler() })
         for warning in host.warnings {
             FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
         }

@@ -34,21 +34,10 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         // Handled from the start: a signal during start-up must neither be lost nor end the process.
         let signals = try SignalPipe.install([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
-        let configuration: NetProxyConfiguration
-        do {
-            configuration = try Self.load(config)
-        } catch {
-            throw CommandFailure("\(error)")
-        }
         var logger = Logger(label: "netproxy") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = logLevel
-        let host: NetProxyHost
-        do {
-            host = try NetProxyHost(configuration: configuration, logger: logger) { listeners in
-                FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
-            }
-        } catch {
-            throw CommandFailure("\(config ?? "configuration"): \(error)")
+        let host = try Self.host(config, logger: logger) { listeners in
+            FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
         }
         Self.raiseDescriptorLimit(logger: logger)
         // Taken before the listeners exist: a second server on the same file stops here, and one
@@ -82,6 +71,24 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\"\(text)\" is not a log level (trace, debug, info, notice, warning, error or critical)")
         }
         return level
+    }
+
+    /// The host for the file `path` (or the default configuration), with every check made: what
+    /// `serve` runs and `check` inspects. The error names the file and the entry.
+    static func host(
+        _ path: String?, logger: Logger, onServerRunning: @escaping @Sendable ([NetProxyHost.BoundListener]) async -> Void = { _ in }
+    ) throws(CommandFailure) -> NetProxyHost {
+        let configuration: NetProxyConfiguration
+        do {
+            configuration = try load(path)
+        } catch {
+            throw CommandFailure("\(error)")
+        }
+        do {
+            return try NetProxyHost(configuration: configuration, logger: logger, onServerRunning: onServerRunning)
+        } catch {
+            throw CommandFailure("\(path ?? "configuration"): \(error)")
+        }
     }
 
     /// The configuration file `path`, or the default one without a path; the error names the file.
