@@ -121,6 +121,8 @@ work=$(mktemp -d /tmp/netproxy-forward-work.XXXXXX)
 # --- cleanup: only what this script started ---------------------------------------------------
 pids=()
 policy_created=false
+# shellcheck source=Benchmarks/common.sh
+. "$repo/Benchmarks/common.sh"
 stop_pid() {
     local pid=$1
     kill -TERM "$pid" 2>/dev/null || return 0
@@ -152,27 +154,7 @@ trap 'exit 130' INT TERM
 
 # --- haproxy, nginx and its stream module -------------------------------------------------------
 stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
-install_packages() {
-    local missing=()
-    for package in haproxy nginx libnginx-mod-stream; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-    done
-    ((${#missing[@]})) || return 0
-    if [ "$(id -u)" != 0 ]; then
-        echo "forward.sh: ${missing[*]} missing; run as root to install them" >&2
-        exit 1
-    fi
-    # The packages' daemons must not start on install: policy-rc.d denies it while it exists.
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        policy_created=true
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    if [ "$policy_created" = true ]; then rm -f /usr/sbin/policy-rc.d; policy_created=false; fi
-}
-command -v dpkg-query >/dev/null && install_packages
+command -v dpkg-query >/dev/null && install_packages haproxy nginx libnginx-mod-stream
 for tool in haproxy nginx python3 cc ss pgrep; do
     command -v "$tool" >/dev/null || { echo "forward.sh: $tool not found" >&2; exit 1; }
 done
@@ -190,45 +172,9 @@ if wants idle && ((IDLE_CONNECTIONS > proxy_maxconn - 64)); then
 fi
 
 # --- netproxy and the load generator ------------------------------------------------------------
-if [ -z "${NETPROXY:-}" ]; then
-    echo "building netproxy (release)..." >&2
-    # SWIFT_BUILD_FLAGS: more flags for swift build, e.g. --scratch-path DIR
-    # shellcheck disable=SC2086
-    (cd "$repo" && swift build -c release --product netproxy ${SWIFT_BUILD_FLAGS:-} >&2)
-    # shellcheck disable=SC2086
-    NETPROXY=$(cd "$repo" && swift build -c release --product netproxy ${SWIFT_BUILD_FLAGS:-} --show-bin-path)/netproxy
-fi
-[ -x "$NETPROXY" ] || { echo "forward.sh: $NETPROXY is not an executable" >&2; exit 1; }
-load=$work/load
-cc -O2 -Wall -Wextra -pthread -o "$load" "$repo/Benchmarks/load/load.c"
+build_tools
 
 # --- servers ------------------------------------------------------------------------------------
-taken_ports=" "
-free_port() {
-    local port
-    while :; do
-        # Below the ephemeral range (ip_local_port_range starts at 32768), so no client takes it.
-        port=$((20000 + RANDOM % 12000))
-        case "$taken_ports" in *" $port "*) continue ;; esac
-        if [ -z "$(ss -Hltn "sport = :$port")" ]; then
-            taken_ports+="$port "
-            echo "$port"
-            return
-        fi
-    done
-}
-
-wait_listening() { # PID PORT...
-    local pid=$1; shift
-    for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        local all=true
-        for port in "$@"; do [ -n "$(ss -Hltn "sport = :$port")" ] || all=false; done
-        [ "$all" = true ] && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 started_pid=""
 start_nginx() { # NAME CONFIG_BODY PORT...
