@@ -64,6 +64,24 @@ import Testing
         #expect(commented == plain)
     }
 
+    /// `//` and `/* */` comments stand wherever whitespace may, and change nothing; inside a
+    /// string they are text.
+    @Test func jsoncCommentsAreIgnored() throws {
+        let commented = try parse(
+            "// the XMPP edge\r\n/* HAProxy in front\n   sends v2 */ {\"proxy_ports\" /* one */ : [15222 // c2s\n],\r\n"
+                + " \"proxy_port_mappings\": {\"15222\": \"fw\"}, // forwarded\n"
+                + " \"forward_services\": {\"fw\": {\"target\": \"127.0.0.1:5222\"}},\n"
+                + " \"proxy_unix_sockets\": {\"/run/a//b/* c */\": \"fw\"}}/**/// end")
+        let plain = try parse(
+            #"""
+            {"proxy_ports": [15222], "proxy_port_mappings": {"15222": "fw"},
+             "forward_services": {"fw": {"target": "127.0.0.1:5222"}},
+             "proxy_unix_sockets": {"/run/a//b/* c */": "fw"}}
+            """#)
+        #expect(commented == plain)
+        #expect(Array(commented.proxyUnixSockets.keys) == ["/run/a//b/* c */"])
+    }
+
     /// A misspelt key is refused with the nearest known one; a key near none is refused alone.
     @Test func unknownKeysSuggestTheNearest() {
         #expect(throws: NetProxyConfigurationError(.unknownKey, key: "proxy_port", #"unknown key "proxy_port"; did you mean "proxy_ports"?"#)) {
@@ -128,7 +146,10 @@ import Testing
         (#"{"a": {"b": {"c": 1, "c": 2}}}"#, #"line 1: "a.b.c" is given twice (first on line 1)"#),
         ("", "line 1, column 1: expected a value, found the end of the file"),
         ("{} {}", #"line 1, column 4: unexpected "{" after the end of the JSON value"#),
-        ("{\n  // trust\n}", #"line 2, column 3: expected a key in quotes, found "/" (comments are not JSON)"#),
+        ("{\n  /* trust\n}", #"line 2, column 3: comment is not closed ("/*" without "*/")"#),
+        (#"{"proxy_ports": [1 / 2]}"#, #"line 1, column 20: expected "//" or "/*" to start a comment, found "/" alone"#),
+        (#"{"proxy_ports": [1, /* two */ ]}"#, #"line 1, column 31: trailing comma before "]""#),
+        (#"{"proxy_ports": [1] */}"#, #"line 1, column 21: expected "," or "}" in the top-level object, found "*""#),
         (#"{"echo_ports": [0] "whoami_ports": [0]}"#, #"line 1, column 20: expected "," or "}" in the top-level object, found """"#),
         (#"{"interfaces": ["127.0.0.1"]"#, #"line 1, column 29: expected "," or "}" in the top-level object, found the end of the file"#),
         (#"{"interfaces": ["127.0.0.1}"#, #"line 1, column 17: string is not closed"#),

@@ -1,7 +1,10 @@
 /// A JSON reader for configuration files, stricter than RFC 8259 requires of parsers: a key given
-/// twice in one object, a trailing comma, a comment, or anything after the value is an error that
-/// names the line and column. A file that decides who may claim any client address must mean one
-/// thing only.
+/// twice in one object, a trailing comma, or anything after the value is an error that names the
+/// line and column. A file that decides who may claim any client address must mean one thing only.
+///
+/// Comments are read as JSONC does: `//` to the end of the line and `/* */` (not nested), wherever
+/// whitespace may stand. An unclosed `/*` is an error at its start, rather than the rest of the
+/// file silently becoming a comment.
 struct StrictJSONParser {
     /// The deepest nesting accepted; configuration files need three levels.
     static let maximumDepth = 32
@@ -19,9 +22,9 @@ struct StrictJSONParser {
     /// Parses one JSON value that makes up the whole of `bytes`.
     static func parse(_ bytes: [UInt8]) throws(NetProxyConfigurationError) -> JSONInput {
         var parser = StrictJSONParser(bytes)
-        parser.skipWhitespace()
+        try parser.skipInsignificant()
         let value = try parser.value(path: "")
-        parser.skipWhitespace()
+        try parser.skipInsignificant()
         guard parser.index == bytes.count else { throw parser.error("unexpected \(parser.found) after the end of the JSON value") }
         return value
     }
@@ -51,7 +54,7 @@ struct StrictJSONParser {
         index += 1
         var members: [String: JSONInput] = [:]
         var lines: [String: Int] = [:]
-        skipWhitespace()
+        try skipInsignificant()
         if consume("}") {
             depth -= 1
             return .object(members)
@@ -66,17 +69,17 @@ struct StrictJSONParser {
             if let first = lines[key] {
                 throw NetProxyConfigurationError(.syntax, key: nil, "line \(keyLine): \"\(keyPath)\" is given twice (first on line \(first))")
             }
-            skipWhitespace()
+            try skipInsignificant()
             guard consume(":") else { throw error("expected \":\" after \"\(keyPath)\", found \(found)") }
-            skipWhitespace()
+            try skipInsignificant()
             members[key] = try value(path: keyPath)
             lines[key] = keyLine
-            skipWhitespace()
+            try skipInsignificant()
             if consume("}") { break }
             guard consume(",") else {
                 throw error("expected \",\" or \"}\" in \(path.isEmpty ? "the top-level object" : "\"\(path)\""), found \(found)")
             }
-            skipWhitespace()
+            try skipInsignificant()
         }
         depth -= 1
         return .object(members)
@@ -86,7 +89,7 @@ struct StrictJSONParser {
         try enter()
         index += 1
         var items: [JSONInput] = []
-        skipWhitespace()
+        try skipInsignificant()
         if consume("]") {
             depth -= 1
             return .array(items)
@@ -94,10 +97,10 @@ struct StrictJSONParser {
         while true {
             if index < bytes.count, bytes[index] == UInt8(ascii: "]") { throw error("trailing comma before \"]\"") }
             items.append(try value(path: "\(path)[\(items.count)]"))
-            skipWhitespace()
+            try skipInsignificant()
             if consume("]") { break }
             guard consume(",") else { throw error("expected \",\" or \"]\" in \"\(path)\", found \(found)") }
-            skipWhitespace()
+            try skipInsignificant()
         }
         depth -= 1
         return .array(items)
@@ -247,15 +250,45 @@ struct StrictJSONParser {
         return true
     }
 
-    private mutating func skipWhitespace() {
-        while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+    /// Skips whitespace and comments.
+    private mutating func skipInsignificant() throws(NetProxyConfigurationError) {
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x09, 0x0A, 0x0D:
+                index += 1
+            case UInt8(ascii: "/"):
+                try comment()
+            default:
+                return
+            }
+        }
+    }
+
+    /// Skips the comment that starts at `index` (a slash).
+    private mutating func comment() throws(NetProxyConfigurationError) {
+        let start = index
+        let next = index + 1 < bytes.count ? bytes[index + 1] : nil
+        if next == UInt8(ascii: "/") {
+            while index < bytes.count, bytes[index] != 0x0A { index += 1 }
+            return
+        }
+        guard next == UInt8(ascii: "*") else { throw error("expected \"//\" or \"/*\" to start a comment, found \"/\" alone") }
+        index += 2
+        while index + 1 < bytes.count {
+            if bytes[index] == UInt8(ascii: "*"), bytes[index + 1] == UInt8(ascii: "/") {
+                index += 2
+                return
+            }
+            index += 1
+        }
+        index = start
+        throw error("comment is not closed (\"/*\" without \"*/\")")
     }
 
     /// What is at `index`, for error messages.
     private var found: String {
         guard index < bytes.count else { return "the end of the file" }
         let byte = bytes[index]
-        if byte == UInt8(ascii: "/") { return "\"/\" (comments are not JSON)" }
         if (0x21..<0x7F).contains(byte) { return "\"\(Unicode.Scalar(byte))\"" }
         return "byte 0x\(String(byte, radix: 16, uppercase: true))"
     }
