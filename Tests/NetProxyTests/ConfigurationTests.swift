@@ -98,6 +98,51 @@ import Testing
         }
     }
 
+    /// The settings objects suggest too: each entry kind with a misspelt key of its own.
+    @Test(arguments: [
+        (
+            #"{"forward_services": {"f": {"target": "127.0.0.1:1", "conect_timeout": 1}}}"#,
+            #"forward_services.f: unknown key "conect_timeout"; did you mean "connect_timeout"?"#
+        ),
+        (
+            #"{"multiplex_services": {"m": {"default": "echo", "route": {}}}}"#,
+            #"multiplex_services.m: unknown key "route"; did you mean "routes"?"#
+        ),
+        (
+            #"{"proxy_port_options": {"1": {"trusted_proxie": []}}}"#,
+            #"proxy_port_options.1: unknown key "trusted_proxie"; did you mean "trusted_proxies"?"#
+        ),
+        (
+            #"{"proxy_unix_sockets": {"/run/s": {"service": "echo", "mdoe": "0660"}}}"#,
+            #"proxy_unix_sockets./run/s: unknown key "mdoe"; did you mean "mode"?"#
+        ),
+        (
+            #"{"proxy_tls_certificates": {"a.example": {"certificate": "c", "keys": "k"}}}"#,
+            #"proxy_tls_certificates.a.example: unknown key "keys"; did you mean "key"?"#
+        ),
+        (#"{"forward_services": {"f": {"target": "127.0.0.1:1", "colour": 1}}}"#, #"forward_services.f: unknown key "colour""#),
+    ])
+    func nestedUnknownKeysSuggestTheNearest(json: String, message: String) {
+        #expect(throws: NetProxyConfigurationError(.unknownKey, message)) { try parse(json) }
+    }
+
+    /// Every key a suggestion may name is one the reader knows: given a value of the wrong type,
+    /// each is refused for its value, never as unknown.
+    @Test func everySuggestedKeyIsKnown() {
+        let contexts: [(keys: [String], json: (String) -> String)] = [
+            (ForwardServiceConfiguration.keys, { #"{"forward_services": {"f": {"target": "127.0.0.1:1", "\#($0)": {"x": 1}}}}"# }),
+            (MultiplexServiceConfiguration.keys, { #"{"multiplex_services": {"m": {"default": "echo", "\#($0)": {"x": 1}}}}"# }),
+            (ProxyPortOptions.keys, { #"{"proxy_port_options": {"1": {"\#($0)": {"x": 1}}}}"# }),
+            (ProxyUnixSocket.keys, { #"{"proxy_unix_sockets": {"/run/s": {"service": "echo", "\#($0)": {"x": 1}}}}"# }),
+        ]
+        for (keys, json) in contexts {
+            for key in keys where !["target", "default", "service"].contains(key) {
+                let error = #expect(throws: NetProxyConfigurationError.self, "\(key)") { try parse(json(key)) }
+                #expect(error?.kind == .invalidValue, "\(key): \(String(describing: error))")
+            }
+        }
+    }
+
     @Test func defaults() throws {
         let configuration = try parse("{}")
         #expect(configuration == NetProxyConfiguration())

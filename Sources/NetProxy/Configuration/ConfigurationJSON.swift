@@ -81,9 +81,10 @@ enum JSONInput {
 extension JSONInput {
     /// An object of service name -> settings object, as `forward_services` and
     /// `multiplex_services` are: `make` builds an entry from its required field, `apply` reads
-    /// each other field and answers whether it knows it. Errors name `key.name.field`.
+    /// each other field and answers whether it knows it, `known` lists them all for "did you mean".
+    /// Errors name `key.name.field`.
     private func services<Service>(
-        _ key: String, required: String,
+        _ key: String, required: String, known: [String],
         make: (JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Service,
         apply: (inout Service, _ field: String, JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool
     ) throws(NetProxyConfigurationError) -> [String: Service] {
@@ -94,7 +95,7 @@ extension JSONInput {
             guard case .object(let fields) = entries[name]! else { throw NetProxyConfigurationError("\(path): expected an object") }
             guard let first = fields[required] else { throw NetProxyConfigurationError("\(path): \"\(required)\" is missing") }
             var service = try make(first, "\(path).\(required)")
-            try entries[name]!.fields(path) { field, value, fieldPath throws(NetProxyConfigurationError) in
+            try entries[name]!.fields(path, known: known) { field, value, fieldPath throws(NetProxyConfigurationError) in
                 if field == required { return true }
                 return try apply(&service, field, value, fieldPath)
             }
@@ -106,7 +107,7 @@ extension JSONInput {
     /// `forward_services`: name -> `{"target", "send_proxy", "pass_tlvs", "crc32c", "transparent",
     /// "connect_timeout"}`.
     func forwardServices(_ key: String) throws(NetProxyConfigurationError) -> [String: ForwardServiceConfiguration] {
-        try services(key, required: "target") { target, path throws(NetProxyConfigurationError) in
+        try services(key, required: "target", known: ForwardServiceConfiguration.keys) { target, path throws(NetProxyConfigurationError) in
             // One "host:port", or a list of them (one per address family).
             func parse(_ item: JSONInput, _ itemPath: String) throws(NetProxyConfigurationError) -> ForwardTarget {
                 let (host, port) = try ForwardServiceConfiguration.parseTarget(try item.string(itemPath), itemPath)
@@ -137,7 +138,7 @@ extension JSONInput {
 
     /// `multiplex_services`: name -> `{"routes": {protocol: service}, "default", "detect_timeout"}`.
     func multiplexServices(_ key: String) throws(NetProxyConfigurationError) -> [String: MultiplexServiceConfiguration] {
-        try services(key, required: "default") { defaultService, path throws(NetProxyConfigurationError) in
+        try services(key, required: "default", known: MultiplexServiceConfiguration.keys) { defaultService, path throws(NetProxyConfigurationError) in
             MultiplexServiceConfiguration(routes: [:], defaultService: try defaultService.string(path))
         } apply: { service, field, value, path throws(NetProxyConfigurationError) in
             switch field {
@@ -202,15 +203,17 @@ extension JSONInput {
         return result
     }
 
-    /// Reads each field of an object with `apply`, which answers whether it knows the field.
+    /// Reads each field of an object with `apply`, which answers whether it knows the field;
+    /// an unknown one is refused with the nearest of `known`.
     fileprivate func fields(
-        _ key: String, _ apply: (_ field: String, JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool
+        _ key: String, known: [String], _ apply: (_ field: String, JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool
     ) throws(NetProxyConfigurationError) {
         guard case .object(let fields) = self else { throw NetProxyConfigurationError("\(key): expected an object") }
         // A field that starts with `_` is a comment.
         for field in fields.keys.sorted() where !field.hasPrefix("_") {
             guard try apply(field, fields[field]!, "\(key).\(field)") else {
-                throw NetProxyConfigurationError(.unknownKey, "\(key): unknown key \"\(field)\"")
+                let suggestion = ConfigurationChecks.closest(to: field, among: known).map { "; did you mean \"\($0)\"?" } ?? ""
+                throw NetProxyConfigurationError(.unknownKey, "\(key): unknown key \"\(field)\"\(suggestion)")
             }
         }
     }
@@ -221,7 +224,7 @@ extension JSONInput {
     func portOptions(_ key: String) throws(NetProxyConfigurationError) -> [Int: ProxyPortOptions] {
         try byPort(key, of: "options") { value, path throws(NetProxyConfigurationError) in
             var options = ProxyPortOptions()
-            try value.fields(path) { field, value, path throws(NetProxyConfigurationError) in
+            try value.fields(path, known: ProxyPortOptions.keys) { field, value, path throws(NetProxyConfigurationError) in
                 switch field {
                 case "trusted_proxies": options.trustedProxies = try value.strings(path)
                 case "direct_clients": options.directClients = try value.strings(path)
@@ -250,7 +253,7 @@ extension JSONInput {
                 throw NetProxyConfigurationError("\(entryKey): expected a service name, or an object with \"service\"")
             }
             var socket = ProxyUnixSocket(service: try service.string("\(entryKey).service"))
-            try object[path]!.fields(entryKey) { field, value, fieldPath throws(NetProxyConfigurationError) in
+            try object[path]!.fields(entryKey, known: ProxyUnixSocket.keys) { field, value, fieldPath throws(NetProxyConfigurationError) in
                 switch field {
                 case "service": break
                 case "mode":
@@ -278,7 +281,7 @@ extension JSONInput {
             let entryKey = "\(key).\(name)"
             var certificate: String?
             var privateKey: String?
-            try object[name]!.fields(entryKey) { field, value, path throws(NetProxyConfigurationError) in
+            try object[name]!.fields(entryKey, known: ["certificate", "key"]) { field, value, path throws(NetProxyConfigurationError) in
                 switch field {
                 case "certificate": certificate = try value.string(path)
                 case "key": privateKey = try value.string(path)
@@ -295,7 +298,32 @@ extension JSONInput {
     }
 }
 
+extension ForwardServiceConfiguration {
+    /// The keys of a `forward_services` entry.
+    package static let keys = [
+        "target", "send_proxy", "pass_tlvs", "crc32c", "transparent", "connect_timeout", "idle_timeout", "max_pending_connects",
+    ]
+}
+
+extension MultiplexServiceConfiguration {
+    /// The keys of a `multiplex_services` entry.
+    package static let keys = ["default", "routes", "detect_timeout", "idle_timeout", "max_pending_detections"]
+}
+
+extension ProxyUnixSocket {
+    /// The keys of a `proxy_unix_sockets` entry given as an object.
+    package static let keys = ["service", "mode", "owner", "group"] + ProxyPortOptions.headerPolicyKeys
+}
+
 extension ProxyPortOptions {
+    /// The keys of a `proxy_port_options` entry.
+    package static let keys = ["trusted_proxies", "direct_clients", "tls_handshake_timeout"] + headerPolicyKeys
+
+    /// The keys `readHeaderPolicy` reads.
+    package static let headerPolicyKeys = [
+        "versions", "local", "unspecified", "header_timeout", "idle_timeout", "max_connections", "max_connections_per_source",
+    ]
+
     /// Reads `versions`, `local`, `unspecified`, `header_timeout`, `idle_timeout`,
     /// `max_connections` or `max_connections_per_source`; `false` for another field.
     mutating func readHeaderPolicy(_ field: String, _ value: JSONInput, _ path: String) throws(NetProxyConfigurationError) -> Bool {
