@@ -54,14 +54,16 @@ final class PIDFile {
         throw CommandFailure("cannot take the PID file \(path): it was replaced every time it was locked")
     }
 
-    /// Removes the file if it is still this server's, then lets it go.
+    /// Removes the file, and `companion` first, if the file is still this server's, then lets it go.
     ///
     /// Someone may have removed the file while the server ran, and another server made a new one
-    /// at the same path: that one is left alone. The lock is held until the file is gone, so a
-    /// server starting meanwhile either finds it held or finds its file unlinked and makes a new one.
-    func remove() {
+    /// at the same path: that one, and its companion, are left alone. The lock is held until the
+    /// file is gone, so a server starting meanwhile either finds it held or finds its file
+    /// unlinked and makes a new one.
+    func remove(companion: String? = nil) {
         defer { close(descriptor) }
         guard Self.names(path, descriptor), Self.content(descriptor) == Array("\(getpid())\n".utf8) else { return }
+        if let companion { unlink(companion) }
         unlink(path)
     }
 

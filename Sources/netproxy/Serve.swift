@@ -28,7 +28,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info (the default), notice, warning, error or critical.", transform: Self.logLevel)
     var logLevel: Logger.Level = .info
 
-    @Option(help: "Write the process ID to this file once listening (removed on exit), for `netproxy reload --pid-file`.")
+    @Option(
+        help: "Write the process ID to this file (removed on exit), and each reload's outcome to FILE.reload, for `netproxy reload --pid-file`."
+    )
     var pidFile: String?
 
     func run() async throws {
@@ -43,11 +45,21 @@ struct Serve: AsyncParsableCommand {
         // Taken before the listeners exist: a second server on the same file stops here, and one
         // that fails to start leaves nothing behind.
         let pidFile = try pidFile.map { path throws(CommandFailure) in try PIDFile.create(path) }
-        defer { pidFile?.remove() }
+        let outcomePath = pidFile.map { ReloadOutcome.path(forPIDFile: $0.path) }
+        defer { pidFile?.remove(companion: outcomePath) }
         let signalService = SignalService(signals: signals, logger: logger) { [config, logger] in
             logger.info("SIGHUP received: reloading \(config ?? "the default configuration")")
-            // The outcome is logged and counted by the host.
-            try? await host.reload { try Self.load(config) }
+            let started = ReloadOutcome.now()
+            // The outcome is logged and counted by the host, and kept for `netproxy reload`.
+            var failure: String?
+            do {
+                try await host.reload { try Self.load(config) }
+            } catch {
+                failure = "\(error)"
+            }
+            if let outcomePath, let reason = ReloadOutcome(started: started, error: failure).save(to: outcomePath) {
+                logger.warning("cannot record the reload's outcome for netproxy reload: \(reason)")
+            }
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(

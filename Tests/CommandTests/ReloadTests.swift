@@ -123,8 +123,18 @@ import Testing
         let before = serve.standardError.components(separatedBy: marker).count
         try Data(json.utf8).write(to: serve.configFile)
         if useCommand {
+            // The command waits for the outcome and reports it.
             let output = try await CommandRunner.run(["reload", "--pid-file", pidFile])
-            #expect(output.status == 0, "\(output.standardError)")
+            if expectSuccess {
+                #expect(output.status == 0, "\(output.standardError)")
+                #expect(output.standardOutput == "process \(serve.pid) reloaded its configuration\n")
+            } else {
+                #expect(output.status == 1)
+                #expect(
+                    output.standardError.hasPrefix(
+                        "error: process \(serve.pid) did not reload; the configuration in force is unchanged: \(serve.configFile.path): "),
+                    "\(output.standardError)")
+            }
         } else {
             serve.send(SIGHUP)
         }
@@ -251,6 +261,55 @@ import Testing
         #expect(try String(contentsOf: precious, encoding: .utf8) == "keep")
     }
 
+    /// `reload` waits for the server's outcome: the error of a failed reload, with exit 1. Only a
+    /// file of the server's own user counts, and none outlives the server.
+    @Test func reloadReportsTheOutcome() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-outcome-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pidFile = directory.appendingPathComponent("netproxy.pid").path
+        let outcomeFile = pidFile + ".reload"
+        let config = #"{"interfaces": ["\#(Self.address)"], "echo_ports": [0]}"#
+        let serve = try ServeProcess(config: config, extraArguments: ["--pid-file", pidFile])
+        defer { if serve.process.isRunning { serve.send(SIGKILL) } }
+        #expect(!FileManager.default.fileExists(atPath: outcomeFile))
+
+        try Data(#"{"banana": 1}"#.utf8).write(to: serve.configFile)
+        let failed = try await CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
+        #expect(failed.status == 1)
+        #expect(
+            failed.standardError
+                == "error: process \(serve.pid) did not reload; the configuration in force is unchanged: \(serve.configFile.path): unknown key \"banana\"\n"
+        )
+        #expect(failed.standardOutput == "")
+
+        try Data(config.utf8).write(to: serve.configFile)
+        let succeeded = try await CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
+        #expect(succeeded.status == 0)
+        #expect(succeeded.standardOutput == "process \(serve.pid) reloaded its configuration\n")
+
+        let signalled = try await CommandRunner.run(["reload", "--pid-file", pidFile, "--no-wait"], killAfter: 60)
+        #expect(signalled.standardOutput == "sent SIGHUP to process \(serve.pid)\n")
+
+        // Another user's file at the outcome's path, claiming success from the far future, is not
+        // the server's word. (Making it another user's takes root.)
+        if getuid() == 0 {
+            _ = try await serve.wait(
+                upTo: 10, for: { serve.standardError.components(separatedBy: "configuration reloaded").count }, until: { $0 == 3 })
+            try Data("18446744073709551615 ok\n".utf8).write(to: URL(fileURLWithPath: outcomeFile))
+            #expect(chown(outcomeFile, 65534, 65534) == 0)
+            try Data(#"{"banana": 1}"#.utf8).write(to: serve.configFile)
+            let forged = try await CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
+            #expect(forged.status == 1, "\(forged.standardOutput)")
+            #expect(forged.standardError.hasSuffix(": unknown key \"banana\"\n"), "\(forged.standardError)")
+        }
+
+        let (status, errors) = try await serve.stop()
+        #expect(status == 0, "\(errors)")
+        #expect(!FileManager.default.fileExists(atPath: outcomeFile))
+        #expect(!FileManager.default.fileExists(atPath: pidFile))
+    }
+
     @Test func reloadCommandErrors() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-reload-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -323,7 +382,7 @@ import Testing
         #expect(firstStatus == 0, "\(firstErrors)")
         #expect(try String(contentsOfFile: pidFile, encoding: .utf8) == "\(second.pid)\n")
         let reload = try await CommandRunner.run(["reload", "--pid-file", pidFile], killAfter: 60)
-        #expect(reload.standardOutput == "sent SIGHUP to process \(second.pid)\n", "\(reload.standardError)")
+        #expect(reload.standardOutput == "process \(second.pid) reloaded its configuration\n", "\(reload.standardError)")
 
         let (secondStatus, secondErrors) = try await second.stop()
         #expect(secondStatus == 0, "\(secondErrors)")
