@@ -10,7 +10,8 @@ struct Check: AsyncParsableCommand {
         abstract: "Check a configuration as serve would, without listening.",
         discussion: """
             Reads the file, checks every entry, loads the TLS certificates and resolves forward \
-            targets' names, then lists the listeners serve would open. Prints the warnings serve \
+            targets' names, then lists the listeners serve would open, each with its trust list, \
+            header policy, TLS and what its service does. Prints the warnings serve \
             would log. Exits 1, naming the entry at fault, on the first error. A port that \
             another process holds is found only by serve, when it binds.
             """
@@ -20,15 +21,15 @@ struct Check: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
+        let configuration = try Serve.configuration(config)
         // Nothing to log: the outcome is this command's output.
-        let host = try Serve.host(config, logger: Logger(label: "netproxy") { _ in SwiftLogNoOpLogHandler() })
+        let host = try Serve.host(configuration, path: config, logger: Logger(label: "netproxy") { _ in SwiftLogNoOpLogHandler() })
         for warning in host.warnings {
             FileHandle.standardError.write(Data("warning: \(warning)\n".utf8))
         }
-        var text = "\(config ?? "the built-in configuration") is valid: \(host.plan.count) listener(s)\n"
-        for listener in host.plan {
-            text += "  \(listener)\n"
-        }
+        let text =
+            "\(config ?? "the built-in configuration") is valid: \(host.plan.count) listener(s)\n"
+            + PlanDescription(configuration: configuration, plan: host.plan).text
         FileHandle.standardOutput.write(Data(text.utf8))
     }
 }

@@ -15,10 +15,25 @@ import ServiceLifecycle
 /// `netproxy serve`: runs the host with the built-in services.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the built-in services (echo, whoami, http) on regular and PROXY ports.",
+        abstract: "Serve PROXY ports and regular ports from a configuration file.",
         discussion: """
-            Without --config: echo on 7000, whoami on 7001 and http on 8080, and PROXY ports 17000 \
-            (echo), 17001 (whoami) and 18080 (http), on 127.0.0.1 and ::1, trusting 127.0.0.1 and ::1.
+            Services, each reached by its own ports (<service>_ports), by PROXY ports
+            (proxy_port_mappings) or by UNIX sockets (proxy_unix_sockets):
+              echo       built in: sends back what it receives
+              whoami     built in: answers with the client's addresses as JSON
+              http       built in: answers HTTP requests with the same JSON
+              forward    relays to a TCP server, with a PROXY header or transparently
+                         from the client's own address (forward_services)
+              multiplex  tells TLS, HTTP, XMPP and SSH apart by their first bytes and
+                         hands each to its service (multiplex_services)
+            and Prometheus metrics on metrics_port.
+
+            Without --config: echo on 7000, whoami on 7001 and http on 8080, and PROXY
+            ports 17000 (echo), 17001 (whoami) and 18080 (http), on 127.0.0.1 and ::1,
+            trusting 127.0.0.1 and ::1.
+
+            SIGHUP (or netproxy reload) re-reads the file. SIGTERM or SIGINT stops
+            accepting, lets connections finish for shutdown_grace_period, and exits.
             """
     )
 
@@ -38,7 +53,7 @@ struct Serve: AsyncParsableCommand {
         let signals = try SignalPipe.install([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
         var logger = Logger(label: "netproxy") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = logLevel
-        let host = try Self.host(config, logger: logger) { listeners in
+        let host = try Self.host(Self.configuration(config), path: config, logger: logger) { listeners in
             FileHandle.standardOutput.write(Data(Self.banner(listeners).utf8))
         }
         Self.raiseDescriptorLimit(logger: logger)
@@ -85,17 +100,21 @@ struct Serve: AsyncParsableCommand {
         return level
     }
 
-    /// The host for the file `path` (or the default configuration), with every check made: what
-    /// `serve` runs and `check` inspects. The error names the file and the entry.
-    static func host(
-        _ path: String?, logger: Logger, onServerRunning: @escaping @Sendable ([NetProxyHost.BoundListener]) async -> Void = { _ in }
-    ) throws(CommandFailure) -> NetProxyHost {
-        let configuration: NetProxyConfiguration
+    /// The configuration in the file `path`, or the default one; the error names the file and the entry.
+    static func configuration(_ path: String?) throws(CommandFailure) -> NetProxyConfiguration {
         do {
-            configuration = try load(path)
+            return try load(path)
         } catch {
             throw CommandFailure("\(error)")
         }
+    }
+
+    /// The host for `configuration`, read from `path`, with every check made: what `serve` runs
+    /// and `check` inspects. The error names the file and the entry.
+    static func host(
+        _ configuration: NetProxyConfiguration, path: String?, logger: Logger,
+        onServerRunning: @escaping @Sendable ([NetProxyHost.BoundListener]) async -> Void = { _ in }
+    ) throws(CommandFailure) -> NetProxyHost {
         do {
             return try NetProxyHost(configuration: configuration, logger: logger, onServerRunning: onServerRunning)
         } catch {

@@ -21,10 +21,54 @@ import Testing
         defer { try? FileManager.default.removeItem(at: file) }
         let output = try await CommandRunner.run(["check", "--config", file.path])
         #expect(output.status == 0, "\(output.standardError)")
-        #expect(output.standardOutput == "\(file.path) is valid: 1 listener(s)\n  PROXY on 127.0.0.1:\(held.port) -> echo\n")
+        #expect(
+            output.standardOutput == """
+                \(file.path) is valid: 1 listener(s)
+                  PROXY on 127.0.0.1:\(held.port) -> echo
+                      trusts ANY client to send a header
+                      header v1 or v2 within 10 s
+                      echo: built-in
+
+                """)
         #expect(
             output.standardError
                 == "warning: proxy_trusted_proxies is empty: ANY client may send a PROXY header and claim any address\n")
+    }
+
+    /// Each listener, its addresses together, with what a connection there meets: trust, direct
+    /// clients, header policy, and what its service does.
+    @Test func thePlanShowsPolicyAndServices() async throws {
+        let socketPath = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-check-\(UUID()).sock").path
+        let file = try file(
+            #"""
+            {"interfaces": ["127.0.0.1", "::1"], "proxy_ports": [15222], "proxy_port_mappings": {"15222": "fw"},
+             "proxy_port_options": {"15222": {"trusted_proxies": ["10.0.0.1"], "direct_clients": ["192.0.2.0/24"], "versions": [2],
+                                              "local": "reject", "header_timeout": 3.5}},
+             "proxy_unix_sockets": {"\#(socketPath)": {"service": "mx", "mode": "0660"}},
+             "forward_services": {"fw": {"target": ["127.0.0.1:5222", "[::1]:5222"], "send_proxy": "v2", "pass_tlvs": true,
+                                         "crc32c": true, "transparent": true}},
+             "multiplex_services": {"mx": {"default": "echo", "routes": {"xmpp": "fw", "http": "whoami"}, "detect_timeout": 2}},
+             "echo_ports": [], "whoami_ports": [], "metrics_port": 9100}
+            """#)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let output = try await CommandRunner.run(["check", "--config", file.path])
+        #expect(output.status == 0, "\(output.standardError)")
+        #expect(
+            output.standardOutput == """
+                \(file.path) is valid: 5 listener(s)
+                  PROXY on 127.0.0.1:15222, [::1]:15222 -> fw
+                      trusts 10.0.0.1
+                      serves without a header: 192.0.2.0/24
+                      header v2 within 3.5 s; LOCAL refused
+                      fw: forward to 127.0.0.1:5222, [::1]:5222, sending a PROXY v2 header with the client's TLVs and a CRC32C, transparent (from the client's address), connect within 5 s
+                  PROXY on unix:\(socketPath) -> mx
+                      socket file mode 0660 (who may connect)
+                      header v1 or v2 within 10 s
+                      mx: multiplex: http -> whoami, xmpp -> fw; anything else, or silence for 2 s, -> echo
+                  metrics on 127.0.0.1:9100, [::1]:9100
+
+                """)
+        #expect(!FileManager.default.fileExists(atPath: socketPath))
     }
 
     /// An invalid file: exit status 1 and the file and the entry at fault, as `serve` says it.
@@ -36,6 +80,15 @@ import Testing
         #expect(output.standardOutput == "")
         let lines = output.standardError.split(separator: "\n")
         #expect(lines.count == 1 && lines[0].hasPrefix("error: \(file.path): proxy_port_mappings: "), "\(output.standardError)")
+    }
+
+    /// `serve --help` names every kind of service a configuration can use.
+    @Test func serveHelpListsEveryServiceKind() async throws {
+        let output = try await CommandRunner.run(["serve", "--help"])
+        #expect(output.status == 0)
+        let kinds = output.standardOutput.split(separator: "\n").filter { $0.hasPrefix("  ") && !$0.hasPrefix("   ") }
+            .compactMap { $0.split(separator: " ").first.map(String.init) }
+        #expect(kinds.prefix(5) == ["echo", "whoami", "http", "forward", "multiplex"], "\(output.standardOutput)")
     }
 
     @Test func versionIsPrinted() async throws {
