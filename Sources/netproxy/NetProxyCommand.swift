@@ -1,18 +1,16 @@
 import ArgumentParser
 import Foundation
+import NetProxy
 
 @main
 struct NetProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netproxy",
         abstract: "PROXY protocol tools.",
-        version: NetProxyCommand.version,
+        version: NetProxyHost.version,
         subcommands: [Serve.self, Check.self, Send.self, Decode.self, Reload.self],
         defaultSubcommand: Serve.self
     )
-
-    /// What `netproxy --version` prints.
-    static let version = "0.9.0"
 
     /// Runs the command; a ``CommandFailure`` becomes one `error: ...` line and exit status 1.
     static func main() async {

@@ -220,6 +220,7 @@ func endpoint(_ value: Any?) -> String? {
         #expect(metrics.contains(#"netproxy_connections_rejected_total{reason="untrusted_source"} 1"#))
         #expect(metrics.contains(#"netproxy_connections_rejected_total{reason="invalid_header"} 1"#))
         #expect(metrics.contains(#"netproxy_proxy_headers_total{version="v1"} 1"#))
+        #expect(metrics.contains("netproxy_build_info{version=\"\(NetProxyHost.version)\"} 1.0\n"))
         await running.stop()
     }
 

@@ -35,6 +35,10 @@ import ServiceLifecycle
 /// on `proxy_tls_ports`). On graceful shutdown the host stops accepting, closes connections
 /// still waiting for a header, and lets the others drain for the grace period.
 public final class NetProxyHost: Service, Sendable {
+    /// NetProxy's version, which `netproxy --version` prints and `netproxy_build_info{version}`
+    /// exports.
+    public static let version = "0.9.0"
+
     /// The accept queue's length. SwiftNIO's default, 128, overflows under bursts of new
     /// connections, and each overflow costs the client a SYN retransmission (a second or more);
     /// the kernel caps it at `net.core.somaxconn`.

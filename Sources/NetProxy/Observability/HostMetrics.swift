@@ -57,6 +57,10 @@ struct HostMetrics: Sendable {
         }
         self.acceptErrors = acceptErrors
         reloads = (counter("netproxy_reloads_total", "result", "success"), counter("netproxy_reloads_total", "result", "failure"))
+        // Which version runs, as Prometheus exporters say it: a gauge at 1 labelled with it.
+        let buildInfo = MetricNameDescriptor(
+            namespace: "netproxy", metricName: "build", unitName: "info", helpText: "The running NetProxy's version, in the label.")
+        registry.makeGauge(descriptor: buildInfo, labels: [("version", NetProxyHost.version)]).set(Int64(1))
     }
 
     /// A reload of the configuration succeeded, or changed nothing because it failed.
