@@ -121,7 +121,7 @@ struct ListenerFixture {
         HostContext(
             metrics: metrics, refusals: RateLimitedLog(logger: logger),
             asyncConnections: AsyncStream.makeStream(of: AsyncServiceConnection.self).continuation, outgoing: OutgoingConnections(),
-            eventLoops: 1, logger: logger)
+            accessLog: AccessLog(dropped: metrics.accessLogDropped(), logger: logger), eventLoops: 1, logger: logger)
     }
 
     /// A series of this listener: `name{listener="127.0.0.1:7000"[,label="value"]}`.

@@ -100,6 +100,13 @@ public struct NetProxyConfiguration: Hashable, Sendable {
     /// starts with, by name.
     public var multiplexServices: [String: MultiplexServiceConfiguration] = [:]
 
+    /// `access_log`: where to write one line per ended connection (logfmt: time, listener,
+    /// service, client, proxy, target, bytes each way, duration, how it ended): a file
+    /// path, or `"stdout"` for standard output; `nil` (the default) for no access log. A file is
+    /// opened for appending at start and again at each reload, so that a log rotated away is
+    /// followed by a new file.
+    public var accessLog: String?
+
     /// The defaults: no services, loopback interfaces, loopback trusted.
     public init() {}
 
@@ -151,6 +158,7 @@ public struct NetProxyConfiguration: Hashable, Sendable {
         "max_connections_per_source",
         "forward_services",
         "multiplex_services",
+        "access_log",
     ]
 
     /// Parses a JSON configuration file's contents. Unknown keys are errors, so a misspelt key
@@ -193,6 +201,10 @@ public struct NetProxyConfiguration: Hashable, Sendable {
             case "max_connections_per_source": maxConnectionsPerSource = try value.count(key)
             case "forward_services": forwardServices = try value.forwardServices(key)
             case "multiplex_services": multiplexServices = try value.multiplexServices(key)
+            case "access_log":
+                let path = try value.string(key)
+                guard !path.isEmpty else { throw NetProxyConfigurationError("\(key): expected a file path or \"stdout\", found an empty string") }
+                accessLog = path
             case _ where key.hasSuffix("_ports") && key.count > 6:
                 servicePorts[String(key.dropLast(6))] = try value.ports(key)
             case _ where key.hasSuffix("_interfaces") && key.count > 11:

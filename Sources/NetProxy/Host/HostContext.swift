@@ -11,6 +11,8 @@ struct HostContext: Sendable {
     let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
     /// The forwards' connections to their targets, refused if they arrive back.
     let outgoing: OutgoingConnections
+    /// One line per ended connection, when the configuration asks for it.
+    let accessLog: AccessLog
     /// The host's event loops: a TCP listener has a socket on each.
     let eventLoops: Int
     let logger: Logger

@@ -40,7 +40,16 @@ extension NetProxyHost {
             let direct = policy.directClients.map { clients in channel.remoteAddress.map(clients.contains) ?? false } ?? false
             if !direct {
                 // Accepted headers are counted by the dispatcher, which looks the header up anyway.
-                try pipeline.addHandler(ProxyProtocolServerHandler(configuration: policy.header, onRefusal: connectionGuard.listener.onRefusal))
+                var onRefusal = connectionGuard.listener.onRefusal
+                if let record = connectionGuard.record {
+                    // The record is the event loop's, as is this closure's only call.
+                    let record = NIOLoopBound(record, eventLoop: channel.eventLoop)
+                    onRefusal = { [onRefusal] error in
+                        record.value.ended(error.closedEarly ? "client_closed" : "refused", reason: error.reason.name)
+                        onRefusal(error)
+                    }
+                }
+                try pipeline.addHandler(ProxyProtocolServerHandler(configuration: policy.header, onRefusal: onRefusal))
             }
             if let tls = role.tls {
                 try pipeline.addHandler(NIOSSLServerHandler(context: tls))

@@ -128,8 +128,17 @@ extension NetProxyHost {
                     // pipeline, so that it sees every byte.
                     let connectionGuard = ConnectionGuard(
                         idleTimeout: role.connections.idleTimeout, listener: slot.load, sweeps: self.sweeps, accepted: true)
+                    if self.context.accessLog.isEnabled {
+                        let isProxyListener = if case .proxy = role.kind { true } else { false }
+                        connectionGuard.record = ConnectionRecord(
+                            log: self.context.accessLog, listener: slot.load.label, peer: channel.remoteAddress,
+                            isProxyListener: isProxyListener, started: channel.eventLoop.now)
+                    }
                     try channel.pipeline.syncOperations.addHandler(connectionGuard)
-                    if self.isOwnForward(channel, on: slot.load) { return }
+                    if self.isOwnForward(channel, on: slot.load) {
+                        connectionGuard.record?.ended("refused", reason: "forward_loop")
+                        return
+                    }
                     // Set here rather than as a child channel option, which the bootstrap applies
                     // through a chain of futures for every connection.
                     if role.allowsHalfClosure { try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true) }

@@ -136,15 +136,22 @@ extension NetProxyHost {
     /// Builds the runtime for `configuration` on a thread of its own: it reads files and resolves
     /// names, which may block, and a blocked thread must be neither one of the few that run the
     /// process's async code nor one of a pool that other work needs.
-    func buildRuntime(_ configuration: NetProxyConfiguration) async throws(NetProxyConfigurationError) -> HostRuntime {
+    func buildRuntime(
+        _ configuration: NetProxyConfiguration
+    ) async throws(NetProxyConfigurationError) -> (HostRuntime, AccessLogFile?) {
         let beforeBuilding = reloadSettings.withLockedValue { $0.beforeBuildingRuntime }
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<HostRuntime, NetProxyConfigurationError>, Never>) in
+        typealias Built = Result<(HostRuntime, AccessLogFile?), NetProxyConfigurationError>
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Built, Never>) in
             Thread.detachNewThread {
                 [registered, context] in
                 beforeBuilding?()
                 continuation.resume(
                     returning: Result { () throws(NetProxyConfigurationError) in
-                        try HostRuntime(configuration, registered: registered, context: context)
+                        let runtime = try HostRuntime(configuration, registered: registered, context: context)
+                        // Opened anew, on this thread like the other files: a log rotated away
+                        // is followed by a new file.
+                        let accessLog = try configuration.accessLog.map { path throws(NetProxyConfigurationError) in try AccessLogFile.opening(path) }
+                        return (runtime, accessLog)
                     })
             }
         }
@@ -157,7 +164,7 @@ extension NetProxyHost {
     func replaceRuntime(
         _ configuration: NetProxyConfiguration, reloadID: UInt64
     ) async throws -> ReloadSummary {
-        let runtime = try await buildRuntime(configuration)
+        let (runtime, accessLogFile) = try await buildRuntime(configuration)
         let current = try state.withLockedValue { state -> Result<[Listener], NetProxyHostError> in
             if let reason = Self.abortReason(state, reloadID: reloadID) { return .failure(reason) }
             state.reload?.phase = .binding
@@ -186,6 +193,7 @@ extension NetProxyHost {
             outgoing.localAddresses = runtime.localAddresses
             state.lifecycle = .running(opened)
             state.runtime = runtime
+            context.accessLog.use(accessLogFile)
             return nil
         }
         if let abortReason {

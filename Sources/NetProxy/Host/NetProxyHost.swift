@@ -190,9 +190,11 @@ public final class NetProxyHost: Service, Sendable {
             }
             byName[service.name] = service
         }
+        let metrics = HostMetrics(reportingTo: metricsFactory)
         let context = HostContext(
-            metrics: HostMetrics(reportingTo: metricsFactory), refusals: RateLimitedLog(logger: logger),
+            metrics: metrics, refusals: RateLimitedLog(logger: logger),
             asyncConnections: asyncConnections.continuation, outgoing: OutgoingConnections(),
+            accessLog: AccessLog(dropped: metrics.accessLogDropped(), logger: logger),
             eventLoops: Array(eventLoopGroup.makeIterator()).count, logger: logger)
         let runtime = try HostRuntime(configuration, registered: byName, context: context)
         context.outgoing.localAddresses = runtime.localAddresses
@@ -256,6 +258,9 @@ public final class NetProxyHost: Service, Sendable {
             logger.warning("\(warning)")
         }
         do {
+            // Opened before any listener: a connection's line has somewhere to go.
+            context.accessLog.use(
+                try runtime.configuration.accessLog.map { path throws(NetProxyConfigurationError) in try AccessLogFile.opening(path) })
             let opened = try await open(runtime, keeping: [:], reloadID: nil)
             let started = state.withLockedValue { state -> Bool in
                 guard case .starting = state.lifecycle else { return false }
@@ -331,6 +336,8 @@ public final class NetProxyHost: Service, Sendable {
             try? await channel.close()
         }
         refusals.flush()
+        // Every connection has recorded its line: each closed before its close future completed.
+        await context.accessLog.finish()
         // No connection can start an async service any more: ``run()`` waits for those running.
         asyncConnections.continuation.finish()
         state.withLockedValue { $0.lifecycle = .stopped }

@@ -42,18 +42,25 @@ final class ServiceDispatcher: ChannelInboundHandler, RemovableChannelHandler {
         let port = channel.localAddress?.port ?? 0
         if let proxy { metrics.proxied(proxy.header) }
         connectionGuard.startIdleClock()
+        if let record = connectionGuard.record {
+            record.client = source
+            record.proxied = proxy != nil
+            record.service = service?.name
+        }
         // The client is known now: on a PROXY port only once the header has arrived.
         guard connectionGuard.admitSource(source, limit: sourceLimit) else {
             connectionGuard.listener.limited(
                 .maxConnectionsPerSource,
                 "connection from \(source.displayText)\(proxy == nil ? "" : " (through \(peer.displayText))") closed: it holds \(sourceLimit) connection(s), its max_connections_per_source"
             )
+            connectionGuard.record?.ended("refused", reason: "max_connections_per_source")
             context.close(promise: nil)
             return
         }
         guard let service else {
             logger.warning("closing connection on unmapped PROXY port \(port): proxy \(peer.displayText), client \(source.displayText)")
             metrics.rejected(reason: "unmapped_port")
+            connectionGuard.record?.ended("refused", reason: "unmapped_port")
             context.close(promise: nil)
             return
         }

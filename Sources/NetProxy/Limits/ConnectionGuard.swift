@@ -15,10 +15,11 @@ struct ConnectionActivity: Sendable {}
 /// Deadlines are checked by the event loop's ``IdleSweep``; on the connection's path this
 /// handler only stores the time of the last read or write.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-    typealias InboundOut = NIOAny
-    typealias OutboundIn = NIOAny
-    typealias OutboundOut = NIOAny
+    // What the socket reads and writes; passed on as they came.
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
 
     /// Why a connection is closed by its guard.
     enum Expiry {
@@ -58,6 +59,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var sweep: IdleSweep?
     /// Its place in the sweep's array, for constant-time removal.
     var sweepIndex = -1
+    /// What the access log will say of the connection, while the log is on; a companion shares
+    /// its accepted connection's.
+    var record: ConnectionRecord?
 
     /// - Parameters:
     ///   - accepted: `true` for an accepted connection, which ``AcceptGate`` counted in and this
@@ -88,6 +92,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         pair = mark
         let companion = ConnectionGuard(idleTimeout: idleTimeout, listener: listener, sweeps: sweeps, accepted: false)
         companion.pair = mark
+        companion.record = record
         return companion
     }
 
@@ -117,17 +122,51 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             listener.budget.release(source)
             self.source = nil
         }
-        if accepted { listener.release() }
+        if accepted {
+            listener.release()
+            record?.write(now: context.eventLoop.now)
+        }
+        record = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if countsReads && idleClockRuns { lastActivity = context.eventLoop.now }
+        if accepted, let record { record.bytesIn += unwrapInboundIn(data).readableBytes }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if idleClockRuns { lastActivity = context.eventLoop.now }
+        if accepted, let record { record.bytesOut += unwrapOutboundIn(data).readableBytes }
         context.write(data, promise: promise)
+    }
+
+    // How the connection ends, for the access log: the first of these to happen names it.
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let record {
+            if event is ChannelShouldQuiesceEvent {
+                record.quiesced = true
+            } else if let event = event as? ChannelEvent, event == .inputClosed {
+                record.ended(accepted ? "client_closed" : "target_closed")
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        record?.ended(accepted ? "client_closed" : "target_closed")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        record?.ended(accepted ? "error" : "target_error", reason: ConnectionRecord.kind(of: error))
+        context.fireErrorCaught(error)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if accepted, let record { record.ended(record.quiesced ? "shutdown" : "closed") }
+        context.close(mode: mode, promise: promise)
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
@@ -153,6 +192,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             pair.timedOut = true
         }
         let peer = (client ?? context.channel.remoteAddress)?.displayText ?? "(unknown)"
+        record?.ended(expiry == .idle ? "idle_timeout" : "tls_handshake_timeout")
         switch expiry {
         case .idle:
             listener.timedOut(

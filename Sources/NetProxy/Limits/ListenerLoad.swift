@@ -50,11 +50,8 @@ final class ListenerLoad: Sendable {
         self.logger = logger
         self.limit = ManagedAtomic(maxConnections ?? .max)
         self.onRefusal = { error in
-            // A connection closed or reset before its first byte (a balancer's connect-only health
-            // check, sometimes gone so soon that even its address is unknown) is routine, not a
-            // refusal.
-            let closedEarly: Set<ProxyProtocolError.Reason> = [.closedBeforeHeader, .unknownSource, .readFailed]
-            if error.receivedBytes == 0 && closedEarly.contains(error.reason) {
+            // Routine (a health check), not a refusal: counted as closed before the header.
+            if error.closedEarly {
                 metrics.rejected(reason: ProxyProtocolError.Reason.closedBeforeHeader.name)
                 logger.debug("connection closed before its first byte on \(label)")
                 return
@@ -153,5 +150,13 @@ final class ListenerLoad: Sendable {
         }
         guard let since else { return }
         logger.notice("\(label) accepts again after \((NIODeadline.now() - since).nanoseconds / 1_000_000) ms at its limit")
+    }
+}
+
+extension ProxyProtocolError {
+    /// A connection closed or reset before its first byte (a balancer's connect-only health
+    /// check, sometimes gone so soon that even its address is unknown): routine, not a refusal.
+    var closedEarly: Bool {
+        receivedBytes == 0 && [.closedBeforeHeader, .unknownSource, .readFailed].contains(reason)
     }
 }

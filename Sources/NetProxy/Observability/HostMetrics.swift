@@ -63,6 +63,11 @@ struct HostMetrics: Sendable {
         registry.makeGauge(descriptor: buildInfo, labels: [("version", NetProxyHost.version)]).set(Int64(1))
     }
 
+    /// `netproxy_access_log_dropped_total`: access log lines lost, to a full buffer or a failed write.
+    func accessLogDropped() -> CoreMetrics.Counter {
+        CoreMetrics.Counter(label: "netproxy_access_log_dropped_total", dimensions: [], factory: factory)
+    }
+
     /// A reload of the configuration succeeded, or changed nothing because it failed.
     func reloaded(success: Bool) {
         (success ? reloads.success : reloads.failure).increment()

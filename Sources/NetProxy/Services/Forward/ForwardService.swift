@@ -196,6 +196,7 @@ final class ForwardConnector: ChannelDuplexHandler, RemovableChannelHandler {
     func channelActive(context: ChannelHandlerContext) {
         clientGuard = ConnectionGuard.find(in: context.pipeline.syncOperations)
         guard pending.enter() else {
+            clientGuard?.record?.ended("refused", reason: "pending_connects")
             clientGuard?.listener.limited(
                 .pendingConnects,
                 "forward \(name): client \(info.source.displayText) closed: \(pending.limit) connects to \(target) in progress, its max_pending_connects"
@@ -251,6 +252,7 @@ final class ForwardConnector: ChannelDuplexHandler, RemovableChannelHandler {
             leavePending()
             switch result {
             case .success(let target):
+                clientGuard?.record?.target = target.remoteAddress
                 relay(context: context, to: target, clientSide: clientSide, header: header)
             case .failure where !context.channel.isActive:
                 // The client left first, and its leaving ended the connect.
@@ -327,6 +329,7 @@ final class ForwardConnector: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func fail(context: ChannelHandlerContext, reason: String, detail: String) {
         metrics.forwardFailed(service: name, reason: reason)
+        clientGuard?.record?.ended("connect_failed", reason: reason)
         if reason == "timeout" { clientGuard?.listener.metrics.timedOut(.connect) }
         log.warning(
             "forward \(name) to \(target) failed for client \(info.source.displayText): \(detail)",

@@ -1,0 +1,183 @@
+import CoreMetrics
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// The access log: one line per ended connection (``ConnectionRecord``), written by a thread of
+/// its own, so that a slow disk or a full pipe never holds up an event loop.
+///
+/// Lines wait in one buffer of at most ``bufferLimit`` bytes; past it a line is dropped and
+/// counted in `netproxy_access_log_dropped_total`, rather than memory growing without bound
+/// while the destination does not keep up. The destination is replaced at each reload (a
+/// rotated file is followed by a new one); lines still waiting go to the new one.
+final class AccessLog: @unchecked Sendable {
+    /// The most bytes that may wait to be written.
+    static let bufferLimit = 1 << 20
+
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var pending: [UInt8] = []
+    private var destination: AccessLogFile?
+    private var writerRunning = false
+    private var finished: CheckedContinuation<Void, Never>?
+    private var failing = false
+
+    private let dropped: CoreMetrics.Counter
+    private let logger: Logger
+
+    init(dropped: CoreMetrics.Counter, logger: Logger) {
+        self.dropped = dropped
+        self.logger = logger
+    }
+
+    /// Whether lines are written: a connection accepted while it is off keeps no record.
+    var isEnabled: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return destination != nil
+    }
+
+    /// Writes to `file` from now on; `nil` turns the log off.
+    func use(_ file: AccessLogFile?) {
+        condition.lock()
+        defer { condition.unlock() }
+        destination = file
+        if file != nil && !writerRunning {
+            writerRunning = true
+            Thread.detachNewThread { [self] in writeUntilFinished() }
+        }
+        condition.signal()
+    }
+
+    /// Queues `line` (which ends with a newline) for writing.
+    func record(_ line: String) {
+        condition.lock()
+        guard destination != nil else { return condition.unlock() }
+        guard pending.count + line.utf8.count <= Self.bufferLimit else {
+            condition.unlock()
+            dropped.increment()
+            return
+        }
+        pending.append(contentsOf: line.utf8)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Writes what waits, turns the log off and ends the writer: at the end of a shutdown,
+    /// once every connection has recorded its line.
+    func finish() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            guard writerRunning else {
+                condition.unlock()
+                return continuation.resume()
+            }
+            finished = continuation
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
+    private func writeUntilFinished() {
+        while true {
+            condition.lock()
+            while pending.isEmpty && finished == nil {
+                condition.wait()
+            }
+            let chunk = pending
+            pending.removeAll(keepingCapacity: pending.capacity <= 64 * 1024)
+            // Held until written, even if a reload replaces it meanwhile.
+            let file = destination
+            if chunk.isEmpty, let finished {
+                destination = nil
+                writerRunning = false
+                self.finished = nil
+                condition.unlock()
+                return finished.resume()
+            }
+            condition.unlock()
+            guard let file else { continue }
+            let error = file.append(chunk)
+            condition.lock()
+            let wasFailing = failing
+            failing = error != nil
+            condition.unlock()
+            if let error {
+                // Said once per run of failures, not once per lost chunk.
+                if !wasFailing {
+                    logger.error("access log \(file.name): cannot write (\(String(cString: strerror(error)))); lines are lost until it can")
+                }
+                dropped.increment(by: Int64(chunk.count(where: { $0 == 0x0A })))
+            }
+        }
+    }
+}
+
+/// Where the access log goes: a file opened for appending, or standard output.
+final class AccessLogFile: Sendable {
+    /// The path, or `stdout`.
+    let name: String
+    private let descriptor: CInt
+    private let ownsDescriptor: Bool
+
+    private init(name: String, descriptor: CInt, ownsDescriptor: Bool) {
+        self.name = name
+        self.descriptor = descriptor
+        self.ownsDescriptor = ownsDescriptor
+    }
+
+    deinit {
+        if ownsDescriptor { close(descriptor) }
+    }
+
+    /// Opens `setting` (a path, or `stdout`) for appending. A file is created (mode 0640) if
+    /// missing; it must be a regular file, opened never through a symbolic link and never
+    /// waiting (a FIFO would block the writer for good). The error names `key`.
+    static func opening(_ setting: String, key: String = "access_log") throws(NetProxyConfigurationError) -> AccessLogFile {
+        if setting == "stdout" { return AccessLogFile(name: setting, descriptor: STDOUT_FILENO, ownsDescriptor: false) }
+        let descriptor = open(setting, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0o640)
+        guard descriptor >= 0 else {
+            let reason =
+                switch errno {
+                case ELOOP: "it is a symbolic link"
+                case ENXIO: "it is a FIFO"
+                case EISDIR: "it is a directory"
+                case let other: String(cString: strerror(other))
+                }
+            throw NetProxyConfigurationError(.file, key: key, "\(key): cannot open \(setting) for appending: \(reason)")
+        }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            close(descriptor)
+            throw NetProxyConfigurationError(.file, key: key, "\(key): \(setting) is not a regular file")
+        }
+        return AccessLogFile(name: setting, descriptor: descriptor, ownsDescriptor: true)
+    }
+
+    /// Writes all of `bytes`; the errno that stopped it, if one did.
+    func append(_ bytes: [UInt8]) -> CInt? {
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN {
+                    // Standard output set non-blocking by someone else: wait for room.
+                    var poller = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&poller, 1, 1000)
+                    continue
+                }
+                return errno
+            }
+            offset += count
+        }
+        return nil
+    }
+}

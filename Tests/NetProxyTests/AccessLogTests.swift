@@ -1,0 +1,189 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import TestSupport
+import Testing
+
+@testable import NetProxy
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// The access log: one line per ended connection, saying who, through which proxy, to which
+/// service and target, how many bytes each way, and how it ended.
+@Suite(.timeLimit(.minutes(1))) struct AccessLogTests {
+    static let header = Array("PROXY TCP4 203.0.113.9 198.51.100.7 51234 443\r\n".utf8)
+
+    /// A logfmt line as key -> value (the values here have no spaces).
+    static func fields(_ line: Substring) -> [String: String] {
+        Dictionary(
+            uniqueKeysWithValues: line.split(separator: " ").map { pair in
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            })
+    }
+
+    @Test func oneLinePerConnectionSaysHowItEnded() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-access-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let logPath = directory.appendingPathComponent("access.log").path
+        // The forward's target: says one line and closes first.
+        let target = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SayAndClose()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { target.close(promise: nil) }
+        let targetPort = target.localAddress!.port!
+        let ports = try freePorts(7)
+        let (echoProxy, unmapped, forward, deadForward, idle, whoami, closed) = (ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6])
+        let running = try await RunningHost(
+            #"""
+            {"interfaces": ["127.0.0.1"], "access_log": "\#(logPath)", "whoami_ports": [\#(whoami)], "echo_ports": [],
+             "proxy_ports": [\#(echoProxy), \#(unmapped), \#(forward), \#(deadForward), \#(idle)], "proxy_trusted_proxies": ["127.0.0.1"],
+             "proxy_port_mappings": {"\#(echoProxy)": "echo", "\#(forward)": "fw", "\#(deadForward)": "dead", "\#(idle)": "echo"},
+             "proxy_port_options": {"\#(idle)": {"idle_timeout": 0.3}},
+             "forward_services": {"fw": {"target": "127.0.0.1:\#(targetPort)"}, "dead": {"target": "127.0.0.1:\#(closed)"}}}
+            """#)
+
+        #expect(try await LoopbackClient.exchange(port: echoProxy, send: Self.header + Array("hello".utf8), halfClose: true) == Array("hello".utf8))
+        #expect(try await LoopbackClient.exchange(port: echoProxy, from: "127.0.0.3", send: Self.header) == [])
+        #expect(try await LoopbackClient.exchange(port: unmapped, send: Self.header) == [])
+        #expect(try await LoopbackClient.exchange(port: forward, send: Self.header) == Array(SayAndClose.line.utf8))
+        #expect(try await LoopbackClient.exchange(port: deadForward, send: Self.header) == [])
+        #expect(try await LoopbackClient.exchange(port: idle, send: Self.header) == [])
+        let direct = try await LoopbackClient.exchange(port: whoami, send: [])
+        // Still open at the shutdown, which closes it.
+        let held = try BlockingSocket(connectingTo: "127.0.0.1", port: echoProxy)
+        defer { held.close() }
+        try held.send(Self.header + Array("ping".utf8))
+        var echoed = [UInt8](repeating: 0, count: 4)
+        var received = 0
+        while received < 4 {
+            let count = try echoed.withUnsafeMutableBytes { try held.receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[received...])) }
+            guard count > 0 else { break }
+            received += count
+        }
+        #expect(echoed == Array("ping".utf8))
+        await running.stop()
+
+        let lines = try String(contentsOfFile: logPath, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 8, "\(lines)")
+        var byPort: [Int: [[String: String]]] = [:]
+        for line in lines {
+            let fields = Self.fields(line)
+            #expect(
+                fields.keys.sorted() == [
+                    "bytes_in", "bytes_out", "client", "duration", "end", "listener", "proxy", "reason", "service", "target", "time",
+                ],
+                "\(line)")
+            #expect(fields["time"]?.hasSuffix("Z") == true && fields["time"]?.count == 24, "\(line)")
+            #expect(fields["duration"].flatMap(Double.init) != nil, "\(line)")
+            byPort[Int(fields["listener"]!.split(separator: ":").last!)!, default: []].append(fields)
+        }
+        func expect(_ port: Int, where condition: ([String: String]) -> Bool = { _ in true }, _ expected: [String: String]) {
+            guard let fields = byPort[port]?.first(where: condition) else {
+                Issue.record("no line for port \(port) in \(lines)")
+                return
+            }
+            for (key, value) in expected {
+                #expect(fields[key] == value, "\(key) in \(fields)")
+            }
+        }
+        let client = "203.0.113.9:51234"
+        expect(
+            echoProxy, where: { $0["end"] == "client_closed" },
+            ["service": "echo", "client": client, "target": "-", "bytes_in": "\(Self.header.count + 5)", "bytes_out": "5", "reason": "-"])
+        #expect(byPort[echoProxy]?.first { $0["end"] == "client_closed" }?["proxy"]?.hasPrefix("127.0.0.1:") == true)
+        expect(
+            echoProxy, where: { $0["end"] == "refused" },
+            ["service": "-", "client": "-", "reason": "untrusted_source", "bytes_in": "0", "bytes_out": "0"])
+        #expect(byPort[echoProxy]?.first { $0["end"] == "refused" }?["proxy"]?.hasPrefix("127.0.0.3:") == true)
+        expect(echoProxy, where: { $0["end"] == "shutdown" }, ["service": "echo", "client": client, "bytes_out": "4"])
+        expect(unmapped, ["service": "-", "client": client, "end": "refused", "reason": "unmapped_port"])
+        expect(
+            forward,
+            [
+                "service": "fw", "client": client, "target": "127.0.0.1:\(targetPort)", "bytes_in": "\(Self.header.count)",
+                "bytes_out": "\(SayAndClose.line.utf8.count)", "end": "target_closed",
+            ])
+        expect(deadForward, ["service": "dead", "client": client, "target": "-", "end": "connect_failed", "reason": "refused"])
+        expect(idle, ["service": "echo", "client": client, "end": "idle_timeout", "bytes_out": "0"])
+        expect(whoami, ["service": "whoami", "proxy": "-", "end": "closed", "bytes_in": "0", "bytes_out": "\(direct.count)"])
+        #expect(byPort[whoami]?.first?["client"]?.hasPrefix("127.0.0.1:") == true)
+    }
+
+    /// A reload opens the file anew (a rotated log is followed by a new file), and can turn the
+    /// log off.
+    @Test func aReloadReopensTheFile() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-access-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let log = directory.appendingPathComponent("access.log").path
+        let json = #"{"interfaces": ["127.0.0.1"], "access_log": "\#(log)", "echo_ports": [0]}"#
+        let running = try await RunningHost(json)
+        let port = running.port(.service("echo"))
+        #expect(try await LoopbackClient.exchange(port: port, send: Array("one".utf8), halfClose: true) == Array("one".utf8))
+        // Rotated: moved away, then the reload makes a new file.
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        try await running.host.reload(configuration: try NetProxyConfiguration(json: Data(json.utf8)))
+        #expect(try await LoopbackClient.exchange(port: port, send: Array("two!".utf8), halfClose: true) == Array("two!".utf8))
+        try await running.host.reload(
+            configuration: try NetProxyConfiguration(json: Data(json.replacingOccurrences(of: #""access_log": "\#(log)", "#, with: "").utf8)))
+        #expect(try await LoopbackClient.exchange(port: port, send: Array("three".utf8), halfClose: true) == Array("three".utf8))
+        await running.stop()
+        let rotated = try String(contentsOfFile: log + ".1", encoding: .utf8).split(separator: "\n")
+        let current = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(rotated.map { Self.fields($0)["bytes_in"] } == ["3"])
+        #expect(current.map { Self.fields($0)["bytes_in"] } == ["4"])
+    }
+
+    /// Values with spaces, quotes or control characters are quoted, as logfmt readers expect.
+    @Test func valuesAreQuotedWhenNeeded() {
+        #expect(ConnectionRecord.value("127.0.0.1:15222") == "127.0.0.1:15222")
+        #expect(ConnectionRecord.value("unix:/run/my socket") == #""unix:/run/my socket""#)
+        #expect(ConnectionRecord.value("a\"b\\c\nd=e") == #""a\"b\\c\nd=e""#)
+        #expect(ConnectionRecord.value("") == #""""#)
+        #expect(ConnectionRecord.milliseconds(0.0004) == "0.000")
+        #expect(ConnectionRecord.milliseconds(12.3456) == "12.346")
+        #expect(ConnectionRecord.milliseconds(1) == "1.000")
+    }
+
+    /// The log file is never a link or a FIFO: the start fails, naming the key.
+    @Test func theFileMustBeARegularFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-access-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fifo = directory.appendingPathComponent("fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let link = directory.appendingPathComponent("link").path
+        #expect(symlink("/etc/passwd", link) == 0)
+        #expect(throws: NetProxyConfigurationError(.file, key: "access_log", "access_log: cannot open \(fifo) for appending: it is a FIFO")) {
+            try AccessLogFile.opening(fifo)
+        }
+        #expect(throws: NetProxyConfigurationError(.file, key: "access_log", "access_log: cannot open \(link) for appending: it is a symbolic link"))
+        {
+            try AccessLogFile.opening(link)
+        }
+        #expect(
+            throws: NetProxyConfigurationError(.file, key: "access_log", "access_log: cannot open \(directory.path) for appending: it is a directory")
+        ) {
+            try AccessLogFile.opening(directory.path)
+        }
+    }
+}
+
+/// A server that says one line to each client and closes.
+private final class SayAndClose: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    static let line = "hello from the target\n"
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(ByteBuffer(string: Self.line))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
