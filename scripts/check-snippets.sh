@@ -114,7 +114,12 @@ def wrap_excerpt(text):
     if first.startswith(".package("):
         return header + 'let package = Package(name: "Excerpt", dependencies: [\n', "\n])\n"
     if first.startswith((".product(", ".target(name:", ".byName(")):
-        return header + 'let package = Package(name: "Excerpt", targets: [.target(name: "Excerpt", dependencies: [\n', "\n])])\n"
+        # Lines for a target's dependencies alone: the packages they name are declared by the
+        # wrapper (and not checked as the excerpt's own).
+        packages = sorted(set(re.findall(r'package:\s*"([^"]+)"', text)))
+        declared = ", ".join(f'.package(path: "../{name}")' for name in packages)
+        return (header + f'let package = Package(name: "Excerpt", dependencies: [{declared}], targets: [.target(name: '
+                '"Excerpt", dependencies: [\n'), "\n])])\n"
     if first.startswith((".target(", ".executableTarget(", ".testTarget(")):
         return header + 'let package = Package(name: "Excerpt", targets: [\n', "\n])\n"
     return header + 'let package = Package(\nname: "Excerpt",\n', "\n)\n"
@@ -126,7 +131,7 @@ def extract(files):
     for file in files:
         found, stray = blocks_of(file)
         for line in stray:
-            fail(f"{file}:{line}: a snippet marker must be on the line just before a block's opening fence")
+            fail(f"{file}:{line}: error: a snippet marker must be on the line just before a block's opening fence")
         previous = None
         for block in found:
             if block["language"] != "swift":
@@ -141,7 +146,7 @@ def extract(files):
                 previous = None
             elif directive == "continues" and not arguments:
                 if previous is None:
-                    fail(f"{where}: 'continues', but the previous Swift block of the file is not a program")
+                    fail(f"{where}: error: 'continues', but the previous Swift block of the file is not a program")
                     continue
                 block["kind"] = "continues"
                 block["of"] = previous
@@ -153,6 +158,7 @@ def extract(files):
                     IMPORT.match(line) and IMPORT.match(line).group(1) != "PackageDescription" for line in block["lines"]):
                 block["kind"] = "excerpt"
                 before, after = wrap_excerpt(text)
+                block["wrapped_packages"] = "dependencies: [.package(path:" in before
                 block["offset"] = before.count("\n")
                 directory = work / "excerpts" / str(block["index"])
                 directory.mkdir(parents=True)
@@ -162,7 +168,7 @@ def extract(files):
                 block["kind"] = "program"
                 previous = block["index"]
             else:
-                fail(f"{where}: unknown snippet marker '{block['marker']}' (target NAME, continues, fragment)")
+                fail(f"{where}: error: unknown snippet marker '{block['marker']}' (target NAME, continues, fragment)")
                 continue
             blocks.append(block)
     save("blocks.json", blocks)
@@ -182,7 +188,7 @@ def excerpt_failed(index):
         fail(f"{block['file']}:{line}: error: {match.group(3)} (in the Package.swift excerpt at line {block['fence']})")
         reported = True
     if not reported:
-        fail(f"{block['file']}:{block['fence']}: the Package.swift excerpt does not load:\n{log.strip()}")
+        fail(f"{block['file']}:{block['fence']}: error: the Package.swift excerpt does not load:\n{log.strip()}")
 
 
 def repository():
@@ -264,12 +270,12 @@ def generate(scratch):
         if first["kind"] == "target":
             entry = declared.get((first["file"], first["target"]))
             if entry is None:
-                fail(f"{first['file']}:{first['fence']}: no Package.swift excerpt of the file declares target {first['target']}")
+                fail(f"{first['file']}:{first['fence']}: error: no Package.swift excerpt of the file declares target {first['target']}")
                 continue
             excerpt, target = entry
             for dependency in target.get("dependencies", []):
                 if "product" not in dependency:
-                    fail(f"{excerpt['file']}:{line_of(excerpt, re.escape(str(list(dependency.values())[0][0])))}: "
+                    fail(f"{excerpt['file']}:{line_of(excerpt, re.escape(str(list(dependency.values())[0][0])))}: error: "
                          f"target {target['name']}: only .product(name:package:) dependencies can be checked")
                     continue
                 product = (dependency["product"][0], dependency["product"][1])
@@ -284,14 +290,14 @@ def generate(scratch):
                     if not match or match.group(1) in TOOLCHAIN:
                         continue
                     if match.group(1) not in modules:
-                        fail(f"{block['file']}:{block['first'] + n}: import {match.group(1)}: not a library of this "
+                        fail(f"{block['file']}:{block['first'] + n}: error: import {match.group(1)}: not a library of this "
                              "package nor a product it uses from one of its dependencies")
                         continue
                     products.append(modules[match.group(1)])
         program["products"] = sorted(set(products))
         for _, package in program["products"]:
             if package != identity and package not in dependencies:
-                fail(f"{first['file']}:{first['fence']}: package {package} is neither this package nor one of its "
+                fail(f"{first['file']}:{first['fence']}: error: package {package} is neither this package nor one of its "
                      "dependencies, so the block cannot be built here")
             packages.add(package)
     package = scratch / "pkg"
@@ -380,7 +386,7 @@ def check_excerpts():
             continue
         where = lambda pattern: f"{block['file']}:{line_of(block, pattern)}"
         declared = set()
-        for dependency in manifest["dependencies"]:
+        for dependency in [] if block["wrapped_packages"] else manifest["dependencies"]:
             for kind, entries in dependency.items():
                 entry = entries[0]
                 name = entry["identity"]
@@ -388,20 +394,20 @@ def check_excerpts():
                 if name == identity:
                     continue
                 if kind == "fileSystem" or name not in dependencies:
-                    fail(f"{where(re.escape(name))}: .package: {name} is neither this package ({identity}) nor one of "
+                    fail(f"{where(re.escape(name))}: error: .package: {name} is neither this package ({identity}) nor one of "
                          "its dependencies")
                     continue
                 ours = dependencies[name]
                 url = entry["location"]["remote"][0]["urlString"]
                 expected = ours["location"]["remote"][0]["urlString"]
                 if url.lower().removesuffix(".git") != expected.lower().removesuffix(".git"):
-                    fail(f"{where(re.escape(url))}: .package: {url}: this package takes {name} from {expected}")
+                    fail(f"{where(re.escape(url))}: error: .package: {url}: this package takes {name} from {expected}")
                 range_, ours_range = entry["requirement"].get("range"), ours["requirement"].get("range")
                 if range_ and ours_range:
                     low = max(version(range_[0]["lowerBound"]), version(ours_range[0]["lowerBound"]))
                     high = min(version(range_[0]["upperBound"]), version(ours_range[0]["upperBound"]))
                     if low >= high:
-                        fail(f"{where(re.escape(url))}: .package: {name} {range_[0]['lowerBound']}..<"
+                        fail(f"{where(re.escape(url))}: error: .package: {name} {range_[0]['lowerBound']}..<"
                              f"{range_[0]['upperBound']} cannot meet this package's {ours_range[0]['lowerBound']}..<"
                              f"{ours_range[0]['upperBound']}")
         for target in manifest["targets"]:
@@ -411,7 +417,7 @@ def check_excerpts():
                 product, package = dependency["product"][0], dependency["product"][1]
                 location = where(r'name:\s*"' + re.escape(product) + '"')
                 if declared and package not in declared:
-                    fail(f"{location}: .product({product}): package {package} is not among the excerpt's dependencies")
+                    fail(f"{location}: error: .product({product}): package {package} is not among the excerpt's dependencies")
                 if package == identity:
                     products = libraries
                 elif package in dependencies:
@@ -420,10 +426,10 @@ def check_excerpts():
                         continue
                     products = {p["name"] for p in theirs["products"] if "library" in p["type"]}
                 else:
-                    fail(f"{location}: .product({product}): {package} is neither this package nor one of its dependencies")
+                    fail(f"{location}: error: .product({product}): {package} is neither this package nor one of its dependencies")
                     continue
                 if product not in products:
-                    fail(f"{location}: .product({product}): {package} has no such library (it has "
+                    fail(f"{location}: error: .product({product}): {package} has no such library (it has "
                          f"{', '.join(sorted(products))})")
 
 
@@ -435,6 +441,7 @@ def collect(status):
     log = (work / "build.log").read_text()
     seen, failed, unmapped = set(), set(), []
     diagnostic = re.compile(r"^(/\S*?/pkg/Sources/([^/]+)/[^/:]+\.swift):(\d+):(\d+): (error|warning): (.*)$")
+    missing = re.compile(r"error: 'pkg': product '([^']+)' required by package 'pkg' target '([^']+)' not found in package '([^']+)'")
     imports = re.compile(r"error: Target (\S+) imports another target \((\S+)\) in the package without declaring it a dependency")
     for line in log.split("\n"):
         match = diagnostic.match(line)
@@ -451,6 +458,13 @@ def collect(status):
                             failed.add(match.group(2))
                         else:
                             print(text, file=sys.stderr)
+            continue
+        match = missing.search(line)
+        if match and match.group(2) in targets:
+            segment = targets[match.group(2)][0]
+            fail(f"{segment['file']}:{segment['fence']}: error: target {match.group(2)}: {match.group(3)} has no product "
+                 f"{match.group(1)}")
+            failed.add(match.group(2))
             continue
         match = imports.search(line)
         if match and match.group(1) in targets:
@@ -528,7 +542,7 @@ while :; do
     swift build --package-path "$scratch/pkg" --explicit-target-dependency-import-check error >"$work/build.log" 2>&1 ||
         status=$?
     failed=$(snippets collect "$status")
-    [ "$status" != 0 ] && [ -n "$failed" ] || break
+    if [ "$status" = 0 ] || [ -z "$failed" ]; then break; fi
     snippets generate "$scratch" "$root" >/dev/null
 done
 
