@@ -197,7 +197,10 @@ struct ClientHelloReader {
         guard major == 3, minor <= 4 else { throw ClientHelloError(reason: .recordVersion(major: major, minor: minor), offset: start + 1) }
         guard (1...16_384).contains(length) else { throw ClientHelloError(reason: .recordLength(length), offset: start + 3) }
         recordLeft = length
-        if let handshake { laterFragments.append((handshake.readableBytes, consumed)) }
+        if let handshake {
+            if laterFragments.isEmpty { laterFragments.reserveCapacity(8) }
+            laterFragments.append((handshake.readableBytes, consumed))
+        }
     }
 
     /// The ClientHello, once the handshake bytes hold all of it.
@@ -211,14 +214,21 @@ struct ClientHelloReader {
             // At least one record header comes before it.
             guard 4 + length <= limit - 5 else { throw ClientHelloError(reason: .tooLong(limit: limit), offset: offset(1)) }
             messageLength = 4 + length
+            // Spread over records: one copy, of the right size.
+            if handshake.readableBytes < 4 + length { self.handshake!.reserveCapacity(4 + length) }
         }
         guard handshake.readableBytes >= messageLength! else { return nil }
-        var parser = ClientHelloParser(bytes: handshake, end: messageLength!)
-        do {
-            var hello = try parser.parse()
-            hello.length = offset(messageLength! - 1) + 1
+        let end = messageLength!
+        // One access to the bytes for the whole parse.
+        let parsed = handshake.withUnsafeReadableBytes { bytes in
+            var parser = ClientHelloParser(bytes: bytes, end: end)
+            return Result { () throws(ClientHelloError) in try parser.parse() }
+        }
+        switch parsed {
+        case .success(var hello):
+            hello.length = offset(end - 1) + 1
             return hello
-        } catch {
+        case .failure(let error):
             throw ClientHelloError(reason: error.reason, offset: offset(error.offset))
         }
     }
@@ -232,15 +242,20 @@ struct ClientHelloReader {
 
 /// Parses a whole ClientHello message (RFC 8446 4.1.2, RFC 5246 7.4.1.2). Errors carry offsets
 /// in the handshake bytes; ``ClientHelloReader`` turns them into the connection's.
+///
+/// It reads the bytes in place, for the time of one `withUnsafeReadableBytes`, and never past
+/// `end` (at most their count): every read is checked against the length that encloses it, and
+/// ``byte(at:)`` checks the bounds again.
 private struct ClientHelloParser {
-    /// The handshake bytes, the message's type at the reader index.
-    let bytes: ByteBuffer
+    /// The handshake bytes, the message's type first.
+    let bytes: UnsafeRawBufferPointer
     /// The offset just past the message.
     let end: Int
     /// The offset of the next byte to read.
     private var position = 4
 
-    init(bytes: ByteBuffer, end: Int) {
+    init(bytes: UnsafeRawBufferPointer, end: Int) {
+        precondition(end <= bytes.count)
         self.bytes = bytes
         self.end = end
     }
@@ -273,15 +288,14 @@ private struct ClientHelloParser {
     /// ALPN read, the rest skipped.
     private mutating func readExtensions(_ extensions: Range<Int>, into hello: inout ClientHello) throws(ClientHelloError) {
         position = extensions.lowerBound
-        // (type, offset) of each, to find a type that comes twice once all are read.
-        var seen: [(type: UInt16, offset: Int)] = []
+        var seen = ExtensionTypes()
         while position < extensions.upperBound {
             let start = position
             try need(4, .extensions, within: extensions.upperBound)
             let type = UInt16(byte(at: position)) << 8 | UInt16(byte(at: position + 1))
             position += 2
             let data = try vector(.extension(type), prefix: 2, within: extensions.upperBound)
-            seen.append((type, start))
+            try seen.insert(type, at: start)
             position = data.lowerBound
             switch type {
             case 0: hello.serverName = try serverName(in: data)
@@ -291,14 +305,7 @@ private struct ClientHelloParser {
             }
             position = data.upperBound
         }
-        if seen.count > 1 {
-            seen.sort { ($0.type, $0.offset) < ($1.type, $1.offset) }
-            var first: (type: UInt16, offset: Int)?
-            for (previous, next) in zip(seen, seen.dropFirst()) where previous.type == next.type {
-                if first == nil || next.offset < first!.offset { first = next }
-            }
-            if let first { throw ClientHelloError(reason: .duplicateExtension(first.type), offset: first.offset) }
-        }
+        try seen.check()
     }
 
     /// `server_name` (RFC 6066 3): a list of at least one entry, each a type and a name of 1 or
@@ -324,7 +331,7 @@ private struct ClientHelloParser {
                 let character = byte(at: offset)
                 guard (0x21...0x7E).contains(character) else { throw ClientHelloError(reason: .hostNameByte(character), offset: offset) }
             }
-            hostName = bytes.getString(at: bytes.readerIndex + name.lowerBound, length: name.count)
+            hostName = text(name)
         }
         return hostName
     }
@@ -339,10 +346,12 @@ private struct ClientHelloParser {
         guard list.count >= 2 else { throw ClientHelloError(reason: .length(.protocolNameList, list.count), offset: list.lowerBound - 2) }
         position = list.lowerBound
         var names: [String] = []
+        // One allocation for the list: usually two names (h2, http/1.1), rarely more.
+        names.reserveCapacity(4)
         while position < list.upperBound {
             let name = try vector(.protocolName, prefix: 1, within: list.upperBound)
             guard !name.isEmpty else { throw ClientHelloError(reason: .length(.protocolName, 0), offset: name.lowerBound - 1) }
-            names.append(bytes.getString(at: bytes.readerIndex + name.lowerBound, length: name.count)!)
+            names.append(text(name))
         }
         return names
     }
@@ -369,6 +378,53 @@ private struct ClientHelloParser {
     }
 
     private func byte(at offset: Int) -> UInt8 {
-        bytes.getInteger(at: bytes.readerIndex + offset, as: UInt8.self)!
+        precondition(offset >= 0 && offset < end)
+        return bytes[offset]
+    }
+
+    /// The bytes in `range` as text (UTF-8, any invalid sequence replaced).
+    private func text(_ range: Range<Int>) -> String {
+        precondition(range.lowerBound >= 0 && range.upperBound <= end)
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+    }
+}
+
+/// The extension types of a ClientHello so far, to refuse a type that comes twice, at its second
+/// place: the first 64 (more than any client sends) on the stack, each compared with those
+/// before it, so a usual ClientHello allocates nothing for this; past 64, all of them in an
+/// array, sorted once at the end.
+private struct ExtensionTypes {
+    private var types = InlineArray<64, UInt16>(repeating: 0)
+    private var offsets = InlineArray<64, Int>(repeating: 0)
+    private var count = 0
+    private var more: [(type: UInt16, offset: Int)] = []
+
+    /// Adds the extension of `type` that starts at `offset`.
+    mutating func insert(_ type: UInt16, at offset: Int) throws(ClientHelloError) {
+        if count < 64 {
+            for index in 0..<count where types[index] == type {
+                throw ClientHelloError(reason: .duplicateExtension(type), offset: offset)
+            }
+            types[count] = type
+            offsets[count] = offset
+            count += 1
+            return
+        }
+        if more.isEmpty {
+            more.reserveCapacity(128)
+            for index in 0..<count { more.append((types[index], offsets[index])) }
+        }
+        more.append((type, offset))
+    }
+
+    /// Past 64 extensions: throws for the type that comes again first.
+    func check() throws(ClientHelloError) {
+        guard !more.isEmpty else { return }
+        let sorted = more.sorted { ($0.type, $0.offset) < ($1.type, $1.offset) }
+        var first: (type: UInt16, offset: Int)?
+        for (previous, next) in zip(sorted, sorted.dropFirst()) where previous.type == next.type {
+            if first == nil || next.offset < first!.offset { first = next }
+        }
+        if let first { throw ClientHelloError(reason: .duplicateExtension(first.type), offset: first.offset) }
     }
 }
