@@ -16,17 +16,21 @@ struct MultiplexHarness {
     let events: NIOLoopBoundBox<[String]>
     let multiplexer: NetProxyService
 
-    init(detectTimeout: Duration = .seconds(5), maxPendingDetections: Int = 256) {
+    init(
+        detectTimeout: Duration = .seconds(5), maxPendingDetections: Int = 256,
+        routes: [MultiplexServiceConfiguration.DetectedProtocol: String] = Self.routes, tlsRoutes: [MultiplexServiceConfiguration.TLSRoute] = []
+    ) {
         fixture = ListenerFixture(loop: loop)
         let events = NIOLoopBoundBox([String](), eventLoop: loop)
         self.events = events
         var services: [String: NetProxyService] = [:]
-        for name in Self.routes.values.sorted() + ["other-svc"] {
+        for name in Set(routes.values).union(tlsRoutes.map(\.service)).sorted() + ["other-svc"] {
             services[name] = NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
                 try channel.pipeline.syncOperations.addHandler(ServiceRecorder(info, events: events))
             }
         }
-        var configuration = MultiplexServiceConfiguration(routes: Self.routes, defaultService: "other-svc")
+        var configuration = MultiplexServiceConfiguration(routes: routes, defaultService: "other-svc")
+        configuration.tlsRoutes = tlsRoutes
         configuration.detectTimeout = detectTimeout
         configuration.maxPendingDetections = maxPendingDetections
         multiplexer = NetProxyService.multiplex(name: "mux", configuration, services: services, context: fixture.context)

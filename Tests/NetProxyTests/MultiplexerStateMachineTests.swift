@@ -28,6 +28,13 @@ import Testing
 
     static func bytes(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 
+    /// The decision for one of the test services, by the protocol its name starts with
+    /// (`other-svc`: the default).
+    static func decided(_ service: String) -> MultiplexDecision {
+        let name = String(service.prefix { $0 != "-" })
+        return MultiplexDecision(service: service, by: MultiplexDecision.Reason(rawValue: name) ?? .default)
+    }
+
     /// How many more connections `count` takes now; it is left as it was.
     static func free(_ count: PendingCount) -> Int {
         var taken = 0
@@ -47,7 +54,7 @@ import Testing
         #expect(machine.received == Self.bytes("<stre"))
         #expect(
             machine.channelRead(Self.bytes("am:stream>"))
-                == .handOff(service: "xmpp-svc", received: Self.bytes("<stream:stream>"), inputClosed: false))
+                == .handOff(Self.decided("xmpp-svc"), received: Self.bytes("<stream:stream>"), inputClosed: false))
         #expect(machine.state == .handedOff)
         #expect(machine.received == nil)
     }
@@ -75,7 +82,7 @@ import Testing
         #expect(machine.state == .detecting)
         #expect(
             machine.channelRead(ByteBuffer(bytes: [bytes[decidedAt - 1]]))
-                == .handOff(service: service, received: ByteBuffer(bytes: bytes.prefix(decidedAt)), inputClosed: false))
+                == .handOff(Self.decided(service), received: ByteBuffer(bytes: bytes.prefix(decidedAt)), inputClosed: false))
         #expect(machine.state == .handedOff)
     }
 
@@ -83,7 +90,8 @@ import Testing
     @Test func aProtocolWithoutARouteGoesToTheDefault() {
         var machine = Self.machine(routes: [.http: "http-svc"])
         #expect(machine.channelActive() == .startDetecting)
-        #expect(machine.channelRead(Self.bytes("SSH-2.0")) == .handOff(service: "other-svc", received: Self.bytes("SSH-2.0"), inputClosed: false))
+        #expect(
+            machine.channelRead(Self.bytes("SSH-2.0")) == .handOff(Self.decided("other-svc"), received: Self.bytes("SSH-2.0"), inputClosed: false))
     }
 
     /// The end of the client's input decides for the default service, which gets the bytes so far
@@ -91,11 +99,11 @@ import Testing
     @Test func theEndOfInputDecidesForTheDefault() {
         var machine = Self.detectingMachine()
         #expect(machine.channelRead(Self.bytes("GE")) == .none)
-        #expect(machine.inputClosed() == .handOff(service: "other-svc", received: Self.bytes("GE"), inputClosed: true))
+        #expect(machine.inputClosed() == .handOff(Self.decided("other-svc"), received: Self.bytes("GE"), inputClosed: true))
         #expect(machine.state == .handedOff)
 
         var silent = Self.detectingMachine()
-        #expect(silent.inputClosed() == .handOff(service: "other-svc", received: nil, inputClosed: true))
+        #expect(silent.inputClosed() == .handOff(Self.decided("other-svc"), received: nil, inputClosed: true))
     }
 
     /// `detect_timeout` hands the connection to the default service with what it sent, if
@@ -103,10 +111,12 @@ import Testing
     @Test func theDetectTimeoutDecidesForTheDefault() {
         var machine = Self.detectingMachine()
         #expect(machine.channelRead(Self.bytes("GE")) == .none)
-        #expect(machine.detectTimeout() == .handOff(service: "other-svc", received: Self.bytes("GE"), inputClosed: false))
+        #expect(
+            machine.detectTimeout() == .handOff(MultiplexDecision(service: "other-svc", by: .timeout), received: Self.bytes("GE"), inputClosed: false)
+        )
 
         var silent = Self.detectingMachine()
-        #expect(silent.detectTimeout() == .handOff(service: "other-svc", received: nil, inputClosed: false))
+        #expect(silent.detectTimeout() == .handOff(MultiplexDecision(service: "other-svc", by: .timeout), received: nil, inputClosed: false))
     }
 
     // MARK: Every state
@@ -137,9 +147,11 @@ import Testing
         Transition(.idle, .channelInactive, .none, .closed),
 
         Transition(.detecting, .channelActive, .none, .detecting),
-        Transition(.detecting, .decisiveRead, .handOff(service: "ssh-svc", received: bytes("SSH-"), inputClosed: false), .handedOff),
-        Transition(.detecting, .inputClosed, .handOff(service: "other-svc", received: nil, inputClosed: true), .handedOff),
-        Transition(.detecting, .detectTimeout, .handOff(service: "other-svc", received: nil, inputClosed: false), .handedOff),
+        Transition(.detecting, .decisiveRead, .handOff(Self.decided("ssh-svc"), received: bytes("SSH-"), inputClosed: false), .handedOff),
+        Transition(.detecting, .inputClosed, .handOff(Self.decided("other-svc"), received: nil, inputClosed: true), .handedOff),
+        Transition(
+            .detecting, .detectTimeout, .handOff(MultiplexDecision(service: "other-svc", by: .timeout), received: nil, inputClosed: false), .handedOff
+        ),
         Transition(.detecting, .channelInactive, .stopDetecting, .closed),
 
         Transition(.handedOff, .channelActive, .none, .handedOff),
@@ -184,7 +196,7 @@ import Testing
             #expect(machine.channelActive() == .startDetecting)
         case .handedOff:
             #expect(machine.channelActive() == .startDetecting)
-            #expect(machine.channelRead(Self.bytes("GET ")) == .handOff(service: "http-svc", received: Self.bytes("GET "), inputClosed: false))
+            #expect(machine.channelRead(Self.bytes("GET ")) == .handOff(Self.decided("http-svc"), received: Self.bytes("GET "), inputClosed: false))
         case .rejected:
             #expect(detecting.enter())
             #expect(machine.channelActive() == .reject)
@@ -223,7 +235,7 @@ import Testing
         #expect(Self.free(detecting) == 0)
 
         // Handed off: its place is free, and its close gives nothing back twice.
-        #expect(first.channelRead(Self.bytes("SSH-")) == .handOff(service: "ssh-svc", received: Self.bytes("SSH-"), inputClosed: false))
+        #expect(first.channelRead(Self.bytes("SSH-")) == .handOff(Self.decided("ssh-svc"), received: Self.bytes("SSH-"), inputClosed: false))
         #expect(Self.free(detecting) == 1)
         #expect(first.channelInactive() == .none)
         #expect(Self.free(detecting) == 1)

@@ -136,7 +136,8 @@ extension JSONInput {
         }
     }
 
-    /// `multiplex_services`: name -> `{"routes": {protocol: service}, "default", "detect_timeout"}`.
+    /// `multiplex_services`: name -> `{"routes": {protocol: service}, "tls_routes": [{"sni",
+    /// "alpn", "service"}], "default", "detect_timeout"}`.
     func multiplexServices(_ key: String) throws(NetProxyConfigurationError) -> [String: MultiplexServiceConfiguration] {
         try services(key, required: "default", known: MultiplexServiceConfiguration.keys) { defaultService, path throws(NetProxyConfigurationError) in
             MultiplexServiceConfiguration(routes: [:], defaultService: try defaultService.string(path))
@@ -153,6 +154,24 @@ extension JSONInput {
                         throw NetProxyConfigurationError("\(path): unknown protocol \"\(protocolName)\" (known: \(known))")
                     }
                     service.routes[proto] = try routes[protocolName]!.string("\(path).\(protocolName)")
+                }
+            case "tls_routes":
+                service.tlsRoutes = try value.list(path, of: "rules") { rule, rulePath throws(NetProxyConfigurationError) in
+                    var route = MultiplexServiceConfiguration.TLSRoute(service: "")
+                    var hasService = false
+                    try rule.fields(rulePath, known: ["sni", "alpn", "service"]) { field, value, fieldPath throws(NetProxyConfigurationError) in
+                        switch field {
+                        case "sni": route.serverName = try value.string(fieldPath)
+                        case "alpn": route.applicationProtocol = try value.string(fieldPath)
+                        case "service":
+                            route.service = try value.string(fieldPath)
+                            hasService = true
+                        default: return false
+                        }
+                        return true
+                    }
+                    guard hasService else { throw NetProxyConfigurationError("\(rulePath): \"service\" is missing") }
+                    return route
                 }
             default: return false
             }
@@ -307,7 +326,7 @@ extension ForwardServiceConfiguration {
 
 extension MultiplexServiceConfiguration {
     /// The keys of a `multiplex_services` entry.
-    package static let keys = ["default", "routes", "detect_timeout", "idle_timeout", "max_pending_detections"]
+    package static let keys = ["default", "routes", "tls_routes", "detect_timeout", "idle_timeout", "max_pending_detections"]
 }
 
 extension ProxyUnixSocket {

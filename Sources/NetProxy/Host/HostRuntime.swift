@@ -54,7 +54,7 @@ struct HostRuntime: Sendable {
                 }
             }
             try NetProxyConfiguration.checkCount(multiplex.maxPendingDetections, "multiplex_services.\(name).max_pending_detections")
-            let routes = multiplex.routes.sorted { $0.key.name < $1.key.name }.map { ("routes.\($0.key.name)", $0.value) }
+            let routes = try multiplex.checkedServices("multiplex_services.\(name)")
             for (key, target) in routes + [("default", multiplex.defaultService)] where routable[target] == nil {
                 let kind = configuration.multiplexServices[target] == nil ? "an unknown service" : "another multiplexer"
                 throw NetProxyConfigurationError(

@@ -119,6 +119,13 @@ struct HostMetrics: Sendable {
             label: "netproxy_forward_failures_total", dimensions: [("service", service), ("reason", reason)], factory: factory)
     }
 
+    /// `netproxy_multiplex_routed_total{service,by}`: connections a multiplexer handed to
+    /// `service`, chosen `by` (`alpn`, `sni`, `tls`, `http`, `xmpp`, `ssh`, `default`, `timeout`).
+    /// A multiplex service makes its counters when it is made, so they are exported from zero.
+    func multiplexRouted(service: String, by: String) -> CoreMetrics.Counter {
+        CoreMetrics.Counter(label: "netproxy_multiplex_routed_total", dimensions: [("service", service), ("by", by)], factory: factory)
+    }
+
     /// A listener's series (connections open, timeouts, connections closed at a limit), all
     /// exported from zero. Made when the listener is bound.
     func listener(_ label: String) -> ListenerMetrics {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 
@@ -43,6 +44,12 @@ public struct MultiplexServiceConfiguration: Hashable, Sendable {
 
     /// `routes`: the service for each protocol.
     public var routes: [DetectedProtocol: String]
+    /// `tls_routes`: rules that choose the service for a TLS connection by its ClientHello's
+    /// server name and application protocols, in order, before `routes.tls`. With rules, a TLS
+    /// connection stays under detection until its whole ClientHello has come; one that cannot be
+    /// read, or is longer than 16 KiB and a record header, or is not whole at
+    /// ``detectTimeout``, goes to ``defaultService``. Empty: TLS is told by its first bytes.
+    public var tlsRoutes: [TLSRoute] = []
     /// `default`: the service for anything else, and for clients silent for ``detectTimeout``.
     public var defaultService: String
     /// `detect_timeout`, in seconds in the file: how long a silent client waits before the default service
@@ -146,11 +153,13 @@ extension NetProxyService {
         context: HostContext
     ) -> NetProxyService {
         let detecting = PendingCount(limit: configuration.maxPendingDetections)
+        let router = TLSRouter(configuration.tlsRoutes)
+        let counters = MultiplexCounters(configuration, metrics: context.metrics)
         var service = NetProxyService(name: name, allowsHalfClosure: true) { channel, info in
             try channel.pipeline.syncOperations.addHandler(
                 Multiplexer(
-                    configuration: configuration, info: info, services: services, detecting: detecting, asyncConnections: context.asyncConnections,
-                    logger: context.logger))
+                    configuration: configuration, router: router, info: info, services: services, detecting: detecting, counters: counters,
+                    asyncConnections: context.asyncConnections, logger: context.logger))
         }
         service.idleTimeout = configuration.idleTimeout.map(\.timeAmount)
         return service
@@ -173,22 +182,25 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
     private let info: ConnectionInfo
     private let services: [String: NetProxyService]
     private let detecting: PendingCount
+    private let counters: MultiplexCounters
     private let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
     private let logger: Logger
     private var machine: MultiplexerStateMachine
     private var timeout: NIOScheduledCallback?
 
     init(
-        configuration: MultiplexServiceConfiguration, info: ConnectionInfo, services: [String: NetProxyService], detecting: PendingCount,
-        asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+        configuration: MultiplexServiceConfiguration, router: TLSRouter, info: ConnectionInfo, services: [String: NetProxyService],
+        detecting: PendingCount, counters: MultiplexCounters, asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
     ) {
         self.configuration = configuration
         self.info = info
         self.services = services
         self.detecting = detecting
+        self.counters = counters
         self.asyncConnections = asyncConnections
         self.logger = logger
-        machine = MultiplexerStateMachine(routes: configuration.routes, defaultService: configuration.defaultService, detecting: detecting)
+        machine = MultiplexerStateMachine(
+            routes: configuration.routes, tlsRouter: router, defaultService: configuration.defaultService, detecting: detecting)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -208,9 +220,10 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
             startDetectTimeout(context: context)
         case .stopDetecting:
             timeout?.cancel()
-        case .handOff(let name, let received, let inputClosed):
+        case .handOff(let decision, let received, let inputClosed):
             timeout?.cancel()
-            hand(to: name, received: received, inputClosed: inputClosed, context: context)
+            counters.count(decision)
+            hand(to: decision, received: received, inputClosed: inputClosed, context: context)
         case .none:
             break
         }
@@ -243,17 +256,20 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         perform(machine.detectTimeout(), context: context)
     }
 
-    /// Gives the connection to the service `name` as if it had been accepted for it: activated,
+    /// Gives the connection to the service decided as if it had been accepted for it: activated,
     /// then the bytes held, then the end of input if it came.
-    private func hand(to name: String, received: ByteBuffer?, inputClosed: Bool, context: ChannelHandlerContext) {
+    private func hand(to decision: MultiplexDecision, received: ByteBuffer?, inputClosed: Bool, context: ChannelHandlerContext) {
         // The host checked every route at start-up.
+        let name = decision.service
         let service = services[name]!
         var info = self.info
         info.service = name
         guard service.take(context.channel, info, asyncConnections: asyncConnections, logger: logger) else {
             return context.close(promise: nil)
         }
-        logger.debug("multiplexed to \(name) on port \(info.port): client \(info.source.displayText)", metadata: info.loggerMetadata)
+        logger.debug(
+            "multiplexed to \(name) on port \(info.port) by \(decision.logText(configuration.tlsRoutes)): client \(info.source.displayText)",
+            metadata: info.loggerMetadata)
         if !service.allowsHalfClosure && !inputClosed {
             try? context.channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: false)
         }
@@ -287,3 +303,61 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension Multiplexer: Sendable {}
+
+/// A multiplex service's `netproxy_multiplex_routed_total{service,by}` counters, one for each
+/// service its configuration can choose and each reason it can be chosen for, made with the
+/// service so that they are exported from zero and counting takes no lock.
+struct MultiplexCounters: Sendable {
+    private struct Key: Hashable {
+        var service: String
+        var by: MultiplexDecision.Reason
+    }
+
+    private let metrics: HostMetrics
+    private let counters: [Key: CoreMetrics.Counter]
+
+    init(_ configuration: MultiplexServiceConfiguration, metrics: HostMetrics) {
+        var keys: Set<Key> = [Key(service: configuration.defaultService, by: .default), Key(service: configuration.defaultService, by: .timeout)]
+        for (proto, service) in configuration.routes {
+            keys.insert(Key(service: service, by: MultiplexDecision.Reason(rawValue: proto.name)!))
+        }
+        for rule in TLSRouter(configuration.tlsRoutes).rules {
+            keys.insert(Key(service: rule.service, by: rule.by))
+        }
+        var counters: [Key: CoreMetrics.Counter] = [:]
+        for key in keys {
+            counters[key] = metrics.multiplexRouted(service: key.service, by: key.by.rawValue)
+        }
+        self.metrics = metrics
+        self.counters = counters
+    }
+
+    func count(_ decision: MultiplexDecision) {
+        let key = Key(service: decision.service, by: decision.by)
+        (counters[key] ?? metrics.multiplexRouted(service: key.service, by: key.by.rawValue)).increment()
+    }
+}
+
+extension MultiplexDecision {
+    /// Why, for the hand-over's log line: `http`, `timeout`, `tls_routes[0] (alpn xmpp-client)`
+    /// with the ClientHello's name and protocols, `default (a ClientHello that cannot be read,
+    /// at byte 43: ...)`.
+    func logText(_ rules: [MultiplexServiceConfiguration.TLSRoute]) -> String {
+        var text: String
+        if let rule {
+            let route = rules[rule]
+            let parts = [route.serverName.map { "sni \($0)" }, route.applicationProtocol.map { "alpn \($0)" }].compactMap { $0 }
+            text = "tls_routes[\(rule)] (\(parts.joined(separator: ", ")))"
+        } else {
+            text = by.rawValue
+        }
+        if let clientHelloError {
+            text += " (a ClientHello that cannot be read, \(clientHelloError))"
+        } else if let clientHello {
+            let name = clientHello.serverName.map { "name \($0)" } ?? "no name"
+            let protocols = clientHello.applicationProtocols.isEmpty ? "no ALPN" : "ALPN \(clientHello.applicationProtocols.joined(separator: ","))"
+            text += " (ClientHello: \(name), \(protocols)\(clientHello.offersEncryptedClientHello ? ", ECH" : ""))"
+        }
+        return text
+    }
+}
