@@ -148,9 +148,21 @@ import Testing
         #expect(ConnectionRecord.value("unix:/run/my socket") == #""unix:/run/my socket""#)
         #expect(ConnectionRecord.value("a\"b\\c\nd=e") == #""a\"b\\c\nd=e""#)
         #expect(ConnectionRecord.value("") == #""""#)
-        #expect(ConnectionRecord.milliseconds(0.0004) == "0.000")
-        #expect(ConnectionRecord.milliseconds(12.3456) == "12.346")
-        #expect(ConnectionRecord.milliseconds(1) == "1.000")
+        func text(_ write: (inout ByteBuffer) -> Void) -> String {
+            var buffer = ByteBuffer()
+            write(&buffer)
+            return String(buffer: buffer)
+        }
+        #expect(text { ConnectionRecord.writeSeconds(400_000, into: &$0) } == "0.000")
+        #expect(text { ConnectionRecord.writeSeconds(12_345_600_000, into: &$0) } == "12.346")
+        #expect(text { ConnectionRecord.writeSeconds(1_000_000_000, into: &$0) } == "1.000")
+        #expect(text { ConnectionRecord.writeNumber(0, into: &$0) } == "0")
+        #expect(text { ConnectionRecord.writeNumber(65535, into: &$0) } == "65535")
+        #expect(text { ConnectionRecord.writeAddress(try! SocketAddress(ipAddress: "2001:db8::1", port: 443), into: &$0) } == "[2001:db8::1]:443")
+        #expect(text { ConnectionRecord.writeAddress(try! SocketAddress(ipAddress: "192.0.2.1", port: 9), into: &$0) } == "192.0.2.1:9")
+        #expect(text { ConnectionRecord.writeAddress(nil, into: &$0) } == "-")
+        let timestamp = text { ConnectionRecord.writeTimestamp(into: &$0) }
+        #expect(timestamp.count == 24 && timestamp.hasSuffix("Z") && timestamp.dropFirst(10).first == "T", "\(timestamp)")
     }
 
     /// The log file is never a link or a FIFO: the start fails, naming the key.

@@ -335,6 +335,11 @@ public final class NetProxyHost: Service, Sendable {
         for channel in remaining {
             try? await channel.close()
         }
+        // The close's own future completes before the handlers are removed (when each records its
+        // access log line); the close future after.
+        for channel in remaining {
+            try? await channel.closeFuture.get()
+        }
         refusals.flush()
         // Every connection has recorded its line: each closed before its close future completed.
         await context.accessLog.finish()

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Foundation
 import Logging
+import NIOCore
 
 #if canImport(Glibc)
     import Glibc
@@ -16,15 +17,23 @@ import Logging
 /// Lines wait in one buffer of at most ``bufferLimit`` bytes; past it a line is dropped and
 /// counted in `netproxy_access_log_dropped_total`, rather than memory growing without bound
 /// while the destination does not keep up. The destination is replaced at each reload (a
-/// rotated file is followed by a new one); lines still waiting go to the new one.
+/// rotated file is followed by a new one); lines recorded before go to the one they were
+/// recorded for.
 final class AccessLog: @unchecked Sendable {
     /// The most bytes that may wait to be written.
     static let bufferLimit = 1 << 20
+    /// Lines are written in batches: when this much waits, or ``flushInterval`` after the last
+    /// write. Waking the writer for each line would cost a thread switch and a system call per
+    /// connection.
+    static let batchSize = 64 * 1024
+    static let flushInterval = 0.1
 
     private let condition = NSCondition()
     // Guarded by `condition`.
-    private var pending: [UInt8] = []
+    private var pending = ByteBuffer()
     private var destination: AccessLogFile?
+    /// Lines still waiting for a destination a reload replaced.
+    private var retired: [(AccessLogFile, ByteBuffer)] = []
     private var writerRunning = false
     private var finished: CheckedContinuation<Void, Never>?
     private var failing = false
@@ -48,6 +57,10 @@ final class AccessLog: @unchecked Sendable {
     func use(_ file: AccessLogFile?) {
         condition.lock()
         defer { condition.unlock() }
+        if let old = destination, pending.readableBytes > 0 {
+            retired.append((old, pending))
+            pending = ByteBuffer()
+        }
         destination = file
         if file != nil && !writerRunning {
             writerRunning = true
@@ -56,17 +69,17 @@ final class AccessLog: @unchecked Sendable {
         condition.signal()
     }
 
-    /// Queues `line` (which ends with a newline) for writing.
-    func record(_ line: String) {
+    /// Queues the line `write` writes (ending with a newline) straight into the buffer.
+    func record(_ write: (inout ByteBuffer) -> Void) {
         condition.lock()
         guard destination != nil else { return condition.unlock() }
-        guard pending.count + line.utf8.count <= Self.bufferLimit else {
+        guard pending.readableBytes < Self.bufferLimit else {
             condition.unlock()
             dropped.increment()
             return
         }
-        pending.append(contentsOf: line.utf8)
-        condition.signal()
+        write(&pending)
+        if pending.readableBytes >= Self.batchSize { condition.signal() }
         condition.unlock()
     }
 
@@ -88,14 +101,17 @@ final class AccessLog: @unchecked Sendable {
     private func writeUntilFinished() {
         while true {
             condition.lock()
-            while pending.isEmpty && finished == nil {
-                condition.wait()
-            }
+            // A batch, or whatever waits once the interval has passed (an idle log wakes ten
+            // times a second to find nothing).
+            let due = Date(timeIntervalSinceNow: Self.flushInterval)
+            while pending.readableBytes < Self.batchSize && finished == nil && condition.wait(until: due) {}
+            let earlier = retired
+            retired = []
             let chunk = pending
-            pending.removeAll(keepingCapacity: pending.capacity <= 64 * 1024)
+            pending = ByteBuffer()
             // Held until written, even if a reload replaces it meanwhile.
             let file = destination
-            if chunk.isEmpty, let finished {
+            if chunk.readableBytes == 0, earlier.isEmpty, let finished {
                 destination = nil
                 writerRunning = false
                 self.finished = nil
@@ -103,19 +119,23 @@ final class AccessLog: @unchecked Sendable {
                 return finished.resume()
             }
             condition.unlock()
-            guard let file else { continue }
-            let error = file.append(chunk)
-            condition.lock()
-            let wasFailing = failing
-            failing = error != nil
-            condition.unlock()
-            if let error {
-                // Said once per run of failures, not once per lost chunk.
-                if !wasFailing {
-                    logger.error("access log \(file.name): cannot write (\(String(cString: strerror(error)))); lines are lost until it can")
-                }
-                dropped.increment(by: Int64(chunk.count(where: { $0 == 0x0A })))
+            for (file, lines) in earlier { write(lines, to: file) }
+            if let file, chunk.readableBytes > 0 { write(chunk, to: file) }
+        }
+    }
+
+    private func write(_ chunk: ByteBuffer, to file: AccessLogFile) {
+        let error = file.append(chunk)
+        condition.lock()
+        let wasFailing = failing
+        failing = error != nil
+        condition.unlock()
+        if let error {
+            // Said once per run of failures, not once per lost chunk.
+            if !wasFailing {
+                logger.error("access log \(file.name): cannot write (\(String(cString: strerror(error)))); lines are lost until it can")
             }
+            dropped.increment(by: Int64(chunk.readableBytesView.count(where: { $0 == 0x0A })))
         }
     }
 }
@@ -162,10 +182,10 @@ final class AccessLogFile: Sendable {
     }
 
     /// Writes all of `bytes`; the errno that stopped it, if one did.
-    func append(_ bytes: [UInt8]) -> CInt? {
+    func append(_ bytes: ByteBuffer) -> CInt? {
         var offset = 0
-        while offset < bytes.count {
-            let count = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+        while offset < bytes.readableBytes {
+            let count = bytes.withUnsafeReadableBytes { write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
             if count < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN {

@@ -1,4 +1,6 @@
 import NIOCore
+import NIOProxyProtocol
+import ProxyProtocol
 
 #if canImport(Glibc)
     import Glibc
@@ -53,22 +55,110 @@ final class ConnectionRecord {
         self.reason = reason
     }
 
-    /// Queues the line, at `now` on the event loop's clock.
+    /// Queues the line, at `now` on the event loop's clock. Written byte by byte into the log's
+    /// buffer: formatting through strings cost more than the rest of a short connection's
+    /// bookkeeping.
     func write(now: NIODeadline) {
-        let duration = Double((now - started).nanoseconds) / 1e9
-        var client = "-"
-        var proxy = "-"
-        if let known = self.client {
-            client = known.displayText
-            if proxied, let peer { proxy = peer.displayText }
-        } else if let peer {
+        let nanoseconds = (now - started).nanoseconds
+        log.record { line in
+            line.writeStaticString("time=")
+            Self.writeTimestamp(into: &line)
+            line.writeStaticString(" listener=")
+            Self.writeValue(listener, into: &line)
+            line.writeStaticString(" service=")
+            if let service { line.writeString(service) } else { line.writeStaticString("-") }
             // Ended before the header said who the client was: the peer is the proxy.
-            if isProxyListener { proxy = peer.displayText } else { client = peer.displayText }
+            let client = self.client ?? (isProxyListener ? nil : peer)
+            let proxy = self.client == nil ? (isProxyListener ? peer : nil) : (proxied ? peer : nil)
+            line.writeStaticString(" client=")
+            Self.writeAddress(client, into: &line)
+            line.writeStaticString(" proxy=")
+            Self.writeAddress(proxy, into: &line)
+            line.writeStaticString(" target=")
+            Self.writeAddress(target, into: &line)
+            line.writeStaticString(" bytes_in=")
+            Self.writeNumber(bytesIn, into: &line)
+            line.writeStaticString(" bytes_out=")
+            Self.writeNumber(bytesOut, into: &line)
+            line.writeStaticString(" duration=")
+            Self.writeSeconds(nanoseconds, into: &line)
+            line.writeStaticString(" end=")
+            line.writeString(end ?? "closed")
+            line.writeStaticString(" reason=")
+            line.writeString(reason ?? "-")
+            line.writeStaticString("\n")
         }
-        var line = "time=\(Self.timestamp()) listener=\(Self.value(listener)) service=\(service ?? "-") client=\(Self.value(client))"
-        line += " proxy=\(Self.value(proxy)) target=\(Self.value(target?.displayText ?? "-")) bytes_in=\(bytesIn) bytes_out=\(bytesOut)"
-        line += " duration=\(Self.milliseconds(duration)) end=\(end ?? "closed") reason=\(reason ?? "-")\n"
-        log.record(line)
+    }
+
+    /// An IP address and port as `192.0.2.1:443` or `[2001:db8::1]:443`; a UNIX peer as a
+    /// quoted value when it needs quotes; `-` for none.
+    static func writeAddress(_ address: SocketAddress?, into line: inout ByteBuffer) {
+        guard let address else {
+            line.writeStaticString("-")
+            return
+        }
+        guard let port = address.port else { return writeValue(address.displayText, into: &line) }
+        switch ProxyIPAddress(address) {
+        case .v4(let ip)?:
+            ip.writeText(into: &line)
+        case .v6(let ip)?:
+            line.writeStaticString("[")
+            ip.writeText(into: &line)
+            line.writeStaticString("]")
+        case nil:
+            return writeValue(address.displayText, into: &line)
+        }
+        line.writeStaticString(":")
+        writeNumber(port, into: &line)
+    }
+
+    static func writeNumber(_ number: Int, into line: inout ByteBuffer) {
+        if number >= 10 { writeNumber(number / 10, into: &line) }
+        line.writeInteger(UInt8(ascii: "0") + UInt8(number % 10))
+    }
+
+    /// `number` in `width` digits, zeros first.
+    static func writePadded(_ number: Int, width: Int, into line: inout ByteBuffer) {
+        var divisor = 1
+        for _ in 1..<width { divisor *= 10 }
+        while divisor > 0 {
+            line.writeInteger(UInt8(ascii: "0") + UInt8(number / divisor % 10))
+            divisor /= 10
+        }
+    }
+
+    /// Seconds with three decimals: `0.004`, `12.500`.
+    static func writeSeconds(_ nanoseconds: Int64, into line: inout ByteBuffer) {
+        let thousandths = Int((nanoseconds + 500_000) / 1_000_000)
+        writeNumber(thousandths / 1000, into: &line)
+        line.writeStaticString(".")
+        writePadded(thousandths % 1000, width: 3, into: &line)
+    }
+
+    /// Now in UTC, to the millisecond: `2026-12-04T20:41:07.123Z`.
+    static func writeTimestamp(into line: inout ByteBuffer) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        writePadded(Int(parts.tm_year) + 1900, width: 4, into: &line)
+        for (separator, value) in [
+            (UInt8(ascii: "-"), parts.tm_mon + 1), (UInt8(ascii: "-"), parts.tm_mday), (UInt8(ascii: "T"), parts.tm_hour),
+            (UInt8(ascii: ":"), parts.tm_min), (UInt8(ascii: ":"), parts.tm_sec),
+        ] {
+            line.writeInteger(separator)
+            writePadded(Int(value), width: 2, into: &line)
+        }
+        line.writeStaticString(".")
+        writePadded(now.tv_nsec / 1_000_000, width: 3, into: &line)
+        line.writeStaticString("Z")
+    }
+
+    /// A logfmt value: as it is, or quoted when it holds a space, a quote, an equals sign, a
+    /// backslash or a control character (a UNIX socket's path may).
+    static func writeValue(_ text: String, into line: inout ByteBuffer) {
+        line.writeString(value(text))
     }
 
     /// A short name for what failed a connection: the system's error name, or the error's type.
@@ -103,27 +193,6 @@ final class ConnectionRecord {
             }
         }
         return quoted + "\""
-    }
-
-    /// Seconds with three decimals: `0.004`, `12.500`.
-    static func milliseconds(_ seconds: Double) -> String {
-        let thousandths = Int((seconds * 1000).rounded())
-        let fraction = String(thousandths % 1000)
-        return "\(thousandths / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
-    }
-
-    /// Now in UTC, to the millisecond: `2026-12-04T20:41:07.123Z`.
-    static func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var seconds = now.tv_sec
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        let milliseconds = Int(now.tv_nsec / 1_000_000)
-        let fraction = milliseconds < 10 ? "00\(milliseconds)" : milliseconds < 100 ? "0\(milliseconds)" : "\(milliseconds)"
-        return
-            "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(fraction)Z"
     }
 }
 
