@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Connection rate of netproxy's PROXY ports against nginx's stream module, on loopback.
 #
-#   Benchmarks/compare.sh [--streams] [--csv FILE] [--runs N] [--connections N] [--concurrency N]
+#   Benchmarks/compare.sh [--streams] [--access-log] [--csv FILE] [--runs N] [--connections N] [--concurrency N]
 #
 # Rows: nginx PROXY v2, nginx PROXY v1, nginx plain, netproxy PROXY v2, netproxy PROXY v1,
 # netproxy regular. Each connection sends its header (if any), reads a one-line answer naming the
@@ -12,6 +12,9 @@
 # of the server's TCP work in the load generator's context, so that CPU figure counts only
 # what runs in the server's own threads (its code and its system calls). The table (markdown)
 # goes to standard output and OUT/compare.md, every run to the CSV file.
+#
+# --access-log adds two rows, a second netproxy with "access_log" set (a file in the work
+# directory): "netproxy+log PROXY v2" and "v1", and their ratios to the rows without it.
 #
 # --streams instead measures echo throughput through netproxy: STREAM_BYTES (1 GiB) in all
 # over 1 connection and over 16, on a PROXY port (v2 header) and on a regular port; every byte
@@ -38,6 +41,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 mode=connections
 csv=""
+access_log=0
 CONNECTIONS=${CONNECTIONS:-20000}
 CONCURRENCY=${CONCURRENCY:-64}
 RUNS=${RUNS:-3}
@@ -49,6 +53,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
         --streams) mode=streams ;;
+        --access-log) access_log=1 ;;
         --csv | --runs | --connections | --concurrency)
             (($# >= 2)) || { echo "compare.sh: $1 needs a value" >&2; exit 2; }
             case "$1" in
@@ -156,9 +161,12 @@ start_netproxy() { # CONFIG_JSON NAME
     exit 1
 }
 
-netproxy_config() { # REGULAR_PORT PROXY_PORT SERVICE
+netproxy_config() { # REGULAR_PORT PROXY_PORT SERVICE [ACCESS_LOG]
+    local access_log_entry=""
+    [ -n "${4:-}" ] && access_log_entry="\"access_log\": \"$4\","
     cat <<EOF
 {
+  $access_log_entry
   "interfaces": ["127.0.0.1"],
   "$3_ports": [$1],
   "proxy_port_mappings": { "$2": "$3" },
@@ -198,6 +206,15 @@ if [ "$mode" = connections ]; then
     ports=("$nginx_proxy_port" "$nginx_proxy_port" "$nginx_plain_port" "$netproxy_proxy_port" "$netproxy_proxy_port" "$netproxy_regular_port")
     headers=(v2 v1 none v2 v1 none)
     servers=("$nginx_pid" "$nginx_pid" "$nginx_pid" "$netproxy_pid" "$netproxy_pid" "$netproxy_pid")
+    if [ "$access_log" = 1 ]; then
+        logged_regular_port=$(free_port)
+        logged_proxy_port=$(free_port)
+        start_netproxy "$(netproxy_config "$logged_regular_port" "$logged_proxy_port" whoami "$work/access.log")" netproxy-logged
+        rows+=("netproxy+log PROXY v2" "netproxy+log PROXY v1")
+        ports+=("$logged_proxy_port" "$logged_proxy_port")
+        headers+=(v2 v1)
+        servers+=("$netproxy_pid" "$netproxy_pid")
+    fi
     declare -A best best_p50 best_p99 cpu
     echo "row,server,header,run,conns,errors,seconds,conn_per_s,p50_us,p90_us,p99_us,max_us,reply_bytes_min,reply_bytes_max,server_cpu_us_per_conn" >"$csv"
     echo "$CONNECTIONS connections per run, $CONCURRENCY in flight, $THREADS generator threads; warm-up, then best of $RUNS" >&2
@@ -238,8 +255,12 @@ if [ "$mode" = connections ]; then
         echo
         echo "| ratio | conn/s | server CPU µs/conn |"
         echo "| --- | ---: | ---: |"
-        for pair in "3 0 netproxy PROXY v2 / nginx PROXY v2" "4 1 netproxy PROXY v1 / nginx PROXY v1" \
-            "3 5 netproxy PROXY v2 / netproxy regular" "0 2 nginx PROXY v2 / nginx plain"; do
+        pairs=("3 0 netproxy PROXY v2 / nginx PROXY v2" "4 1 netproxy PROXY v1 / nginx PROXY v1"
+            "3 5 netproxy PROXY v2 / netproxy regular" "0 2 nginx PROXY v2 / nginx plain")
+        if [ "$access_log" = 1 ]; then
+            pairs+=("6 3 netproxy+log PROXY v2 / netproxy PROXY v2" "7 4 netproxy+log PROXY v1 / netproxy PROXY v1")
+        fi
+        for pair in "${pairs[@]}"; do
             set -- $pair
             a=$1 b=$2
             shift 2
