@@ -78,7 +78,7 @@ import Testing
             let fields = Self.fields(line)
             #expect(
                 fields.keys.sorted() == [
-                    "bytes_in", "bytes_out", "client", "duration", "end", "listener", "proxy", "reason", "service", "target", "time",
+                    "bytes_in", "bytes_out", "client", "duration", "end", "listener", "proxy", "reason", "route", "service", "target", "time",
                 ],
                 "\(line)")
             #expect(fields["time"]?.hasSuffix("Z") == true && fields["time"]?.count == 24, "\(line)")
@@ -140,6 +140,29 @@ import Testing
         let current = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
         #expect(rotated.map { Self.fields($0)["bytes_in"] } == ["3"])
         #expect(current.map { Self.fields($0)["bytes_in"] } == ["4"])
+    }
+
+    /// A multiplexed connection names the service it was handed to, and how it was chosen.
+    @Test func aMultiplexedConnectionNamesItsRoute() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("netproxy-access-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let log = directory.appendingPathComponent("access.log").path
+        let running = try await RunningHost(
+            #"""
+            {"interfaces": ["127.0.0.1"], "access_log": "\#(log)", "echo_ports": [], "whoami_ports": [],
+             "mx_ports": [0], "multiplex_services": {"mx": {"default": "echo", "routes": {"http": "whoami"}}}}
+            """#)
+        let port = running.port(.service("mx"))
+        let reply = try await LoopbackClient.exchange(port: port, send: Array("GET / HTTP/1.0\r\n\r\n".utf8))
+        #expect(reply.first == UInt8(ascii: "{"))
+        await running.stop()
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 1)
+        let fields = lines.first.map(Self.fields) ?? [:]
+        #expect(fields["service"] == "whoami")
+        #expect(fields["route"] == "mx:http")
+        #expect(fields["bytes_out"] == "\(reply.count)")
     }
 
     /// Values with spaces, quotes or control characters are quoted, as logfmt readers expect.

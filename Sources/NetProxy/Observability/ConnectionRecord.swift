@@ -30,6 +30,8 @@ final class ConnectionRecord {
     /// Whether a header named the client (the peer is then its proxy).
     var proxied = false
     var target: SocketAddress?
+    /// How a multiplexer chose ``service``: `edge:http`, `edge:tls_routes[0]`, `edge:default`.
+    var route: String?
     /// Bytes read from the client, and written to it.
     var bytesIn = 0
     var bytesOut = 0
@@ -70,6 +72,8 @@ final class ConnectionRecord {
             // Ended before the header said who the client was: the peer is the proxy.
             let client = self.client ?? (isProxyListener ? nil : peer)
             let proxy = self.client == nil ? (isProxyListener ? peer : nil) : (proxied ? peer : nil)
+            line.writeStaticString(" route=")
+            if let route { line.writeString(route) } else { line.writeStaticString("-") }
             line.writeStaticString(" client=")
             Self.writeAddress(client, into: &line)
             line.writeStaticString(" proxy=")

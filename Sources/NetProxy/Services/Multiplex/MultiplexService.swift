@@ -264,6 +264,10 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         let service = services[name]!
         var info = self.info
         info.service = name
+        if let record = ConnectionGuard.find(in: context.pipeline.syncOperations)?.record {
+            record.route = "\(record.service ?? self.info.service):\(decision.rule.map { "tls_routes[\($0)]" } ?? decision.by.rawValue)"
+            record.service = name
+        }
         guard service.take(context.channel, info, asyncConnections: asyncConnections, logger: logger) else {
             return context.close(promise: nil)
         }
