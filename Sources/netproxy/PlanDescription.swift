@@ -106,7 +106,11 @@ struct PlanDescription {
             return text + ", connect within \(Self.seconds(forward.connectTimeout))"
         }
         if let multiplex = configuration.multiplexServices[name] {
-            let routes = multiplex.routes.sorted { $0.key.name < $1.key.name }.map { "\($0.key) -> \($0.value)" }
+            let rules = multiplex.tlsRoutes.enumerated().map { index, rule in
+                let match = [rule.serverName.map { "sni \($0)" }, rule.applicationProtocol.map { "alpn \($0)" }].compactMap { $0 }
+                return "tls_routes[\(index)] (\(match.joined(separator: ", "))) -> \(rule.service)"
+            }
+            let routes = rules + multiplex.routes.sorted { $0.key.name < $1.key.name }.map { "\($0.key) -> \($0.value)" }
             let known = routes.isEmpty ? "" : routes.joined(separator: ", ") + "; "
             return
                 "\(name): multiplex: \(known)anything else, or silence for \(Self.seconds(multiplex.detectTimeout)), -> \(multiplex.defaultService)"

@@ -47,7 +47,8 @@ import Testing
              "proxy_unix_sockets": {"\#(socketPath)": {"service": "mx", "mode": "0660"}},
              "forward_services": {"fw": {"target": ["127.0.0.1:5222", "[::1]:5222"], "send_proxy": "v2", "pass_tlvs": true,
                                          "crc32c": true, "transparent": true}},
-             "multiplex_services": {"mx": {"default": "echo", "routes": {"xmpp": "fw", "http": "whoami"}, "detect_timeout": 2}},
+             "multiplex_services": {"mx": {"default": "echo", "routes": {"xmpp": "fw", "http": "whoami"}, "detect_timeout": 2,
+                                            "tls_routes": [{"sni": "*.chat.example.org", "alpn": "xmpp-client", "service": "fw"}]}},
              "echo_ports": [], "whoami_ports": [], "metrics_port": 9100}
             """#)
         defer { try? FileManager.default.removeItem(at: file) }
@@ -64,7 +65,7 @@ import Testing
                   PROXY on unix:\(socketPath) -> mx
                       socket file mode 0660 (who may connect)
                       header v1 or v2 within 10 s
-                      mx: multiplex: http -> whoami, xmpp -> fw; anything else, or silence for 2 s, -> echo
+                      mx: multiplex: tls_routes[0] (sni *.chat.example.org, alpn xmpp-client) -> fw, http -> whoami, xmpp -> fw; anything else, or silence for 2 s, -> echo
                   metrics on 127.0.0.1:9100, [::1]:9100
 
                 """)
