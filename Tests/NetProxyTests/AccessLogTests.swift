@@ -1,4 +1,7 @@
+import CoreMetrics
 import Foundation
+import Logging
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import TestSupport
@@ -163,6 +166,32 @@ import Testing
         #expect(fields["service"] == "whoami")
         #expect(fields["route"] == "mx:http")
         #expect(fields["bytes_out"] == "\(reply.count)")
+    }
+
+    /// A destination that takes nothing (a pipe nobody reads) costs lines, counted, and never
+    /// holds up the end: the shutdown's wait for the writer gives up.
+    @Test func aStuckDestinationNeverHoldsUpTheEnd() async throws {
+        var ends: [CInt] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        let metrics = TestMetrics()
+        let log = AccessLog(dropped: CoreMetrics.Counter(label: "dropped", factory: metrics), logger: Logger(label: "test"))
+        log.use(AccessLogFile(name: "pipe", descriptor: ends[1], ownsDescriptor: true))
+        let line = String(repeating: "x", count: 999) + "\n"
+        // 4 MiB offered: the pipe takes 64 KiB, the buffer 1 MiB, the rest is dropped.
+        for _ in 0..<4096 {
+            log.record { $0.writeString(line) }
+        }
+        await log.finish(timeout: 0.3)
+        let dropped = try metrics.expectCounter("dropped").totalValue
+        #expect(dropped > 2000 && dropped < 4096, "\(dropped)")
+        // Read what the pipe holds, so that the writer's last write returns and it ends.
+        _ = fcntl(ends[0], F_SETFL, O_NONBLOCK)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        for _ in 0..<50 {
+            while read(ends[0], &buffer, buffer.count) > 0 {}
+            usleep(10_000)
+        }
     }
 
     /// Values with spaces, quotes or control characters are quoted, as logfmt readers expect.

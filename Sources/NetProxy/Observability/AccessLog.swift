@@ -36,6 +36,8 @@ final class AccessLog: @unchecked Sendable {
     private var retired: [(AccessLogFile, ByteBuffer)] = []
     private var writerRunning = false
     private var finished: CheckedContinuation<Void, Never>?
+    /// Set when the shutdown stops waiting: the writer ends once its write returns, if ever.
+    private var stopping = false
     private var failing = false
 
     private let dropped: CoreMetrics.Counter
@@ -84,8 +86,10 @@ final class AccessLog: @unchecked Sendable {
     }
 
     /// Writes what waits, turns the log off and ends the writer: at the end of a shutdown,
-    /// once every connection has recorded its line.
-    func finish() async {
+    /// once every connection has recorded its line. Waits `timeout` at most: a destination that
+    /// takes nothing (a pipe nobody reads, a stuck disk) loses its last lines rather than
+    /// holding the process up.
+    func finish(timeout: Double = 2) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             condition.lock()
             guard writerRunning else {
@@ -95,6 +99,17 @@ final class AccessLog: @unchecked Sendable {
             finished = continuation
             condition.signal()
             condition.unlock()
+            DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [self] in
+                condition.lock()
+                let waiting = finished
+                finished = nil
+                if waiting != nil {
+                    stopping = true
+                    destination = nil
+                }
+                condition.unlock()
+                waiting?.resume()
+            }
         }
     }
 
@@ -104,7 +119,15 @@ final class AccessLog: @unchecked Sendable {
             // A batch, or whatever waits once the interval has passed (an idle log wakes ten
             // times a second to find nothing).
             let due = Date(timeIntervalSinceNow: Self.flushInterval)
-            while pending.readableBytes < Self.batchSize && finished == nil && condition.wait(until: due) {}
+            while pending.readableBytes < Self.batchSize && finished == nil && !stopping && condition.wait(until: due) {}
+            if stopping {
+                writerRunning = false
+                stopping = false
+                pending = ByteBuffer()
+                retired = []
+                condition.unlock()
+                return
+            }
             let earlier = retired
             retired = []
             let chunk = pending
@@ -147,7 +170,7 @@ final class AccessLogFile: Sendable {
     private let descriptor: CInt
     private let ownsDescriptor: Bool
 
-    private init(name: String, descriptor: CInt, ownsDescriptor: Bool) {
+    init(name: String, descriptor: CInt, ownsDescriptor: Bool) {
         self.name = name
         self.descriptor = descriptor
         self.ownsDescriptor = ownsDescriptor
