@@ -178,13 +178,15 @@ import Testing
         let log = AccessLog(dropped: CoreMetrics.Counter(label: "dropped", factory: metrics), logger: Logger(label: "test"))
         log.use(AccessLogFile(name: "pipe", descriptor: ends[1], ownsDescriptor: true))
         let line = String(repeating: "x", count: 999) + "\n"
-        // 4 MiB offered: the pipe takes 64 KiB, the buffer 1 MiB, the rest is dropped.
+        // 4 MiB offered: the pipe takes 64 KiB, the writer's stuck write 1 MiB at most; the rest is
+        // dropped, at once or when the shutdown gives up.
         for _ in 0..<4096 {
             log.record { $0.writeString(line) }
         }
         await log.finish(timeout: 0.3)
         let dropped = try metrics.expectCounter("dropped").totalValue
-        #expect(dropped > 2000 && dropped < 4096, "\(dropped)")
+        // All but what the writer holds in its stuck write (1 MiB at most) and what the pipe took.
+        #expect(dropped >= 4096 - (AccessLog.bufferLimit + 65536) / 1000 && dropped < 4096, "\(dropped)")
         // Read what the pipe holds, so that the writer's last write returns and it ends.
         _ = fcntl(ends[0], F_SETFL, O_NONBLOCK)
         var buffer = [UInt8](repeating: 0, count: 65536)

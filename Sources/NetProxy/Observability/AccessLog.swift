@@ -1,3 +1,4 @@
+import Atomics
 import CoreMetrics
 import Foundation
 import Logging
@@ -49,11 +50,9 @@ final class AccessLog: @unchecked Sendable {
     }
 
     /// Whether lines are written: a connection accepted while it is off keeps no record.
-    var isEnabled: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return destination != nil
-    }
+    var isEnabled: Bool { enabled.load(ordering: .relaxed) }
+    /// Whether ``destination`` is set, read without the lock at each accept.
+    private let enabled = ManagedAtomic(false)
 
     /// Writes to `file` from now on; `nil` turns the log off.
     func use(_ file: AccessLogFile?) {
@@ -64,6 +63,7 @@ final class AccessLog: @unchecked Sendable {
             pending = ByteBuffer()
         }
         destination = file
+        enabled.store(file != nil, ordering: .relaxed)
         if file != nil && !writerRunning {
             writerRunning = true
             Thread.detachNewThread { [self] in writeUntilFinished() }
@@ -103,11 +103,20 @@ final class AccessLog: @unchecked Sendable {
                 condition.lock()
                 let waiting = finished
                 finished = nil
+                var lost = 0
                 if waiting != nil {
                     stopping = true
                     destination = nil
+                    enabled.store(false, ordering: .relaxed)
+                    // What still waits will not be written: counted as dropped.
+                    for chunk in [pending] + retired.map(\.1) {
+                        lost += chunk.readableBytesView.count(where: { $0 == 0x0A })
+                    }
+                    pending = ByteBuffer()
+                    retired = []
                 }
                 condition.unlock()
+                if lost > 0 { dropped.increment(by: Int64(lost)) }
                 waiting?.resume()
             }
         }
@@ -136,6 +145,7 @@ final class AccessLog: @unchecked Sendable {
             let file = destination
             if chunk.readableBytes == 0, earlier.isEmpty, let finished {
                 destination = nil
+                enabled.store(false, ordering: .relaxed)
                 writerRunning = false
                 self.finished = nil
                 condition.unlock()

@@ -117,17 +117,24 @@ final class ConnectionRecord {
     }
 
     static func writeNumber(_ number: Int, into line: inout ByteBuffer) {
-        if number >= 10 { writeNumber(number / 10, into: &line) }
-        line.writeInteger(UInt8(ascii: "0") + UInt8(number % 10))
+        var digits = 1
+        var rest = number / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        line.writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { bytes in
+            put(max(0, number), at: 0, width: digits, into: bytes)
+            return digits
+        }
     }
 
-    /// `number` in `width` digits, zeros first.
-    static func writePadded(_ number: Int, width: Int, into line: inout ByteBuffer) {
-        var divisor = 1
-        for _ in 1..<width { divisor *= 10 }
-        while divisor > 0 {
-            line.writeInteger(UInt8(ascii: "0") + UInt8(number / divisor % 10))
-            divisor /= 10
+    /// Writes `number`'s last `width` digits at `offset`, zeros first.
+    private static func put(_ number: Int, at offset: Int, width: Int, into bytes: UnsafeMutableRawBufferPointer) {
+        var value = number
+        for index in stride(from: offset + width - 1, through: offset, by: -1) {
+            bytes[index] = UInt8(ascii: "0") + UInt8(value % 10)
+            value /= 10
         }
     }
 
@@ -135,28 +142,32 @@ final class ConnectionRecord {
     static func writeSeconds(_ nanoseconds: Int64, into line: inout ByteBuffer) {
         let thousandths = Int((nanoseconds + 500_000) / 1_000_000)
         writeNumber(thousandths / 1000, into: &line)
-        line.writeStaticString(".")
-        writePadded(thousandths % 1000, width: 3, into: &line)
+        line.writeWithUnsafeMutableBytes(minimumWritableBytes: 4) { bytes in
+            bytes[0] = UInt8(ascii: ".")
+            put(thousandths % 1000, at: 1, width: 3, into: bytes)
+            return 4
+        }
     }
 
-    /// Now in UTC, to the millisecond: `2026-12-04T20:41:07.123Z`.
+    /// Now in UTC, to the millisecond: `2026-12-04T20:41:07.123Z`, in one write.
     static func writeTimestamp(into line: inout ByteBuffer) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var seconds = now.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        writePadded(Int(parts.tm_year) + 1900, width: 4, into: &line)
-        for (separator, value) in [
-            (UInt8(ascii: "-"), parts.tm_mon + 1), (UInt8(ascii: "-"), parts.tm_mday), (UInt8(ascii: "T"), parts.tm_hour),
-            (UInt8(ascii: ":"), parts.tm_min), (UInt8(ascii: ":"), parts.tm_sec),
-        ] {
-            line.writeInteger(separator)
-            writePadded(Int(value), width: 2, into: &line)
+        line.writeWithUnsafeMutableBytes(minimumWritableBytes: 24) { bytes in
+            put(Int(parts.tm_year) + 1900, at: 0, width: 4, into: bytes)
+            put(Int(parts.tm_mon) + 1, at: 5, width: 2, into: bytes)
+            put(Int(parts.tm_mday), at: 8, width: 2, into: bytes)
+            put(Int(parts.tm_hour), at: 11, width: 2, into: bytes)
+            put(Int(parts.tm_min), at: 14, width: 2, into: bytes)
+            put(Int(parts.tm_sec), at: 17, width: 2, into: bytes)
+            put(now.tv_nsec / 1_000_000, at: 20, width: 3, into: bytes)
+            (bytes[4], bytes[7], bytes[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
+            (bytes[13], bytes[16], bytes[19], bytes[23]) = (UInt8(ascii: ":"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "Z"))
+            return 24
         }
-        line.writeStaticString(".")
-        writePadded(now.tv_nsec / 1_000_000, width: 3, into: &line)
-        line.writeStaticString("Z")
     }
 
     /// A logfmt value: as it is, or quoted when it holds a space, a quote, an equals sign, a
