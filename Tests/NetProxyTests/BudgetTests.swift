@@ -44,6 +44,27 @@ import Testing
         }
     }
 
+    /// How many of `sockets` echo a "ping" sent on each.
+    static func echoOnEach(_ sockets: [BlockingSocket]) async throws -> Int {
+        try await BlockingSocket.onThread {
+            var echoed = 0
+            for socket in sockets {
+                try socket.send(Array("ping".utf8))
+                var reply = [UInt8](repeating: 0, count: 4)
+                var received = 0
+                while received < 4 {
+                    let count = try reply.withUnsafeMutableBytes {
+                        try socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[received...]))
+                    }
+                    guard count > 0 else { break }
+                    received += count
+                }
+                if reply == Array("ping".utf8) { echoed += 1 }
+            }
+            return echoed
+        }
+    }
+
     static let v1Header = Array("PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\n".utf8)
 
     /// One echo exchange from `source`, with `prefix` first.
@@ -93,6 +114,8 @@ import Testing
         let (closedV6, openV6) = try await Self.openAndCountClosed(
             port: port, count: 4, from: "127.0.0.1", prefix: Self.header(from: "2001:db8::1"), expectedClosed: 0)
         #expect(closedV6 == 0)
+        // Each of the four answers: each was admitted, its place in the budget taken.
+        #expect(try await Self.echoOnEach(openV6) == 4)
         #expect(try await !Self.echoes(port: port, prefix: Self.header(from: "2001:db8::2")))
         #expect(try await Self.echoes(port: port, prefix: Self.header(from: "2001:db8:0:1::1")))
         for socket in openV6 { socket.close() }
