@@ -12,7 +12,7 @@ struct PlanDescription {
         var lines: [String] = []
         for group in groups {
             let first = group[0]
-            lines.append("  " + Self.headline(first, addresses: group.map(Self.address)))
+            lines.append("  " + first.description(at: group.map(\.addressText).joined(separator: ", ")))
             lines += details(first).map { "      " + $0 }
         }
         return lines.map { $0 + "\n" }.joined()
@@ -29,22 +29,6 @@ struct PlanDescription {
             }
         }
         return groups
-    }
-
-    private static func address(_ listener: ListenerPlan) -> String {
-        if let path = listener.path { return "unix:\(path)" }
-        guard let port = UInt16(exactly: listener.port), let ip = ProxyIPAddress(listener.host) else {
-            return "\(listener.host) port \(listener.port)"
-        }
-        return ProxyEndpoint(ip, port: port).description
-    }
-
-    private static func headline(_ listener: ListenerPlan, addresses: [String]) -> String {
-        let at = addresses.joined(separator: ", ")
-        let kind = listener.kind
-        if kind.isMetrics { return "metrics on \(at)" }
-        guard kind.isProxy else { return "\(kind.service ?? "") on \(at)" }
-        return "PROXY\(kind.isTLS ? "+TLS" : "") on \(at) -> \(kind.service ?? "(unmapped: connections closed after the header)")"
     }
 
     private func details(_ listener: ListenerPlan) -> [String] {

@@ -50,15 +50,23 @@ public struct ListenerPlan: Hashable, Sendable, CustomStringConvertible {
     /// The path of a UNIX socket listener (`proxy_unix_sockets`); `nil` for TCP.
     public var path: String? = nil
 
-    public var description: String {
+    public var description: String { description(at: addressText) }
+
+    /// Where it listens: `127.0.0.1:15222`, `[::1]:15222`, `unix:/path`.
+    package var addressText: String {
+        if let path { return "unix:\(path)" }
         // An out-of-range port (refused by the start-up checks) still prints, unformatted.
-        let endpoint = UInt16(exactly: port).flatMap { port in ProxyIPAddress(host).map { ProxyEndpoint($0, port: port) } }
-        let address = path.map { "unix:\($0)" } ?? endpoint?.description ?? "\(host) port \(port)"
+        guard let port = UInt16(exactly: port), let ip = ProxyIPAddress(host) else { return "\(host) port \(port)" }
+        return ProxyEndpoint(ip, port: port).description
+    }
+
+    /// What it is for, listening at `addresses` (one, or several of the same port).
+    package func description(at addresses: String) -> String {
         switch kind.base {
-        case .service(let name): return "\(name) on \(address)"
+        case .service(let name): return "\(name) on \(addresses)"
         case .proxy(let service, let tls):
-            return "PROXY\(tls ? "+TLS" : "") on \(address) -> \(service ?? "(unmapped: connections closed after the header)")"
-        case .metrics: return "metrics on \(address)"
+            return "PROXY\(tls ? "+TLS" : "") on \(addresses) -> \(service ?? "(unmapped: connections closed after the header)")"
+        case .metrics: return "metrics on \(addresses)"
         }
     }
 }
