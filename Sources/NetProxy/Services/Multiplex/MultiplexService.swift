@@ -159,7 +159,7 @@ extension NetProxyService {
             try channel.pipeline.syncOperations.addHandler(
                 Multiplexer(
                     configuration: configuration, router: router, info: info, services: services, detecting: detecting, counters: counters,
-                    asyncConnections: context.asyncConnections, logger: context.logger))
+                    asyncConnections: context.asyncConnections, accessLog: context.accessLog, logger: context.logger))
         }
         service.idleTimeout = configuration.idleTimeout.map(\.timeAmount)
         return service
@@ -184,14 +184,18 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
     private let detecting: PendingCount
     private let counters: MultiplexCounters
     private let asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation
+    /// Read before looking the connection's record up: with the log off, no lookup.
+    private let accessLog: AccessLog?
     private let logger: Logger
     private var machine: MultiplexerStateMachine
     private var timeout: NIOScheduledCallback?
 
     init(
         configuration: MultiplexServiceConfiguration, router: TLSRouter, info: ConnectionInfo, services: [String: NetProxyService],
-        detecting: PendingCount, counters: MultiplexCounters, asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation, logger: Logger
+        detecting: PendingCount, counters: MultiplexCounters, asyncConnections: AsyncStream<AsyncServiceConnection>.Continuation,
+        accessLog: AccessLog? = nil, logger: Logger
     ) {
+        self.accessLog = accessLog
         self.configuration = configuration
         self.info = info
         self.services = services
@@ -264,7 +268,7 @@ final class Multiplexer: ChannelInboundHandler, RemovableChannelHandler {
         let service = services[name]!
         var info = self.info
         info.service = name
-        if let record = ConnectionGuard.find(in: context.pipeline.syncOperations)?.record {
+        if accessLog?.isEnabled == true, let record = ConnectionGuard.find(in: context.pipeline.syncOperations)?.record {
             record.route = "\(record.service ?? self.info.service):\(decision.rule.map { "tls_routes[\($0)]" } ?? decision.by.rawValue)"
             record.service = name
         }
