@@ -432,7 +432,8 @@ extension LimitsReliabilityTests {
     /// closed before another opened; the descriptors, listed after it, keep only the sockets
     /// still held then.
     static func serverSockets(_ serve: ServeProcess, state: Int? = nil, remotePort: Int? = nil) -> [TCPSocket] {
-        let table = tcpSockets(of: serve.pid)
+        // In one state, a snapshot: what a test bounding sockets at once must count.
+        let table = state.map { tcpSockets(inState: $0) } ?? tcpSockets(of: serve.pid)
         let inodes = socketInodes(of: serve.pid)
         return table.filter { socket in
             inodes.contains(socket.inode) && (state == nil || socket.state == state) && (remotePort == nil || socket.remotePort == remotePort)
