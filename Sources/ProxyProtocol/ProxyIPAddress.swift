@@ -38,15 +38,19 @@ public struct ProxyIPv4Address: Hashable, Sendable, Comparable, CustomStringConv
         return String(buffer: text)
     }
 
+    /// The most bytes ``writeText(into:)`` writes: `255.255.255.255`.
+    package static let maximumTextLength = 15
+
     /// Writes the dotted-decimal text, without going through `String` (this is on every
     /// connection's JSON).
     package func writeText(into buffer: inout ByteBuffer) {
+        buffer.writeASCII(maximumLength: Self.maximumTextLength) { writeText(into: &$0) }
+    }
+
+    package func writeText(into writer: inout ASCIIWriter) {
         for shift in stride(from: 24, through: 0, by: -8) {
-            let part = UInt8(truncatingIfNeeded: rawValue >> UInt32(shift))
-            if part >= 100 { buffer.writeInteger(UInt8(ascii: "0") + part / 100) }
-            if part >= 10 { buffer.writeInteger(UInt8(ascii: "0") + part / 10 % 10) }
-            buffer.writeInteger(UInt8(ascii: "0") + part % 10)
-            if shift > 0 { buffer.writeInteger(UInt8(ascii: ".")) }
+            writer.appendDecimal(Int(UInt8(truncatingIfNeeded: rawValue >> UInt32(shift))))
+            if shift > 0 { writer.append(UInt8(ascii: ".")) }
         }
     }
 
@@ -127,12 +131,19 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
         return String(buffer: text)
     }
 
+    /// The most bytes ``writeText(into:)`` writes: eight groups of four digits and seven colons.
+    package static let maximumTextLength = 39
+
     /// Writes the RFC 5952 text, without going through `String` (this is on every connection's
     /// JSON).
     package func writeText(into buffer: inout ByteBuffer) {
+        buffer.writeASCII(maximumLength: Self.maximumTextLength) { writeText(into: &$0) }
+    }
+
+    package func writeText(into writer: inout ASCIIWriter) {
         if let v4 = ipv4Mapped {
-            buffer.writeStaticString("::ffff:")
-            v4.writeText(into: &buffer)
+            writer.append("::ffff:")
+            v4.writeText(into: &writer)
             return
         }
         // RFC 5952: compress the longest run of two or more zero groups, the first one on a tie.
@@ -154,19 +165,19 @@ public struct ProxyIPv6Address: Hashable, Sendable, Comparable, CustomStringConv
         var afterSeparator = true
         while index < 8 {
             if index == bestStart {
-                buffer.writeStaticString("::")
+                writer.append("::")
                 afterSeparator = true
                 index += bestLength
                 continue
             }
-            if !afterSeparator { buffer.writeInteger(UInt8(ascii: ":")) }
+            if !afterSeparator { writer.append(UInt8(ascii: ":")) }
             let group = group(index)
             var started = false
             for shift in stride(from: 12, through: 0, by: -4) {
                 let digit = UInt8(truncatingIfNeeded: group >> UInt16(shift)) & 0xF
                 if digit == 0 && !started && shift > 0 { continue }
                 started = true
-                buffer.writeInteger(digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10)
+                writer.append(digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10)
             }
             afterSeparator = false
             index += 1
