@@ -4,6 +4,7 @@ import Logging
 import MetricsTestKit
 import NIOCore
 import NIOPosix
+import ProxyProtocol
 import TestSupport
 import Testing
 
@@ -181,7 +182,7 @@ import Testing
         // 4 MiB offered: the pipe takes 64 KiB, the writer's stuck write 1 MiB at most; the rest is
         // dropped, at once or when the shutdown gives up.
         for _ in 0..<4096 {
-            log.record { $0.writeString(line) }
+            Array(line.utf8).withUnsafeBytes { log.record($0) }
         }
         await log.finish(timeout: 0.3)
         let dropped = try metrics.expectCounter("dropped").totalValue
@@ -198,25 +199,60 @@ import Testing
 
     /// Values with spaces, quotes or control characters are quoted, as logfmt readers expect.
     @Test func valuesAreQuotedWhenNeeded() {
-        #expect(ConnectionRecord.value("127.0.0.1:15222") == "127.0.0.1:15222")
-        #expect(ConnectionRecord.value("unix:/run/my socket") == #""unix:/run/my socket""#)
-        #expect(ConnectionRecord.value("a\"b\\c\nd=e") == #""a\"b\\c\nd=e""#)
-        #expect(ConnectionRecord.value("") == #""""#)
-        func text(_ write: (inout ByteBuffer) -> Void) -> String {
+        func text(_ write: (inout ASCIIWriter) -> Void) -> String {
             var buffer = ByteBuffer()
-            write(&buffer)
+            buffer.writeASCII(maximumLength: 256, write)
             return String(buffer: buffer)
         }
+        #expect(text { ConnectionRecord.writeValue("127.0.0.1:15222", into: &$0) } == "127.0.0.1:15222")
+        #expect(text { ConnectionRecord.writeValue("unix:/run/my socket", into: &$0) } == #""unix:/run/my socket""#)
+        #expect(text { ConnectionRecord.writeValue("a\"b\\c\nd=e", into: &$0) } == #""a\"b\\c\nd=e""#)
+        #expect(text { ConnectionRecord.writeValue("tab\there\u{7F}\u{1}é", into: &$0) } == #""tab\u{9}here\u{7f}\u{1}é""#)
+        #expect(text { ConnectionRecord.writeValue("", into: &$0) } == #""""#)
+        #expect(text { ConnectionRecord.writeValue(nil, into: &$0) } == "-")
         #expect(text { ConnectionRecord.writeSeconds(400_000, into: &$0) } == "0.000")
         #expect(text { ConnectionRecord.writeSeconds(12_345_600_000, into: &$0) } == "12.346")
         #expect(text { ConnectionRecord.writeSeconds(1_000_000_000, into: &$0) } == "1.000")
-        #expect(text { ConnectionRecord.writeNumber(0, into: &$0) } == "0")
-        #expect(text { ConnectionRecord.writeNumber(65535, into: &$0) } == "65535")
+        #expect(text { $0.appendDecimal(0) } == "0")
+        #expect(text { $0.appendDecimal(65535) } == "65535")
+        #expect(text { $0.appendDecimal(7, width: 3) } == "007")
         #expect(text { ConnectionRecord.writeAddress(try! SocketAddress(ipAddress: "2001:db8::1", port: 443), into: &$0) } == "[2001:db8::1]:443")
         #expect(text { ConnectionRecord.writeAddress(try! SocketAddress(ipAddress: "192.0.2.1", port: 9), into: &$0) } == "192.0.2.1:9")
         #expect(text { ConnectionRecord.writeAddress(nil, into: &$0) } == "-")
         let timestamp = text { ConnectionRecord.writeTimestamp(into: &$0) }
         #expect(timestamp.count == 24 && timestamp.hasSuffix("Z") && timestamp.dropFirst(10).first == "T", "\(timestamp)")
+    }
+
+    /// The longest line a record can make fits the room it reserves on the stack: every value
+    /// escaped byte by byte, addresses at their longest, the largest numbers.
+    @Test func theLongestLineFitsItsReservation() async throws {
+        var ends: [CInt] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        let log = AccessLog(dropped: CoreMetrics.Counter(label: "dropped", factory: TestMetrics()), logger: Logger(label: "test"))
+        log.use(AccessLogFile(name: "pipe", descriptor: ends[1], ownsDescriptor: true))
+        let worst = String(repeating: "\u{1F}", count: 40)
+        let escaped = "\"" + String(repeating: #"\u{1f}"#, count: 40) + "\""
+        let longest = try SocketAddress(ipAddress: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", port: 65535)
+        let socketPath = "/tmp/" + String(repeating: "\"", count: 90)
+        let started = NIODeadline.uptimeNanoseconds(0)
+        let record = ConnectionRecord(log: log, listener: worst, peer: longest, isProxyListener: true, started: started)
+        (record.service, record.route, record.client, record.proxied) = (worst, worst, longest, true)
+        record.target = try SocketAddress(unixDomainSocketPath: socketPath)
+        (record.bytesIn, record.bytesOut) = (.max, .max)
+        record.ended(worst, reason: worst)
+        record.write(now: .uptimeNanoseconds(.max))
+        await log.finish()
+        var bytes = [UInt8](repeating: 0, count: 65536)
+        let count = read(ends[0], &bytes, bytes.count)
+        let line = String(decoding: bytes[..<max(0, count)], as: UTF8.self)
+        let address = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65535"
+        let target = "\"unix:/tmp/" + String(repeating: #"\""#, count: 90) + "\""
+        let expected =
+            "listener=\(escaped) service=\(escaped) route=\(escaped) client=\(address) proxy=\(address) target=\(target)"
+            + " bytes_in=\(Int.max) bytes_out=\(Int.max) duration=9223372036.855"
+            + " end=\(escaped) reason=\(escaped)\n"
+        #expect(line.dropFirst("time=2026-12-04T20:41:07.123Z ".count) == expected[...], "\(line)")
     }
 
     /// The log file is never a link or a FIFO: the start fails, naming the key.

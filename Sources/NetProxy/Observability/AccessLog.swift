@@ -71,8 +71,8 @@ final class AccessLog: @unchecked Sendable {
         condition.signal()
     }
 
-    /// Queues the line `write` writes (ending with a newline) straight into the buffer.
-    func record(_ write: (inout ByteBuffer) -> Void) {
+    /// Queues `line`, which ends with a newline.
+    func record(_ line: UnsafeRawBufferPointer) {
         condition.lock()
         guard destination != nil else { return condition.unlock() }
         guard pending.readableBytes < Self.bufferLimit else {
@@ -80,7 +80,7 @@ final class AccessLog: @unchecked Sendable {
             dropped.increment()
             return
         }
-        write(&pending)
+        pending.writeBytes(line)
         if pending.readableBytes >= Self.batchSize { condition.signal() }
         condition.unlock()
     }
@@ -123,6 +123,9 @@ final class AccessLog: @unchecked Sendable {
     }
 
     private func writeUntilFinished() {
+        // The buffer written last, emptied: the next one lines go to, so that a batch does not
+        // grow a new buffer from nothing.
+        var spare = ByteBuffer()
         while true {
             condition.lock()
             // A batch, or whatever waits once the interval has passed (an idle log wakes ten
@@ -139,8 +142,8 @@ final class AccessLog: @unchecked Sendable {
             }
             let earlier = retired
             retired = []
-            let chunk = pending
-            pending = ByteBuffer()
+            var chunk = pending
+            pending = spare
             // Held until written, even if a reload replaces it meanwhile.
             let file = destination
             if chunk.readableBytes == 0, earlier.isEmpty, let finished {
@@ -154,6 +157,9 @@ final class AccessLog: @unchecked Sendable {
             condition.unlock()
             for (file, lines) in earlier { write(lines, to: file) }
             if let file, chunk.readableBytes > 0 { write(chunk, to: file) }
+            // One grown by a burst is let go rather than held for good.
+            chunk.clear()
+            spare = chunk.capacity <= 2 * Self.batchSize ? chunk : ByteBuffer()
         }
     }
 

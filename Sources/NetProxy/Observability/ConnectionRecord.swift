@@ -57,123 +57,155 @@ final class ConnectionRecord {
         self.reason = reason
     }
 
-    /// Queues the line, at `now` on the event loop's clock. Written byte by byte into the log's
-    /// buffer: formatting through strings cost more than the rest of a short connection's
-    /// bookkeeping.
+    /// Queues the line, at `now` on the event loop's clock. Formatted on the stack in one pass
+    /// (through strings it cost more than the rest of a short connection's bookkeeping), and
+    /// copied into the log's buffer under its lock.
     func write(now: NIODeadline) {
         let nanoseconds = (now - started).nanoseconds
-        log.record { line in
-            line.writeStaticString("time=")
+        // Ended before the header said who the client was: the peer is the proxy.
+        let client = self.client ?? (isProxyListener ? nil : peer)
+        let proxy = self.client == nil ? (isProxyListener ? peer : nil) : (proxied ? peer : nil)
+        let end = end ?? "closed"
+        let length =
+            Self.fixedLength + Self.maximumValueLength(listener) + Self.maximumValueLength(service) + Self.maximumValueLength(route)
+            + Self.maximumValueLength(end) + Self.maximumValueLength(reason) + Self.maximumAddressLength(client)
+            + Self.maximumAddressLength(proxy) + Self.maximumAddressLength(target)
+        withUnsafeTemporaryAllocation(byteCount: length, alignment: 1) { bytes in
+            var line = ASCIIWriter(bytes)
+            line.append("time=")
             Self.writeTimestamp(into: &line)
-            line.writeStaticString(" listener=")
+            line.append(" listener=")
             Self.writeValue(listener, into: &line)
-            line.writeStaticString(" service=")
-            if let service { line.writeString(service) } else { line.writeStaticString("-") }
-            // Ended before the header said who the client was: the peer is the proxy.
-            let client = self.client ?? (isProxyListener ? nil : peer)
-            let proxy = self.client == nil ? (isProxyListener ? peer : nil) : (proxied ? peer : nil)
-            line.writeStaticString(" route=")
-            if let route { line.writeString(route) } else { line.writeStaticString("-") }
-            line.writeStaticString(" client=")
+            line.append(" service=")
+            Self.writeValue(service, into: &line)
+            line.append(" route=")
+            Self.writeValue(route, into: &line)
+            line.append(" client=")
             Self.writeAddress(client, into: &line)
-            line.writeStaticString(" proxy=")
+            line.append(" proxy=")
             Self.writeAddress(proxy, into: &line)
-            line.writeStaticString(" target=")
+            line.append(" target=")
             Self.writeAddress(target, into: &line)
-            line.writeStaticString(" bytes_in=")
-            Self.writeNumber(bytesIn, into: &line)
-            line.writeStaticString(" bytes_out=")
-            Self.writeNumber(bytesOut, into: &line)
-            line.writeStaticString(" duration=")
+            line.append(" bytes_in=")
+            line.appendDecimal(bytesIn)
+            line.append(" bytes_out=")
+            line.appendDecimal(bytesOut)
+            line.append(" duration=")
             Self.writeSeconds(nanoseconds, into: &line)
-            line.writeStaticString(" end=")
-            line.writeString(end ?? "closed")
-            line.writeStaticString(" reason=")
-            line.writeString(reason ?? "-")
-            line.writeStaticString("\n")
+            line.append(" end=")
+            Self.writeValue(end, into: &line)
+            line.append(" reason=")
+            Self.writeValue(reason, into: &line)
+            line.append(UInt8(ascii: "\n"))
+            log.record(UnsafeRawBufferPointer(rebasing: bytes[..<line.count]))
         }
+    }
+
+    /// The line's keys, separators and numbers at their longest: the keys and spaces (about
+    /// 100), the time (24), two byte counts (20 digits each) and the duration (23).
+    static let fixedLength = 200
+
+    /// The most bytes a value takes: `-`, or each byte escaped (`\u{1f}`) between quotes.
+    static func maximumValueLength(_ text: String?) -> Int {
+        guard let text else { return 1 }
+        return text.utf8.count * 7 + 2
+    }
+
+    static func maximumAddressLength(_ address: SocketAddress?) -> Int {
+        guard let address else { return 1 }
+        guard address.port != nil, ProxyIPAddress(address) != nil else { return maximumValueLength(address.displayText) }
+        // `[` IPv6 `]:` port.
+        return ProxyIPv6Address.maximumTextLength + 8
     }
 
     /// An IP address and port as `192.0.2.1:443` or `[2001:db8::1]:443`; a UNIX peer as a
     /// quoted value when it needs quotes; `-` for none.
-    static func writeAddress(_ address: SocketAddress?, into line: inout ByteBuffer) {
-        guard let address else {
-            line.writeStaticString("-")
-            return
-        }
+    static func writeAddress(_ address: SocketAddress?, into line: inout ASCIIWriter) {
+        guard let address else { return line.append("-") }
         guard let port = address.port else { return writeValue(address.displayText, into: &line) }
         switch ProxyIPAddress(address) {
         case .v4(let ip)?:
             ip.writeText(into: &line)
         case .v6(let ip)?:
-            line.writeStaticString("[")
+            line.append("[")
             ip.writeText(into: &line)
-            line.writeStaticString("]")
+            line.append("]")
         case nil:
             return writeValue(address.displayText, into: &line)
         }
-        line.writeStaticString(":")
-        writeNumber(port, into: &line)
-    }
-
-    static func writeNumber(_ number: Int, into line: inout ByteBuffer) {
-        var digits = 1
-        var rest = number / 10
-        while rest > 0 {
-            digits += 1
-            rest /= 10
-        }
-        line.writeWithUnsafeMutableBytes(minimumWritableBytes: digits) { bytes in
-            put(max(0, number), at: 0, width: digits, into: bytes)
-            return digits
-        }
-    }
-
-    /// Writes `number`'s last `width` digits at `offset`, zeros first.
-    private static func put(_ number: Int, at offset: Int, width: Int, into bytes: UnsafeMutableRawBufferPointer) {
-        var value = number
-        for index in stride(from: offset + width - 1, through: offset, by: -1) {
-            bytes[index] = UInt8(ascii: "0") + UInt8(value % 10)
-            value /= 10
-        }
+        line.append(":")
+        line.appendDecimal(port)
     }
 
     /// Seconds with three decimals: `0.004`, `12.500`.
-    static func writeSeconds(_ nanoseconds: Int64, into line: inout ByteBuffer) {
-        let thousandths = Int((nanoseconds + 500_000) / 1_000_000)
-        writeNumber(thousandths / 1000, into: &line)
-        line.writeWithUnsafeMutableBytes(minimumWritableBytes: 4) { bytes in
-            bytes[0] = UInt8(ascii: ".")
-            put(thousandths % 1000, at: 1, width: 3, into: bytes)
-            return 4
-        }
+    static func writeSeconds(_ nanoseconds: Int64, into line: inout ASCIIWriter) {
+        let (whole, rest) = max(0, nanoseconds).quotientAndRemainder(dividingBy: 1_000_000)
+        let thousandths = Int(whole) + (rest >= 500_000 ? 1 : 0)
+        line.appendDecimal(thousandths / 1000)
+        line.append(".")
+        line.appendDecimal(thousandths % 1000, width: 3)
     }
 
-    /// Now in UTC, to the millisecond: `2026-12-04T20:41:07.123Z`, in one write.
-    static func writeTimestamp(into line: inout ByteBuffer) {
+    /// Now in UTC, to the millisecond: `2026-12-04T20:41:07.123Z`.
+    static func writeTimestamp(into line: inout ASCIIWriter) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var seconds = now.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        line.writeWithUnsafeMutableBytes(minimumWritableBytes: 24) { bytes in
-            put(Int(parts.tm_year) + 1900, at: 0, width: 4, into: bytes)
-            put(Int(parts.tm_mon) + 1, at: 5, width: 2, into: bytes)
-            put(Int(parts.tm_mday), at: 8, width: 2, into: bytes)
-            put(Int(parts.tm_hour), at: 11, width: 2, into: bytes)
-            put(Int(parts.tm_min), at: 14, width: 2, into: bytes)
-            put(Int(parts.tm_sec), at: 17, width: 2, into: bytes)
-            put(now.tv_nsec / 1_000_000, at: 20, width: 3, into: bytes)
-            (bytes[4], bytes[7], bytes[10]) = (UInt8(ascii: "-"), UInt8(ascii: "-"), UInt8(ascii: "T"))
-            (bytes[13], bytes[16], bytes[19], bytes[23]) = (UInt8(ascii: ":"), UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "Z"))
-            return 24
+        line.appendDecimal(Int(parts.tm_year) + 1900, width: 4)
+        line.append("-")
+        line.appendDecimal(Int(parts.tm_mon) + 1, width: 2)
+        line.append("-")
+        line.appendDecimal(Int(parts.tm_mday), width: 2)
+        line.append("T")
+        line.appendDecimal(Int(parts.tm_hour), width: 2)
+        line.append(":")
+        line.appendDecimal(Int(parts.tm_min), width: 2)
+        line.append(":")
+        line.appendDecimal(Int(parts.tm_sec), width: 2)
+        line.append(".")
+        line.appendDecimal(now.tv_nsec / 1_000_000, width: 3)
+        line.append("Z")
+    }
+
+    /// A logfmt value: `-` for none; as it is, or quoted when it holds a space, a quote, an
+    /// equals sign, a backslash or a control character (a UNIX socket's path or a service's
+    /// name may).
+    static func writeValue(_ text: String?, into line: inout ASCIIWriter) {
+        guard var text else { return line.append("-") }
+        text.withUTF8 { bytes in
+            guard !bytes.isEmpty else { return line.append("\"\"") }
+            guard !bytes.allSatisfy(isPlain) else { return line.append(UnsafeRawBufferPointer(bytes)) }
+            line.append(UInt8(ascii: "\""))
+            for byte in bytes {
+                switch byte {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                    line.append(UInt8(ascii: "\\"))
+                    line.append(byte)
+                case UInt8(ascii: "\n"):
+                    line.append("\\n")
+                case _ where byte < 0x20 || byte == 0x7F:
+                    line.append("\\u{")
+                    if byte >= 0x10 { line.append(hexDigit(byte >> 4)) }
+                    line.append(hexDigit(byte & 0xF))
+                    line.append("}")
+                default:
+                    // A space, an equals sign, or any byte of a longer UTF-8 scalar.
+                    line.append(byte)
+                }
+            }
+            line.append(UInt8(ascii: "\""))
         }
     }
 
-    /// A logfmt value: as it is, or quoted when it holds a space, a quote, an equals sign, a
-    /// backslash or a control character (a UNIX socket's path may).
-    static func writeValue(_ text: String, into line: inout ByteBuffer) {
-        line.writeString(value(text))
+    /// Whether `byte` may appear in an unquoted logfmt value.
+    private static func isPlain(_ byte: UInt8) -> Bool {
+        byte > 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "=") && byte != UInt8(ascii: "\\") && byte != 0x7F
+    }
+
+    private static func hexDigit(_ value: UInt8) -> UInt8 {
+        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
     }
 
     /// A short name for what failed a connection: the system's error name, or the error's type.
@@ -189,25 +221,6 @@ final class ConnectionRecord {
             }
         }
         return String(describing: type(of: error))
-    }
-
-    /// A logfmt value: as it is, or quoted when it holds a space, a quote, an equals sign, a
-    /// backslash or a control character (a UNIX socket's path may).
-    static func value(_ text: String) -> String {
-        guard !text.isEmpty else { return "\"\"" }
-        let plain = text.utf8.allSatisfy { $0 > 0x20 && $0 != 0x22 && $0 != 0x3D && $0 != 0x5C && $0 != 0x7F }
-        if plain { return text }
-        var quoted = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": quoted += "\\\""
-            case "\\": quoted += "\\\\"
-            case "\n": quoted += "\\n"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F: quoted += "\\u{\(String(scalar.value, radix: 16))}"
-            default: quoted.unicodeScalars.append(scalar)
-            }
-        }
-        return quoted + "\""
     }
 }
 
