@@ -6,12 +6,12 @@
 # Rows: nginx PROXY v2, nginx PROXY v1, nginx plain, netproxy PROXY v2, netproxy PROXY v1,
 # netproxy regular. Each connection sends its header (if any), reads a one-line answer naming the
 # client (nginx: `return "$proxy_protocol_addr $proxy_protocol_port\n"`; netproxy: whoami's JSON)
-# and closes. Both servers run at once, and the rows take turns: a warm-up run of each row,
-# then RUNS rounds; a row's rate and latencies come from its fastest run, its server CPU time
-# per connection (user + system) is the median of its runs. On loopback the kernel does part
-# of the server's TCP work in the load generator's context, so that CPU figure counts only
-# what runs in the server's own threads (its code and its system calls). The table (markdown)
-# goes to standard output and OUT/compare.md, every run to the CSV file.
+# and closes. Both servers run at once, and the rows take turns (backwards every other round):
+# a warm-up run of each row, then RUNS rounds; a row's rate and latencies come from its fastest
+# run, its server CPU time per connection (user + system) is the median of its runs. On loopback
+# the kernel does part of the server's TCP work in the load generator's context, so that CPU
+# figure counts only what runs in the server's own threads (its code and its system calls). The
+# table (markdown) goes to standard output and OUT/compare.md, every run to the CSV file.
 #
 # --access-log adds two rows, a second netproxy with "access_log" set (a file in the work
 # directory): "netproxy+log PROXY v2" and "v1", and their ratios to the rows without it.
@@ -218,8 +218,13 @@ if [ "$mode" = connections ]; then
     declare -A best best_p50 best_p99 cpu
     echo "row,server,header,run,conns,errors,seconds,conn_per_s,p50_us,p90_us,p99_us,max_us,reply_bytes_min,reply_bytes_max,server_cpu_us_per_conn" >"$csv"
     echo "$CONNECTIONS connections per run, $CONCURRENCY in flight, $THREADS generator threads; warm-up, then best of $RUNS" >&2
+    # Every other round goes through the rows backwards, so that no row always follows the same
+    # one: a server that has just been idle starts colder, which cost the row run after another
+    # server's about 2% (seen with two identical netproxy rows).
+    order=("${!rows[@]}")
     for run in $(seq 0 "$RUNS"); do
-        for i in "${!rows[@]}"; do
+        if ((run % 2 == 0)); then indices=("${order[@]}"); else indices=(); for ((k = ${#order[@]} - 1; k >= 0; k--)); do indices+=("${order[k]}"); done; fi
+        for i in "${indices[@]}"; do
             ticks_before=$(server_ticks "${servers[$i]}")
             line=$("$load" -p "${ports[$i]}" -x "${headers[$i]}" -n "$CONNECTIONS" -c "$CONCURRENCY" -t "$THREADS") || true
             ticks=$(($(server_ticks "${servers[$i]}") - ticks_before))
