@@ -218,13 +218,8 @@ if [ "$mode" = connections ]; then
     declare -A best best_p50 best_p99 cpu
     echo "row,server,header,run,conns,errors,seconds,conn_per_s,p50_us,p90_us,p99_us,max_us,reply_bytes_min,reply_bytes_max,server_cpu_us_per_conn" >"$csv"
     echo "$CONNECTIONS connections per run, $CONCURRENCY in flight, $THREADS generator threads; warm-up, then best of $RUNS" >&2
-    # Every other round goes through the rows backwards, so that no row always follows the same
-    # one: a server that has just been idle starts colder, which cost the row run after another
-    # server's about 2% (seen with two identical netproxy rows).
-    order=("${!rows[@]}")
     for run in $(seq 0 "$RUNS"); do
-        if ((run % 2 == 0)); then indices=("${order[@]}"); else indices=(); for ((k = ${#order[@]} - 1; k >= 0; k--)); do indices+=("${order[k]}"); done; fi
-        for i in "${indices[@]}"; do
+        for i in $(round_order "${#rows[@]}" "$run"); do
             ticks_before=$(server_ticks "${servers[$i]}")
             line=$("$load" -p "${ports[$i]}" -x "${headers[$i]}" -n "$CONNECTIONS" -c "$CONCURRENCY" -t "$THREADS") || true
             ticks=$(($(server_ticks "${servers[$i]}") - ticks_before))

@@ -28,10 +28,10 @@
 #          `"send_proxy": "v2"`, nginx `proxy_protocol on` (nginx writes version 1 only), to the
 #          PROXY-reading port, and load checks that each reply names the source address and
 #          port its own header claimed: the client's address went through end to end. The six
-#          rows take turns, a warm-up round and then RUNS rounds; conn/s, p50 and p99 come from
-#          a row's fastest run, the proxy's CPU time per connection (user + system of the
-#          proxy's own processes: HAProxy's, nginx's master and workers, netproxy's; from
-#          /proc/PID/stat) is the median of its runs.
+#          rows take turns (backwards every other round), a warm-up round and then RUNS
+#          rounds; conn/s, p50 and p99 come from a row's fastest run, the proxy's CPU time per
+#          connection (user + system of the proxy's own processes: HAProxy's, nginx's master
+#          and workers, netproxy's; from /proc/PID/stat) is the median of its runs.
 #   idle   Memory per idle forwarded connection. Benchmarks/hold.py opens IDLE_CONNECTIONS
 #          connections through one proxy at a time to the echo target; each sends its v2
 #          header and stays silent. Once the echo target holds all of them (counted with ss),
@@ -397,7 +397,7 @@ if wants rate; then
     declare -A best best_p50 best_p99 cpu
     echo "rate: $CONNECTIONS connections per run, $CONCURRENCY in flight, $THREADS generator threads; warm-up, then best of $RUNS" >&2
     for run in $(seq 0 "$RUNS"); do
-        for i in "${!rows[@]}"; do
+        for i in $(round_order "${#rows[@]}" "$run"); do
             pid=${proxy_pid[${rows[$i]}]}
             arguments=(-p "${ports[$i]}" -x v2 -n "$CONNECTIONS" -c "$CONCURRENCY" -t "$THREADS")
             # The plain target's line names the proxy, not the client: check only that it came.
@@ -529,7 +529,7 @@ if wants relay; then
     declare -A best_mb relay_cpu
     echo "relay: $STREAM_BYTES bytes per run each way; warm-up, then best of $RUNS" >&2
     for run in $(seq 0 "$RUNS"); do
-        for i in "${!rows[@]}"; do
+        for i in $(round_order "${#rows[@]}" "$run"); do
             pid=${proxy_pid[${rows[$i]}]}
             per_stream=$((STREAM_BYTES / streams[i]))
             ticks_before=$(proxy_ticks "$pid")
