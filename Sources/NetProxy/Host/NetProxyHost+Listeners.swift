@@ -110,6 +110,7 @@ extension NetProxyHost {
         ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: Self.listenBacklog)
+            .serverChannelOption(.maxMessagesPerRead, value: Self.acceptBatch)
             // Accepting starts once the configuration the listener belongs to is in force
             // (``startAccepting(_:)``); until then connections wait in the backlog.
             .serverChannelOption(.autoRead, value: false)
