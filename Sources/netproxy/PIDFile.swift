@@ -68,8 +68,10 @@ final class PIDFile {
     }
 
     /// The process ID of the running server that holds `path`: the process that holds the lock,
-    /// that the file names, and that runs this program. Anything else is refused, saying why.
-    static func runningServer(_ path: String) throws(CommandFailure) -> pid_t {
+    /// that the file names, and that runs this program, with the file's owner, read from the
+    /// file opened (not through its name again, which may have changed since). Anything else is
+    /// refused, saying why.
+    static func runningServer(_ path: String) throws(CommandFailure) -> (pid: pid_t, owner: uid_t) {
         let (descriptor, status) = try openRegularFile(path, flags: O_RDONLY, action: "read")
         defer { close(descriptor) }
         guard let bytes = content(descriptor) else { throw CommandFailure("cannot read the PID file \(path): \(String(cString: strerror(errno)))") }
@@ -109,7 +111,7 @@ final class PIDFile {
         guard baseName(program) == baseName(ours) else {
             throw CommandFailure("process \(pid), which \(path) names, is not \(baseName(ours)) (it runs \(program)): it was not signalled")
         }
-        return pid
+        return (pid, status.st_uid)
     }
 
     /// Opens `path` if it is a regular file (or, with `O_CREAT`, is not there yet): never through

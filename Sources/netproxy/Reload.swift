@@ -35,7 +35,7 @@ struct Reload: ParsableCommand {
     }
 
     func run() throws {
-        let pid = try PIDFile.runningServer(pidFile)
+        let (pid, owner) = try PIDFile.runningServer(pidFile)
         // Taken before the signal: an outcome that started later is the answer to it.
         let sent = ReloadOutcome.now()
         guard kill(pid, SIGHUP) == 0 else {
@@ -46,14 +46,10 @@ struct Reload: ParsableCommand {
             print("sent SIGHUP to process \(pid)")
             return
         }
-        var status = stat()
-        guard stat(pidFile, &status) == 0 else {
-            throw CommandFailure("sent SIGHUP to process \(pid), but \(pidFile) is gone: \(String(cString: strerror(errno)))")
-        }
         let path = ReloadOutcome.path(forPIDFile: pidFile)
         let deadline = sent + UInt64(timeout * 1e9)
         while ReloadOutcome.now() < deadline {
-            if let outcome = ReloadOutcome.load(from: path, owner: status.st_uid), outcome.started >= sent {
+            if let outcome = ReloadOutcome.load(from: path, owner: owner), outcome.started >= sent {
                 if let error = outcome.error {
                     throw CommandFailure("process \(pid) did not reload; the configuration in force is unchanged: \(error)")
                 }
