@@ -203,7 +203,7 @@ final class StandardOutputWriter: ChannelInboundHandler, Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        closed.fail(CommandFailure("connection failed: \(error)"))
+        closed.fail(CommandFailure("connection failed: \(ConnectFailure.describe(error))"))
         context.close(promise: nil)
     }
 }

@@ -116,4 +116,25 @@ import Testing
         #expect(output.status == 1)
         #expect(output.standardError == "error: cannot connect to 127.0.0.1:\(port): connection refused\n")
     }
+
+    /// A peer that resets the connection after the header: said in words, not in SwiftNIO's
+    /// description of the failed read.
+    @Test func reportsAResetConnection() async throws {
+        let listening = try ListeningSocket()
+        defer { listening.close() }
+        let port = listening.port
+        let resetter = Thread {
+            let accepted = accept(listening.descriptor, nil, nil)
+            guard accepted >= 0 else { return }
+            var buffer = [UInt8](repeating: 0, count: 64)
+            _ = read(accepted, &buffer, buffer.count)
+            var option = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(accepted, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+            close(accepted)
+        }
+        resetter.start()
+        let output = try await CommandRunner.run(["send", "127.0.0.1", "\(port)"])
+        #expect(output.status == 1)
+        #expect(output.standardError == "error: connection failed: connection reset by peer\n")
+    }
 }
