@@ -26,6 +26,14 @@ import Testing
                     ip addr add 10.9.9.9/32 dev lo
                     # A -> B -> A ...: the first hop back is refused.
                     printf x | \(curl) -s --max-time 5 telnet://127.0.0.1:7101; echo "loop: $?"
+                    # A client that keeps its socket after the loop's end: held by nobody either.
+                    said=$(mktemp)
+                    python3 -c 'import socket, time
+                    s = socket.create_connection(("127.0.0.1", 7101)); s.sendall(b"x"); s.settimeout(5)
+                    print("held:", s.recv(10), flush=True); time.sleep(10)' >"$said" &
+                    holder=$!
+                    for i in $(seq 100); do [ -s "$said" ] && break; sleep 0.05; done
+                    cat "$said"; rm -f "$said"
                     # A header smuggled through a plain relay into the PROXY port: refused, not trusted.
                     printf x | \(send) send --source 6.6.6.6:666 127.0.0.1 7103; echo "smuggled: $?"
                     for i in $(seq 100); do
@@ -34,13 +42,15 @@ import Testing
                         sleep 0.05
                     done
                     echo "$metrics" | grep -E '^netproxy_connections_rejected_total\\{reason="forward_loop"\\}|^netproxy_connections\\{' | grep -v ':9090' | sort
+                    kill $holder
                     """))
         #expect(status == 0, "\(output)")
         #expect(
             output == """
                 loop: 0
+                held: b''
                 smuggled: 0
-                netproxy_connections_rejected_total{reason="forward_loop"} 2
+                netproxy_connections_rejected_total{reason="forward_loop"} 3
                 netproxy_connections{listener="0.0.0.0:17000"} 0.0
                 netproxy_connections{listener="0.0.0.0:7101"} 0.0
                 netproxy_connections{listener="0.0.0.0:7102"} 0.0
