@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The forward hop: HAProxy, nginx and netproxy side by side, each taking connections with a PROXY
-# header and relaying them to the same target, on loopback.
+# The forward hop: HAProxy, nginx, netproxy and a bare SwiftNIO forwarder side by side, each taking
+# connections with a PROXY header and relaying them to the same target, on loopback.
 #
 #   Benchmarks/forward.sh [--parts LIST] [--csv FILE] [--runs N] [--connections N]
 #                         [--concurrency N] [--idle-connections N] [--stream-bytes N]
 #
-# The three proxies run at once, each reading a version 1 or 2 header from the client:
+# The four proxies run at once, each reading a version 2 header from the client:
 #   HAProxy  `bind ... accept-proxy`, `mode tcp`, `nbthread 2`, a `server` line per target
 #   nginx    stream module, `listen ... proxy_protocol`, `proxy_pass`, 2 workers, `access_log
 #            off`, `set_real_ip_from 127.0.0.0/8` (so the header's source is the client's);
 #            `proxy_half_close on` towards the echo target, which answers after the client's FIN
 #   netproxy `serve --config FILE --log-level LOG_LEVEL`, PROXY ports mapped to `forward`
 #            services (`target`, and `send_proxy` where the header is re-sent)
+#   floor    Benchmarks/floor (nio-forward-floor): the least a SwiftNIO program does for the same
+#            hop, with the socket settings netproxy uses and none of its work (no trust list,
+#            deadlines, budgets, metrics, log). HAProxy -> floor is what SwiftNIO and Swift cost;
+#            floor -> netproxy is what netproxy's own work costs
 # The targets run in processes of their own, whose CPU and memory are never counted:
 #   line     nginx stream, 2 workers: one port answers `$remote_addr $remote_port\n` and closes
 #            (for a plain forward, which tells the target nothing about the client); another
@@ -25,9 +29,10 @@
 #          (Benchmarks/load/load.c). Two sets of three rows. "plain forward": nothing is sent to
 #          the line target before the client's bytes; its line names the proxy, so load checks
 #          only that a reply came (-N). "header re-sent": HAProxy `send-proxy-v2`, netproxy
-#          `"send_proxy": "v2"`, nginx `proxy_protocol on` (nginx writes version 1 only), to the
+#          `"send_proxy": "v2"`, the floor the client's header as received, nginx
+#          `proxy_protocol on` (nginx writes version 1 only), to the
 #          PROXY-reading port, and load checks that each reply names the source address and
-#          port its own header claimed: the client's address went through end to end. The six
+#          port its own header claimed: the client's address went through end to end. The eight
 #          rows take turns (backwards every other round), a warm-up round and then RUNS
 #          rounds; conn/s, p50 and p99 come from a row's fastest run, the proxy's CPU time per
 #          connection (user + system of the proxy's own processes: HAProxy's, nginx's master
@@ -44,13 +49,16 @@
 #          that comes back. Best of RUNS after a warm-up round; the proxy's CPU time per GiB
 #          relayed (each way) is the median.
 #
-# Each part prints a markdown table with a `netproxy / HAProxy` column; the three go to
+# Each part prints a markdown table with `netproxy / HAProxy`, `floor / HAProxy` and
+# `netproxy / floor` columns; the three go to
 # OUT/forward.md, every run to OUT/forward.csv (or --csv FILE), the servers' configurations and
 # logs to OUT/servers.
 #
 # Environment (flags win):
 #   NETPROXY=path     a release netproxy to use instead of building one (swift build -c release
 #                     --product netproxy, plus SWIFT_BUILD_FLAGS, e.g. "--scratch-path DIR")
+#   FLOOR=path        a release nio-forward-floor to use instead of building one (the same way, in
+#                     Benchmarks/floor; SWIFT_NIO_PATH=dir builds it against that swift-nio copy)
 #   CONNECTIONS       connections per rate run (20000)   CONCURRENCY  in flight (64)
 #   RUNS              measured rounds (3)                 THREADS      load generator threads (2)
 #   IDLE_CONNECTIONS  connections held per proxy (4000)
@@ -171,8 +179,16 @@ if wants idle && ((IDLE_CONNECTIONS > proxy_maxconn - 64)); then
     exit 2
 fi
 
-# --- netproxy and the load generator ------------------------------------------------------------
+# --- netproxy, the floor and the load generator ------------------------------------------------
 build_tools
+if [ -z "${FLOOR:-}" ]; then
+    echo "building nio-forward-floor (release)..." >&2
+    # shellcheck disable=SC2086
+    (cd "$repo/Benchmarks/floor" && swift build -c release ${SWIFT_BUILD_FLAGS:-} >&2)
+    # shellcheck disable=SC2086
+    FLOOR=$(cd "$repo/Benchmarks/floor" && swift build -c release ${SWIFT_BUILD_FLAGS:-} --show-bin-path)/nio-forward-floor
+fi
+[ -x "$FLOOR" ] || { echo "forward.sh: $FLOOR is not an executable" >&2; exit 1; }
 
 # --- servers ------------------------------------------------------------------------------------
 
@@ -276,6 +292,19 @@ start_netproxy() { # NAME CONFIG_JSON
     exit 1
 }
 
+start_floor() { # PLAIN_PORT RESEND_PORT RELAY_PORT
+    local directory=$work/floor
+    mkdir -p "$directory"
+    "$FLOOR" "$1=$line_port" "$2=$line_proxy_port,resend" "$3=$echo_port" >"$directory/stdout.log" 2>&1 &
+    floor_pid=$!
+    pids+=("$floor_pid")
+    if ! wait_listening "$floor_pid" "$1" "$2" "$3"; then
+        echo "forward.sh: nio-forward-floor did not start:" >&2
+        tail -5 "$directory/stdout.log" >&2
+        exit 1
+    fi
+}
+
 # CPU time (utime + stime, in clock ticks) of a proxy: the process (all its threads) and its
 # children (nginx's workers).
 clock_ticks=$(getconf CLK_TCK)
@@ -311,8 +340,12 @@ field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), (b > 0 ? a / b : 0) }'; }
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
-table_row() { # LABEL HAPROXY NGINX NETPROXY
-    echo "| $1 | $2 | $3 | $4 | $(ratio "$4" "$2") |"
+table_row() { # LABEL HAPROXY NGINX NETPROXY FLOOR
+    echo "| $1 | $2 | $3 | $4 | $5 | $(ratio "$4" "$2") | $(ratio "$5" "$2") | $(ratio "$4" "$5") |"
+}
+table_head() { # TITLE
+    echo "| $1 | HAProxy | nginx | netproxy | floor | netproxy / HAProxy | floor / HAProxy | netproxy / floor |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 }
 
 # --- start everything ---------------------------------------------------------------------------
@@ -335,7 +368,7 @@ start_netproxy echo "{
   \"max_connections_per_source\": $((IDLE_CONNECTIONS + 100))
 }"
 
-proxies=(HAProxy nginx netproxy)
+proxies=(HAProxy nginx netproxy floor)
 declare -A plain_port resend_port relay_port proxy_pid
 for proxy in "${proxies[@]}"; do
     plain_port[$proxy]=$(free_port)
@@ -375,6 +408,8 @@ start_netproxy netproxy "{
   }
 }"
 proxy_pid[netproxy]=$started_pid
+start_floor "${plain_port[floor]}" "${resend_port[floor]}" "${relay_port[floor]}"
+proxy_pid[floor]=$floor_pid
 
 versions="HAProxy $(haproxy -v | sed -n 's/^HAProxy version \([^ ]*\).*/\1/p'), nginx $(nginx -v 2>&1 | sed 's|.*/||')"
 conditions="loopback, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start; $versions; netproxy log level $LOG_LEVEL; descriptor limit $nofile"
@@ -423,19 +458,19 @@ if wants rate; then
         done
     done
     {
-        echo "| forward hop, $CONCURRENCY in flight | HAProxy | nginx | netproxy | netproxy / HAProxy |"
-        echo "| --- | ---: | ---: | ---: | ---: |"
-        for set in "0 plain forward" "3 header re-sent"; do
+        table_head "forward hop, $CONCURRENCY in flight"
+        for set in "0 plain forward" "4 header re-sent"; do
             first=${set%% *}
             name=${set#* }
-            a=$first b=$((first + 1)) c=$((first + 2))
-            table_row "$name: conn/s" "${best[$a]}" "${best[$b]}" "${best[$c]}"
-            table_row "$name: p50 ms" "${best_p50[$a]}" "${best_p50[$b]}" "${best_p50[$c]}"
-            table_row "$name: p99 ms" "${best_p99[$a]}" "${best_p99[$b]}" "${best_p99[$c]}"
-            table_row "$name: proxy CPU µs/conn" "$(median "${cpu[$a]}")" "$(median "${cpu[$b]}")" "$(median "${cpu[$c]}")"
+            a=$first b=$((first + 1)) c=$((first + 2)) d=$((first + 3))
+            table_row "$name: conn/s" "${best[$a]}" "${best[$b]}" "${best[$c]}" "${best[$d]}"
+            table_row "$name: p50 ms" "${best_p50[$a]}" "${best_p50[$b]}" "${best_p50[$c]}" "${best_p50[$d]}"
+            table_row "$name: p99 ms" "${best_p99[$a]}" "${best_p99[$b]}" "${best_p99[$c]}" "${best_p99[$d]}"
+            table_row "$name: proxy CPU µs/conn" "$(median "${cpu[$a]}")" "$(median "${cpu[$b]}")" \
+                "$(median "${cpu[$c]}")" "$(median "${cpu[$d]}")"
         done
         echo
-        echo "$CONNECTIONS connections per run, each with a v2 header; conn/s, p50 and p99 from each row's fastest of $RUNS runs after a warm-up, proxy CPU (user + system, the proxy's own processes) the median. Re-sent header: HAProxy and netproxy v2, nginx v1. $conditions."
+        echo "$CONNECTIONS connections per run, each with a v2 header; conn/s, p50 and p99 from each row's fastest of $RUNS runs after a warm-up, proxy CPU (user + system, the proxy's own processes) the median. Re-sent header: HAProxy, netproxy and the floor v2, nginx v1. $conditions."
         echo
     } | tee -a "$OUT/forward.md"
 fi
@@ -504,13 +539,18 @@ if wants idle; then
     mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
     per_conn() { awk -v a="$1" -v b="$2" -v n="$IDLE_CONNECTIONS" 'BEGIN { printf "%.2f", (b - a) / n }'; }
     {
-        echo "| $IDLE_CONNECTIONS idle forwarded connections | HAProxy | nginx | netproxy | netproxy / HAProxy |"
-        echo "| --- | ---: | ---: | ---: | ---: |"
-        table_row "RSS before, MiB" "$(mib "${rss_before[HAProxy]}")" "$(mib "${rss_before[nginx]}")" "$(mib "${rss_before[netproxy]}")"
-        table_row "RSS while held, MiB" "$(mib "${rss_held[HAProxy]}")" "$(mib "${rss_held[nginx]}")" "$(mib "${rss_held[netproxy]}")"
-        table_row "KiB per connection" "$(per_conn "${rss_before[HAProxy]}" "${rss_held[HAProxy]}")" \
-            "$(per_conn "${rss_before[nginx]}" "${rss_held[nginx]}")" "$(per_conn "${rss_before[netproxy]}" "${rss_held[netproxy]}")"
-        table_row "RSS after they closed, MiB" "$(mib "${rss_after[HAProxy]}")" "$(mib "${rss_after[nginx]}")" "$(mib "${rss_after[netproxy]}")"
+        table_head "$IDLE_CONNECTIONS idle forwarded connections"
+        before=() held=() per=() after=()
+        for proxy in "${proxies[@]}"; do
+            before+=("$(mib "${rss_before[$proxy]}")")
+            held+=("$(mib "${rss_held[$proxy]}")")
+            per+=("$(per_conn "${rss_before[$proxy]}" "${rss_held[$proxy]}")")
+            after+=("$(mib "${rss_after[$proxy]}")")
+        done
+        table_row "RSS before, MiB" "${before[@]}"
+        table_row "RSS while held, MiB" "${held[@]}"
+        table_row "KiB per connection" "${per[@]}"
+        table_row "RSS after they closed, MiB" "${after[@]}"
         echo
         echo "VmRSS summed over the proxy's processes (nginx: master and 2 workers); each connection sent a v2 header and nothing more, the proxy holds it and its connection to the echo target. One round per proxy$(wants rate && echo ", after the rate part"). $conditions."
         echo
@@ -554,15 +594,15 @@ if wants relay; then
     done
     seconds_per_gib() { awk -v m="$(median "$1")" 'BEGIN { printf "%.2f", m / 1000 }'; }
     {
-        echo "| relay to echo, $STREAM_BYTES bytes | HAProxy | nginx | netproxy | netproxy / HAProxy |"
-        echo "| --- | ---: | ---: | ---: | ---: |"
-        for set in "0 1 connection" "3 16 connections"; do
+        table_head "relay to echo, $STREAM_BYTES bytes"
+        for set in "0 1 connection" "4 16 connections"; do
             first=${set%% *}
             name=${set#* }
-            a=$first b=$((first + 1)) c=$((first + 2))
-            table_row "$name: MB/s" "${best_mb[$a]}" "${best_mb[$b]}" "${best_mb[$c]}"
+            a=$first b=$((first + 1)) c=$((first + 2)) d=$((first + 3))
+            table_row "$name: MB/s" "${best_mb[$a]}" "${best_mb[$b]}" "${best_mb[$c]}" "${best_mb[$d]}"
             table_row "$name: proxy CPU s/GiB" "$(seconds_per_gib "${relay_cpu[$a]}")" \
-                "$(seconds_per_gib "${relay_cpu[$b]}")" "$(seconds_per_gib "${relay_cpu[$c]}")"
+                "$(seconds_per_gib "${relay_cpu[$b]}")" "$(seconds_per_gib "${relay_cpu[$c]}")" \
+                "$(seconds_per_gib "${relay_cpu[$d]}")"
         done
         echo
         echo "MB = 10^6 bytes, counted one way (every byte also comes back); best of $RUNS runs after a warm-up, proxy CPU per GiB relayed each way the median; echo target: a separate netproxy process. $conditions."
