@@ -119,13 +119,13 @@ final class Relay: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        partner?.context?.close(promise: nil)
+        partner?.closeAfterWrites(mode: .all)
         partner = nil
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
-            partner?.context?.close(mode: .output, promise: nil)
+            partner?.closeAfterWrites(mode: .output)
         }
     }
 
@@ -143,6 +143,16 @@ final class Relay: ChannelDuplexHandler {
         } else {
             readPending = true
         }
+    }
+
+    /// Closes once every byte written so far has gone out: a close, or a half-close of a channel
+    /// whose input has ended, would drop what is still queued.
+    private func closeAfterWrites(mode: CloseMode) {
+        guard let context else { return }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        // Writes complete in order: this empty one completes after all the others.
+        context.writeAndFlush(NIOAny(ByteBuffer()), promise: written)
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(mode: mode, promise: nil) }
     }
 
     private func readIfPending() {
