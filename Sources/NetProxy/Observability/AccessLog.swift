@@ -144,6 +144,8 @@ final class AccessLog: @unchecked Sendable {
             retired = []
             var chunk = pending
             pending = spare
+            // The only reference now: a second one would make the first line copy the storage.
+            spare = ByteBuffer()
             // Held until written, even if a reload replaces it meanwhile.
             let file = destination
             if chunk.readableBytes == 0, earlier.isEmpty, let finished {
