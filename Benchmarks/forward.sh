@@ -26,7 +26,7 @@
 # Parts (--parts, comma-separated; default rate,idle,relay), in that order:
 #   rate   Connections per second through the hop: CONNECTIONS per run, CONCURRENCY in flight,
 #          each sending a v2 header, reading the target's line to EOF and closing
-#          (Benchmarks/load/load.c). Two sets of three rows. "plain forward": nothing is sent to
+#          (Benchmarks/load/load.c). Two sets of four rows. "plain forward": nothing is sent to
 #          the line target before the client's bytes; its line names the proxy, so load checks
 #          only that a reply came (-N). "header re-sent": HAProxy `send-proxy-v2`, netproxy
 #          `"send_proxy": "v2"`, the floor the client's header as received, nginx
