@@ -28,6 +28,8 @@ final class HeaderThenConnect: ChannelInboundHandler, RemovableChannelHandler {
     private let resend: Bool
     private var buffered: ByteBuffer?
     private var connecting = false
+    /// The client half-closed while the target was connecting: passed on once the relay is in.
+    private var inputClosed = false
 
     init(target: SocketAddress, resend: Bool) {
         self.target = target
@@ -50,6 +52,14 @@ final class HeaderThenConnect: ChannelInboundHandler, RemovableChannelHandler {
         }
         guard received.readableBytes >= 16 + Int(length) else { return }
         connect(context: context, headerLength: 16 + Int(length))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, event == .inputClosed else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        // Before a whole header there is nothing to forward; during the connect, it waits.
+        if connecting { inputClosed = true } else { context.close(promise: nil) }
     }
 
     private func connect(context: ChannelHandlerContext, headerLength: Int) {
@@ -76,6 +86,7 @@ final class HeaderThenConnect: ChannelInboundHandler, RemovableChannelHandler {
                     if let rest = buffered, rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
                     buffered = nil
                     context.fireChannelReadComplete()
+                    if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
                     context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
                 case .failure:
                     context.close(promise: nil)
